@@ -1,0 +1,42 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionName, AgentId, Decision, IntentId};
+
+/// The kinds of audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// An authenticated intent was rejected before a decision (unknown action, invalid input).
+    Rejected,
+    /// Policy decided; written before any side effect.
+    Decided,
+    /// The action ran (or failed to run) after an allow; written after the side effect.
+    Outcome,
+}
+
+/// One audit event. Everything in it is already redacted: it never holds a credential
+/// value or the raw upstream body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// What happened.
+    pub kind: AuditKind,
+    /// The intent it belongs to.
+    pub intent_id: IntentId,
+    /// The authenticated agent.
+    pub agent: AgentId,
+    /// The requested action, when it was a valid action name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionName>,
+    /// SHA-256 of the canonical validated input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
+    /// The decision, for `decided` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// Whether this was a dry run (nothing executed).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub dry_run: bool,
+    /// Free-form, redacted details: the rejection error, the upstream status, the failure.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
+    pub detail: serde_json::Value,
+}
