@@ -42,6 +42,10 @@ impl Decision {
     /// evaluation error), which is how the gateway fails closed.
     #[must_use]
     pub fn gateway_deny(reason: impl Into<String>) -> Self {
-        Self { effect: Effect::Deny, reasons: vec![reason.into()], policies: Vec::new() }
+        Self {
+            effect: Effect::Deny,
+            reasons: vec![reason.into()],
+            policies: Vec::new(),
+        }
     }
 }

@@ -12,12 +12,21 @@ pub struct InvalidId {
 }
 
 fn check(kind: &'static str, value: &str, extra: &[char]) -> Result<(), InvalidId> {
-    let fail = |reason| InvalidId { kind, value: value.chars().take(80).collect(), reason };
+    let fail = |reason| InvalidId {
+        kind,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
     if value.is_empty() || value.len() > 128 {
         return Err(fail("must be 1 to 128 characters"));
     }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c)) {
-        return Err(fail("may contain only ASCII letters, digits, `_`, `-` and `.`"));
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    {
+        return Err(fail(
+            "may contain only ASCII letters, digits, `_`, `-` and `.`",
+        ));
     }
     Ok(())
 }
@@ -101,7 +110,10 @@ mod tests {
         assert!(AgentId::new("bot\n").is_err());
         assert!(IntentId::new("int_ab.cd").is_err());
         let err = AgentId::new("x y").unwrap_err().to_string();
-        assert_eq!(err, "invalid agent id `x y`: may contain only ASCII letters, digits, `_`, `-` and `.`");
+        assert_eq!(
+            err,
+            "invalid agent id `x y`: may contain only ASCII letters, digits, `_`, `-` and `.`"
+        );
     }
 
     #[test]

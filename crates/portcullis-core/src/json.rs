@@ -19,7 +19,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: DEFAULT_MAX_DEPTH }
+        Self {
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -43,7 +45,9 @@ pub struct JsonError(String);
 /// With a message that names the problem and, where known, its line and column.
 pub fn parse_strict(bytes: &[u8], limits: Limits) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Seed { depth: 0, limits }.deserialize(&mut de).map_err(describe)?;
+    let value = Seed { depth: 0, limits }
+        .deserialize(&mut de)
+        .map_err(describe)?;
     de.end().map_err(describe)?;
     Ok(value)
 }
@@ -62,7 +66,10 @@ pub fn check_depth(value: &Value, limits: Limits) -> Result<(), JsonError> {
         }
     }
     if depth(value) > limits.max_depth {
-        return Err(JsonError(format!("JSON nests deeper than {} levels", limits.max_depth)));
+        return Err(JsonError(format!(
+            "JSON nests deeper than {} levels",
+            limits.max_depth
+        )));
     }
     Ok(())
 }
@@ -81,9 +88,15 @@ impl Seed {
     fn nested<E: de::Error>(self) -> Result<Self, E> {
         let depth = self.depth + 1;
         if depth > self.limits.max_depth {
-            return Err(E::custom(format_args!("JSON nests deeper than {} levels", self.limits.max_depth)));
+            return Err(E::custom(format_args!(
+                "JSON nests deeper than {} levels",
+                self.limits.max_depth
+            )));
         }
-        Ok(Self { depth, limits: self.limits })
+        Ok(Self {
+            depth,
+            limits: self.limits,
+        })
     }
 }
 
@@ -113,7 +126,9 @@ impl<'de> Visitor<'de> for Seed {
         if !v.is_finite() || v.abs() > MAX_SAFE_FLOAT {
             return Err(E::custom("number is too large to be represented exactly"));
         }
-        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number is not finite"))
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number is not finite"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -204,7 +219,9 @@ fn write_number(n: &Number, out: &mut String) -> Result<(), JsonError> {
     } else if let Some(u) = n.as_u64() {
         out.push_str(&u.to_string());
     } else {
-        let f = n.as_f64().ok_or_else(|| JsonError("number is not representable".into()))?;
+        let f = n
+            .as_f64()
+            .ok_or_else(|| JsonError("number is not representable".into()))?;
         out.push_str(&es6_number(f));
     }
     Ok(())
@@ -250,7 +267,12 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused() {
         let deep = "[".repeat(40) + &"]".repeat(40);
-        assert!(parse(&deep).unwrap_err().to_string().contains("deeper than 32"));
+        assert!(
+            parse(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper than 32")
+        );
         let ok = "[".repeat(32) + &"]".repeat(32);
         assert!(parse(&ok).is_ok());
     }
@@ -259,7 +281,10 @@ mod tests {
     fn inexact_numbers_and_trailing_data_are_refused() {
         assert!(parse("123456789012345678901234567890").is_err());
         assert!(parse("1e300").is_err());
-        assert_eq!(parse("18446744073709551615").unwrap(), serde_json::json!(u64::MAX));
+        assert_eq!(
+            parse("18446744073709551615").unwrap(),
+            serde_json::json!(u64::MAX)
+        );
         assert_eq!(parse("12.5").unwrap(), serde_json::json!(12.5));
         assert!(parse("{} x").is_err());
         assert!(parse_strict(b"\"\xff\"", Limits::default()).is_err());
@@ -268,7 +293,10 @@ mod tests {
     #[test]
     fn canonical_form_sorts_keys_and_normalizes_numbers() {
         let v = parse(r#"{"b": [1, 2.50, "x"], "a": {"d": true, "c": null}}"#).unwrap();
-        assert_eq!(canonical(&v).unwrap(), r#"{"a":{"c":null,"d":true},"b":[1,2.5,"x"]}"#);
+        assert_eq!(
+            canonical(&v).unwrap(),
+            r#"{"a":{"c":null,"d":true},"b":[1,2.5,"x"]}"#
+        );
         assert_eq!(es6_number(1e-7), "1e-7");
         assert_eq!(es6_number(100.0), "100");
     }

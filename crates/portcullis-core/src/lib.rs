@@ -6,13 +6,15 @@
 
 mod audit;
 mod decision;
+mod diagnostic;
 mod ids;
 pub mod json;
 mod response;
-mod secret;
+pub mod secret;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use decision::{Decision, Effect};
+pub use diagnostic::{Diagnostic, line_at_offset, line_of};
 pub use ids::{ActionName, AgentId, IntentId, InvalidId};
 pub use response::RawResponse;
 pub use secret::Secret;

@@ -1,0 +1,65 @@
+//! The action file format as written by people, before validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One action as written in an action file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAction {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// A JSON Schema for the input; `additionalProperties: false` is implied.
+    pub input: Spanned<serde_json::Value>,
+    #[serde(default)]
+    pub resource: Option<Spanned<RawResource>>,
+    pub request: Spanned<RawRequest>,
+    #[serde(default)]
+    pub credential: Option<Spanned<String>>,
+    #[serde(default)]
+    pub response: RawResponseSpec,
+    #[serde(default)]
+    pub hints: RawHints,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResource {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequest {
+    pub method: String,
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResponseSpec {
+    #[serde(default)]
+    pub keep: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHints {
+    #[serde(default)]
+    pub read_only: Option<bool>,
+    #[serde(default)]
+    pub destructive: Option<bool>,
+    #[serde(default)]
+    pub idempotent: Option<bool>,
+}

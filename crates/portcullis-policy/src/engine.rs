@@ -1,0 +1,501 @@
+//! Loading, validating and evaluating policies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Entities, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, PrincipalConstraint, Request, Schema, ValidationMode, Validator,
+};
+use serde_json::{Map, Value, json};
+
+use portcullis_catalog::template::Part;
+use portcullis_catalog::{ActionDef, Catalog, ValidInput};
+use portcullis_core::{AgentId, Decision, Diagnostic, Effect, line_at_offset};
+
+use crate::context::{self, derivation};
+use crate::entities::{self, AgentEntity, EntityDecl};
+use crate::permitted::Permitted;
+use crate::schema::record_type;
+
+/// Everything policy loading needs.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInputs<'a> {
+    /// The action catalog.
+    pub catalog: &'a Catalog,
+    /// Agents with attributes and groups, by id.
+    pub agents: &'a BTreeMap<String, AgentEntity>,
+    /// Trusted entity data from the configuration.
+    pub entities: &'a [EntityDecl],
+    /// The `.cedar` files.
+    pub policy_files: &'a [PathBuf],
+}
+
+/// Loaded, validated policies, ready to decide.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    schema: Schema,
+    schema_json: Value,
+    policies: PolicySet,
+    entities: Entities,
+    authorizer: Authorizer,
+    agent_groups: HashMap<String, Vec<String>>,
+}
+
+/// A decision together with the input it was made on.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    decision: Decision,
+    input: ValidInput,
+}
+
+impl Decided {
+    /// The decision.
+    #[must_use]
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The input decided on.
+    #[must_use]
+    pub fn input(&self) -> &ValidInput {
+        &self.input
+    }
+
+    /// The proof of an allow, or the decision back when it was not an allow.
+    ///
+    /// # Errors
+    /// When the effect is deny or hold.
+    pub fn into_permitted(self) -> Result<Permitted<ValidInput>, Self> {
+        if self.decision.effect == Effect::Allow {
+            Ok(Permitted::new(self.input, self.decision))
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// The annotation that turns a permit into a hold.
+pub const HOLD_ANNOTATION: &str = "hold";
+/// The annotation whose text becomes the reason of a decision.
+pub const REASON_ANNOTATION: &str = "reason";
+/// The annotation that names a policy.
+pub const ID_ANNOTATION: &str = "id";
+
+impl PolicyEngine {
+    /// Generates the schema, loads and validates every policy file, and builds the
+    /// entity store.
+    ///
+    /// # Errors
+    /// Every problem found, each with its file and line where known.
+    pub fn load(inputs: PolicyInputs<'_>) -> Result<Self, Vec<Diagnostic>> {
+        let mut problems = Vec::new();
+        let (entity_types, entity_list) = match entities::build(inputs.agents, inputs.entities) {
+            Ok(x) => x,
+            Err(errs) => {
+                return Err(errs
+                    .into_iter()
+                    .map(|e| Diagnostic::general(format!("in `entities`/`agents`: {e}")))
+                    .collect());
+            }
+        };
+        let schema_json = generate_schema(inputs.catalog, entity_types);
+        let schema = Schema::from_json_value(schema_json.clone()).map_err(|e| {
+            vec![Diagnostic::general(format!(
+                "the generated Cedar schema is invalid: {e}"
+            ))]
+        })?;
+        let mut policies = PolicySet::new();
+        let mut sources: HashMap<PolicyId, (PathBuf, String)> = HashMap::new();
+        for file in inputs.policy_files {
+            load_file(file, &mut policies, &mut sources, &mut problems);
+        }
+        if problems.is_empty() {
+            let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+            for err in result.validation_errors() {
+                let (file, src) = sources
+                    .get(err.policy_id())
+                    .map_or((None, ""), |(f, s)| (Some(f.clone()), s.as_str()));
+                let line = first_label_offset(err).map(|o| line_at_offset(src, o));
+                let message = format!(
+                    "policy `{}`: {}",
+                    err.policy_id(),
+                    one_line(&err.to_string())
+                );
+                problems.push(Diagnostic {
+                    file,
+                    line,
+                    message,
+                });
+            }
+        }
+        let entities = match Entities::from_json_value(Value::Array(entity_list), Some(&schema)) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(Diagnostic::general(format!(
+                    "in `entities`: {}",
+                    one_line(&e.to_string())
+                )));
+                Entities::empty()
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let agent_groups = inputs
+            .agents
+            .iter()
+            .map(|(id, a)| (id.clone(), a.groups.clone()))
+            .collect();
+        Ok(Self {
+            schema,
+            schema_json,
+            policies,
+            entities,
+            authorizer: Authorizer::new(),
+            agent_groups,
+        })
+    }
+
+    /// The generated Cedar schema (JSON format), for `portcullis check --print-schema`.
+    #[must_use]
+    pub fn schema_json(&self) -> &Value {
+        &self.schema_json
+    }
+
+    /// How many policies are loaded.
+    #[must_use]
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Decides whether `agent` may run `action` with `input` at time `now`.
+    ///
+    /// Default deny; forbid wins; an evaluation error, or an input that can't be put
+    /// into the context, denies.
+    #[must_use]
+    pub fn decide(
+        &self,
+        agent: &AgentId,
+        action: &ActionDef,
+        input: ValidInput,
+        now: time::OffsetDateTime,
+    ) -> Decided {
+        let decision = self
+            .evaluate(agent, action, &input, now)
+            .unwrap_or_else(Decision::gateway_deny);
+        Decided { decision, input }
+    }
+
+    fn evaluate(
+        &self,
+        agent: &AgentId,
+        action: &ActionDef,
+        input: &ValidInput,
+        now: time::OffsetDateTime,
+    ) -> Result<Decision, String> {
+        let principal = uid("Agent", agent.as_str())?;
+        let action_uid = uid("Action", action.name.as_str())?;
+        let resource = uid(
+            &action.resource.entity_type,
+            &render_id(action, input.value()),
+        )?;
+        let ctx = json!({
+            "input": context::record(input.value(), &action.input_schema),
+            "derived": context::derived(input.value(), &action.input_schema),
+            "now": context::now(now),
+        });
+        let context =
+            Context::from_json_value(ctx, Some((&self.schema, &action_uid))).map_err(|e| {
+                format!(
+                    "the input can't be evaluated by policy: {}",
+                    one_line(&e.to_string())
+                )
+            })?;
+        let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
+            .map_err(|e| {
+                format!(
+                    "the request can't be evaluated by policy: {}",
+                    one_line(&e.to_string())
+                )
+            })?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &self.entities);
+        if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
+            response.diagnostics().errors().next()
+        {
+            return Err(format!(
+                "policy `{}` could not be evaluated, so the intent is denied",
+                err.policy_id()
+            ));
+        }
+        let determining: Vec<&Policy> = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.policies.policy(id))
+            .collect();
+        let ids = determining.iter().map(|p| p.id().to_string()).collect();
+        Ok(match response.decision() {
+            cedar_policy::Decision::Allow => {
+                let holds: Vec<String> = determining
+                    .iter()
+                    .filter_map(|p| p.annotation(HOLD_ANNOTATION))
+                    .map(str::to_owned)
+                    .collect();
+                if holds.is_empty() {
+                    Decision {
+                        effect: Effect::Allow,
+                        reasons: reasons(&determining, "permitted by policy"),
+                        policies: ids,
+                    }
+                } else {
+                    Decision {
+                        effect: Effect::Hold,
+                        reasons: holds,
+                        policies: ids,
+                    }
+                }
+            }
+            cedar_policy::Decision::Deny if determining.is_empty() => Decision {
+                effect: Effect::Deny,
+                reasons: vec![format!(
+                    "no policy permits agent `{agent}` to run `{}`",
+                    action.name
+                )],
+                policies: ids,
+            },
+            cedar_policy::Decision::Deny => Decision {
+                effect: Effect::Deny,
+                reasons: reasons(&determining, "forbidden by policy"),
+                policies: ids,
+            },
+        })
+    }
+
+    /// Whether some permit policy's scope admits `agent` and `action`: the actions an agent
+    /// may call are the ones it is shown. Conditions are not evaluated (they need an input).
+    #[must_use]
+    pub fn visible(&self, agent: &AgentId, action: &ActionDef) -> bool {
+        let (Ok(me), Ok(act)) = (
+            uid("Agent", agent.as_str()),
+            uid("Action", action.name.as_str()),
+        ) else {
+            return false;
+        };
+        let groups: Vec<EntityUid> = self
+            .agent_groups
+            .get(agent.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|g| uid("AgentGroup", g).ok())
+            .collect();
+        let principal_ok = |c: PrincipalConstraint| match c {
+            PrincipalConstraint::Any => true,
+            PrincipalConstraint::Eq(u) => u == me,
+            PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => {
+                u == me || groups.contains(&u)
+            }
+            PrincipalConstraint::Is(t) => t.to_string() == "Agent",
+        };
+        let action_ok = |c: ActionConstraint| match c {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(u) => u == act,
+            ActionConstraint::In(us) => us.contains(&act),
+        };
+        self.policies
+            .policies()
+            .filter(|p| p.effect() == cedar_policy::Effect::Permit)
+            .any(|p| principal_ok(p.principal_constraint()) && action_ok(p.action_constraint()))
+    }
+}
+
+fn reasons(policies: &[&Policy], fallback: &str) -> Vec<String> {
+    policies
+        .iter()
+        .map(|p| {
+            p.annotation(REASON_ANNOTATION)
+                .map_or_else(|| format!("{fallback} `{}`", p.id()), str::to_owned)
+        })
+        .collect()
+}
+
+fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
+    let t = EntityTypeName::from_str(entity_type)
+        .map_err(|_| format!("`{entity_type}` is not a Cedar entity type"))?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+/// The resource id for an intent, from the action's `resource.id` template.
+fn render_id(action: &ActionDef, input: &Value) -> String {
+    action
+        .resource
+        .id
+        .parts()
+        .iter()
+        .map(|p| match p {
+            Part::Lit(l) => l.clone(),
+            Part::Param(n) => match input.get(n) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            },
+        })
+        .collect()
+}
+
+fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> Value {
+    let mut actions = Map::new();
+    for action in catalog.iter() {
+        entity_types
+            .entry(action.resource.entity_type.clone())
+            .or_insert_with(|| json!({}));
+        let mut derived = Map::new();
+        if let Some(Value::Object(props)) = action.input_schema.get("properties") {
+            for (name, prop) in props {
+                if let Some((kind, array)) = derivation(prop) {
+                    let (attr, t) = if array {
+                        (
+                            kind.plural(),
+                            json!({"type": "Set", "element": {"type": "String"}}),
+                        )
+                    } else {
+                        (kind.single(), json!({"type": "String"}))
+                    };
+                    derived.insert(
+                        name.clone(),
+                        json!({"type": "Record", "required": false, "attributes": {attr: t}}),
+                    );
+                }
+            }
+        }
+        let context = json!({"type": "Record", "attributes": {
+            "input": record_type(&action.input_schema),
+            "derived": {"type": "Record", "attributes": derived},
+            "now": context::now_type(),
+        }});
+        actions.insert(
+            action.name.to_string(),
+            json!({"appliesTo": {"principalTypes": ["Agent"], "resourceTypes": [action.resource.entity_type], "context": context}}),
+        );
+    }
+    json!({"": {"entityTypes": entity_types, "actions": actions}})
+}
+
+fn load_file(
+    file: &Path,
+    set: &mut PolicySet,
+    sources: &mut HashMap<PolicyId, (PathBuf, String)>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    let src = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(Diagnostic::at(
+                file,
+                None,
+                format!("cannot read policy file: {e}"),
+            ));
+            return;
+        }
+    };
+    let parsed = match PolicySet::from_str(&src) {
+        Ok(p) => p,
+        Err(errs) => {
+            for e in errs.iter() {
+                let line = first_label_offset(e).map(|o| line_at_offset(&src, o));
+                problems.push(Diagnostic::at(
+                    file,
+                    line,
+                    format!("cedar syntax: {}", one_line(&e.to_string())),
+                ));
+            }
+            return;
+        }
+    };
+    if parsed.templates().next().is_some() {
+        problems.push(Diagnostic::at(
+            file,
+            None,
+            "policy templates (with `?principal`/`?resource`) are not supported",
+        ));
+    }
+    let stem = file
+        .file_name()
+        .map_or_else(|| "policy".to_owned(), |n| n.to_string_lossy().into_owned());
+    let mut numbered: Vec<&Policy> = parsed.policies().collect();
+    numbered.sort_by_key(|p| {
+        p.id()
+            .to_string()
+            .trim_start_matches("policy")
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    for (i, policy) in numbered.into_iter().enumerate() {
+        let id = policy
+            .annotation(ID_ANNOTATION)
+            .map_or_else(|| format!("{stem}#{}", i + 1), str::to_owned);
+        let line = policy_line(&src, i);
+        if let Some(h) = policy.annotation(HOLD_ANNOTATION) {
+            if policy.effect() != cedar_policy::Effect::Permit {
+                problems.push(Diagnostic::at(
+                    file,
+                    line,
+                    format!("policy `{id}`: `@hold` only applies to `permit` policies"),
+                ));
+            } else if h.trim().is_empty() {
+                problems.push(Diagnostic::at(
+                    file,
+                    line,
+                    format!(
+                        "policy `{id}`: `@hold` needs a reason, e.g. `@hold(\"refund above 100\")`"
+                    ),
+                ));
+            }
+        }
+        let pid = PolicyId::new(&id);
+        if sources.contains_key(&pid) {
+            problems.push(Diagnostic::at(
+                file,
+                line,
+                format!("policy id `{id}` is used twice"),
+            ));
+            continue;
+        }
+        if let Err(e) = set.add(policy.new_id(pid.clone())) {
+            problems.push(Diagnostic::at(file, line, format!("policy `{id}`: {e}")));
+            continue;
+        }
+        sources.insert(pid, (file.to_owned(), src.clone()));
+    }
+}
+
+/// The line where the `n`th policy (0-based) of a file starts: the line of its `permit`/`forbid`
+/// keyword or of the first annotation before it.
+fn policy_line(src: &str, n: usize) -> Option<u64> {
+    let mut count = 0;
+    let mut pending_annotation: Option<usize> = None;
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('@') && pending_annotation.is_none() {
+            pending_annotation = Some(i);
+        }
+        if t.starts_with("permit") || t.starts_with("forbid") {
+            if count == n {
+                return u64::try_from(pending_annotation.unwrap_or(i) + 1).ok();
+            }
+            count += 1;
+            pending_annotation = None;
+        }
+    }
+    None
+}
+
+fn first_label_offset(d: &dyn miette::Diagnostic) -> Option<usize> {
+    d.labels().and_then(|mut l| l.next()).map(|l| l.offset())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,40 @@
+use portcullis_core::Decision;
+
+/// A value that policy allowed. Only this crate can build one, so a function that takes
+/// a `Permitted<T>` (the request builder, and through it the executor) can only run
+/// after an allow.
+#[derive(Debug, Clone)]
+pub struct Permitted<T> {
+    inner: T,
+    decision: Decision,
+}
+
+impl<T> Permitted<T> {
+    pub(crate) fn new(inner: T, decision: Decision) -> Self {
+        Self { inner, decision }
+    }
+
+    /// The permitted value.
+    pub fn get(&self) -> &T {
+        &self.inner
+    }
+
+    /// The allow decision.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// Carries the permission over to a value derived from the permitted one (the request
+    /// built from the permitted input).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Permitted<U> {
+        Permitted {
+            inner: f(self.inner),
+            decision: self.decision,
+        }
+    }
+
+    /// Takes the value out, ending the proof.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
