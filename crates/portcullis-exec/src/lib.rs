@@ -1,1 +1,18 @@
-//! stub
+//! Egress for Portcullis: the execute stage of the pipeline.
+//!
+//! [`Egress`] sends a prepared request through the SSRF guard (forbidden address ranges,
+//! checked on IP-literal hosts and on every resolved address, which are then pinned), with no
+//! proxy, no redirects, timeouts and a response size cap, and returns the [`RawResponse`]
+//! for the redactor.
+//!
+//! [`RawResponse`]: portcullis_core::RawResponse
+
+pub mod egress;
+pub mod error;
+mod guard;
+pub mod net;
+mod tls;
+
+pub use egress::{Egress, EgressConfig, OutboundRequest};
+pub use error::{ExecError, NetParseError};
+pub use net::{IpNet, forbidden_reason};

@@ -1,0 +1,252 @@
+//! Guarded HTTP egress: the one client through which Portcullis calls upstream APIs.
+//!
+//! Every request is checked by the SSRF guard ([`crate::net::forbidden_reason`] plus the
+//! operator's allow list), goes straight to the checked address (no proxy, whatever the
+//! `HTTP_PROXY` family of variables says), is never redirected, is bounded in time, and its
+//! response body is bounded in size.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::RawResponse;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Method, Request, Response, redirect};
+use url::Url;
+
+use crate::error::ExecError;
+use crate::guard::{Guard, GuardResolver};
+use crate::net::IpNet;
+use crate::tls;
+
+/// Default for [`EgressConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`EgressConfig::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`EgressConfig::max_response_bytes`]: 10 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// Limits and exceptions for egress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressConfig {
+    /// Networks allowed even though [`crate::net::forbidden_reason`] refuses them, e.g. an
+    /// internal API at `10.20.0.0/16`. Empty by default.
+    pub allow: Vec<IpNet>,
+    /// Time allowed for name resolution, TCP connect and TLS handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole exchange, reading the response body included.
+    pub timeout: Duration,
+    /// The largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// A request to send, exactly as prepared (credential included).
+///
+/// Its `Debug` output shows the method, the origin, header names and the body length only.
+pub struct OutboundRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// The full URL; only `http` and `https` are accepted.
+    pub url: Url,
+    /// Headers, in order; repeated names are sent repeatedly.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for OutboundRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("OutboundRequest")
+            .field("method", &self.method)
+            .field("origin", &self.url.origin().ascii_serialization())
+            .field("headers", &names)
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The guarded HTTP client. Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    guard: Arc<Guard>,
+    config: EgressConfig,
+}
+
+impl Egress {
+    /// Builds the client. Fails if a timeout is zero or the system's root certificates cannot
+    /// be loaded.
+    pub fn new(config: EgressConfig) -> Result<Self, ExecError> {
+        if config.connect_timeout.is_zero() || config.timeout.is_zero() {
+            return Err(ExecError::Client("timeouts must be greater than zero".to_owned()));
+        }
+        let guard = Arc::new(Guard::new(config.allow.clone()));
+        let client = Client::builder()
+            .tls_backend_preconfigured(tls::client_config()?)
+            .dns_resolver(GuardResolver::new(Arc::clone(&guard)))
+            .no_proxy()
+            .redirect(redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .http1_only()
+            .build()
+            .map_err(|e| ExecError::Client(builder_error(&e)))?;
+        Ok(Self {
+            inner: Arc::new(Inner { client, guard, config }),
+        })
+    }
+
+    /// Checks the destination, then sends the request and reads the response.
+    ///
+    /// Only `http` and `https` are accepted. An IP-literal host is checked here (hyper skips
+    /// the resolver for those); a name is resolved by the guard's resolver, which refuses the
+    /// whole answer if any address is forbidden and not allowed, and hands reqwest only the
+    /// checked addresses. A 3xx is returned as it is, never followed.
+    pub async fn send(&self, req: OutboundRequest) -> Result<RawResponse, ExecError> {
+        let host = req.url.host_str().unwrap_or_default().to_owned();
+        self.inner.guard.check_url(&req.url)?;
+        let response = self
+            .inner
+            .client
+            .execute(into_request(req))
+            .await
+            .map_err(|e| ExecError::from_reqwest(&e, &host))?;
+        read_response(response, self.inner.config.max_response_bytes, &host).await
+    }
+
+    /// The destination check of [`Egress::send`] without sending: resolves a name (bounded by
+    /// the connect timeout) and checks every address.
+    pub async fn check_destination(&self, url: &Url) -> Result<(), ExecError> {
+        let Some(name) = self.inner.guard.check_url(url)? else {
+            return Ok(());
+        };
+        let lookup = self.inner.guard.resolve(name);
+        match tokio::time::timeout(self.inner.config.connect_timeout, lookup).await {
+            Ok(answer) => answer.map(drop).map_err(|e| e.to_exec_error()),
+            Err(_) => Err(ExecError::Timeout),
+        }
+    }
+}
+
+fn into_request(req: OutboundRequest) -> Request {
+    let mut request = Request::new(req.method, req.url);
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for (name, value) in req.headers {
+        headers.append(name, value);
+    }
+    *request.headers_mut() = headers;
+    *request.body_mut() = req.body.map(Into::into);
+    request
+}
+
+/// Reads status, headers and at most `limit` bytes of body.
+async fn read_response(mut response: Response, limit: usize, host: &str) -> Result<RawResponse, ExecError> {
+    let too_large = ExecError::ResponseTooLarge { limit };
+    if response
+        .content_length()
+        .is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large);
+    }
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ExecError::from_reqwest(&e, host))? {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(RawResponse { status, headers, body })
+}
+
+/// Describes a client-builder error by its causes. It has no URL to leak, but reqwest's own
+/// text is not relied on for that.
+fn builder_error(err: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        "invalid configuration".to_owned()
+    } else {
+        causes.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_limits() {
+        let config = EgressConfig::default();
+        assert!(config.allow.is_empty());
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.max_response_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let config = EgressConfig {
+            timeout: Duration::ZERO,
+            ..EgressConfig::default()
+        };
+        let err = Egress::new(config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "could not build the HTTP client: timeouts must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn the_client_builds_without_a_global_crypto_provider() {
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+        Egress::new(EgressConfig::default()).unwrap();
+    }
+
+    #[test]
+    fn debug_of_a_request_shows_no_credential() {
+        let req = OutboundRequest {
+            method: Method::POST,
+            url: Url::parse("https://api.example.com/v1/x?token=hunter2").unwrap(),
+            headers: vec![(
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_static("Bearer hunter2"),
+            )],
+            body: Some(b"{\"password\":\"hunter2\"}".to_vec()),
+        };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("/v1/x"), "{shown}");
+        assert!(shown.contains("https://api.example.com"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+    }
+}

@@ -1,0 +1,182 @@
+//! Errors of this crate.
+//!
+//! An [`ExecError`] may reach the agent, so it names the destination host and nothing else of
+//! the request: a URL's path and query, headers and body can all carry an injected credential.
+
+use std::error::Error as StdError;
+
+use crate::guard::GuardError;
+
+/// Why egress failed. Messages name the destination host only, never the URL, headers or body.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The destination is a forbidden address (or resolves to one) and is not allowed.
+    #[error("destination `{host}` is not allowed: {reason}")]
+    EgressDenied {
+        /// The URL's host, as parsed (so `http://0x7f.1/` shows `127.0.0.1`).
+        host: String,
+        /// Why, e.g. `loopback` or `private`.
+        reason: String,
+    },
+    /// The URL's scheme is neither `http` nor `https`.
+    #[error("scheme `{0}` is not allowed: only http and https are")]
+    UnsupportedScheme(String),
+    /// The host name did not resolve to any address.
+    #[error("could not resolve `{host}`")]
+    Resolve {
+        /// The host name.
+        host: String,
+    },
+    /// The connection, the request or reading the response took longer than allowed.
+    #[error("upstream timed out")]
+    Timeout,
+    /// No connection (TCP or TLS) could be established.
+    #[error("could not connect to `{host}`")]
+    Connect {
+        /// The URL's host.
+        host: String,
+    },
+    /// The response body is larger than the configured cap.
+    #[error("response body exceeds the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// Any other transport error, described without the URL.
+    #[error("upstream request failed: {0}")]
+    Upstream(String),
+    /// The HTTP client could not be built from the configuration.
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Why a network in CIDR notation could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetParseError {
+    /// The address part is not an IPv4 or IPv6 address in standard notation.
+    #[error("`{0}` is not an IP address or CIDR network")]
+    InvalidAddress(String),
+    /// The prefix length is not a number between 0 and the address width.
+    #[error("`{input}` has an invalid prefix length: expected 0 to {max}")]
+    InvalidPrefix {
+        /// The text as written.
+        input: String,
+        /// 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
+    /// Bits after the prefix are set, which usually means a typo.
+    #[error("`{input}` has host bits set: did you mean `{network}`?")]
+    HostBitsSet {
+        /// The text as written.
+        input: String,
+        /// The network with the host bits cleared.
+        network: String,
+    },
+}
+
+impl ExecError {
+    /// Classifies a reqwest error for a request to `host`.
+    ///
+    /// Never displays the reqwest error itself: its text includes the full URL.
+    pub(crate) fn from_reqwest(err: &reqwest::Error, host: &str) -> Self {
+        if let Some(guard) = find_source::<GuardError>(err) {
+            return guard.to_exec_error();
+        }
+        if err.is_timeout() {
+            return Self::Timeout;
+        }
+        if err.is_connect() {
+            if let Some(tls) = find_source::<rustls::Error>(err) {
+                tracing::debug!(host, error = %tls, "TLS handshake failed");
+            }
+            return Self::Connect { host: host.to_owned() };
+        }
+        Self::Upstream(describe(err))
+    }
+}
+
+/// A description of a transport error from fixed texts: what failed and, if an I/O error
+/// caused it, its kind (e.g. `connection reset`).
+fn describe(err: &reqwest::Error) -> String {
+    let what = if err.is_body() {
+        "error reading the response body"
+    } else if err.is_decode() {
+        "error decoding the response"
+    } else if err.is_request() {
+        "error sending the request"
+    } else if err.is_builder() {
+        "invalid request"
+    } else {
+        "transport error"
+    };
+    match find_source::<std::io::Error>(err) {
+        Some(io) => format!("{what}: {}", io.kind()),
+        None => what.to_owned(),
+    }
+}
+
+/// The first error of type `T` in `err`'s source chain, `err` included.
+pub(crate) fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Box<dyn StdError + Send + Sync>);
+
+    #[test]
+    fn finds_a_guard_error_behind_a_boxed_source() {
+        let inner = GuardError::Denied {
+            host: "localhost".into(),
+            reason: "loopback",
+        };
+        let outer = Outer(Box::new(inner));
+        let found = find_source::<GuardError>(&outer).unwrap();
+        assert_eq!(
+            found.to_exec_error().to_string(),
+            "destination `localhost` is not allowed: loopback"
+        );
+        assert!(find_source::<std::io::Error>(&outer).is_none());
+    }
+
+    #[test]
+    fn messages_follow_the_style() {
+        let cases = [
+            (ExecError::Timeout, "upstream timed out"),
+            (
+                ExecError::Connect {
+                    host: "api.example.com".into(),
+                },
+                "could not connect to `api.example.com`",
+            ),
+            (
+                ExecError::Resolve {
+                    host: "nx.example".into(),
+                },
+                "could not resolve `nx.example`",
+            ),
+            (
+                ExecError::UnsupportedScheme("ftp".into()),
+                "scheme `ftp` is not allowed: only http and https are",
+            ),
+            (
+                ExecError::ResponseTooLarge { limit: 10 },
+                "response body exceeds the limit of 10 bytes",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+}

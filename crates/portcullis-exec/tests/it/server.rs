@@ -1,0 +1,151 @@
+//! Tiny HTTP/1.1 servers on loopback, written by hand so that tests control every byte.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use url::Url;
+
+/// Answers every connection with the same bytes, then closes it; records each request.
+pub struct Server {
+    pub addr: SocketAddr,
+    requests: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl Server {
+    /// A server on 127.0.0.1.
+    pub async fn start(response: Vec<u8>) -> Self {
+        Self::start_on("127.0.0.1", response).await.unwrap()
+    }
+
+    /// A server on `ip`, or `None` if that address can't be bound (no IPv6 on this machine).
+    pub async fn start_on(ip: &str, response: Vec<u8>) -> Option<Self> {
+        let listener = TcpListener::bind((ip, 0)).await.ok()?;
+        let addr = listener.local_addr().unwrap();
+        let (tx, requests) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, response.clone(), tx.clone()));
+            }
+        });
+        Some(Self { addr, requests })
+    }
+
+    /// A URL on this server with `path_and_query` (starting with `/`), host spelled as `host`.
+    pub fn url_as(&self, host: &str, path_and_query: &str) -> Url {
+        Url::parse(&format!("http://{host}:{}{path_and_query}", self.addr.port())).unwrap()
+    }
+
+    /// A URL on this server, host spelled as its IP address.
+    pub fn url(&self, path_and_query: &str) -> Url {
+        let host = match self.addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        self.url_as(&host, path_and_query)
+    }
+
+    /// The requests received so far, as raw bytes.
+    pub fn received(&mut self) -> Vec<String> {
+        let mut all = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            all.push(String::from_utf8_lossy(&request).into_owned());
+        }
+        all
+    }
+}
+
+async fn answer(mut stream: TcpStream, response: Vec<u8>, tx: mpsc::UnboundedSender<Vec<u8>>) {
+    let Some(request) = read_request(&mut stream).await else {
+        return;
+    };
+    let _ = tx.send(request);
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads one request: the head, then as many body bytes as `content-length` says.
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(buf)
+}
+
+/// A complete HTTP/1.1 response with a `content-length`.
+pub fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A chunked HTTP/1.1 response whose body is `chunks` chunks of `size` bytes: no length is
+/// announced, so only counting bytes can stop it.
+pub fn chunked(chunks: usize, size: usize) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    for _ in 0..chunks {
+        out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        out.extend(std::iter::repeat_n(b'a', size));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A server that accepts connections and never says a word.
+pub async fn silent() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A server that closes every connection as soon as it is accepted.
+pub async fn hanging_up() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
