@@ -1,0 +1,206 @@
+//! Intents and idempotency: the same `(agent, idempotency_key)` is begun at most once.
+
+use portcullis_core::{ActionName, AgentId, IntentId, now_rfc3339};
+use serde::Serialize;
+
+use crate::agents::agent_id;
+use crate::error::is_unique_violation;
+use crate::{Store, StoreError};
+
+/// An intent about to run, as recorded by [`Store::begin_intent`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIntent {
+    /// The intent's id.
+    pub id: IntentId,
+    /// The agent that sent it.
+    pub agent: AgentId,
+    /// The requested action.
+    pub action: ActionName,
+    /// SHA-256 of the canonical validated input, to tell a retry from a conflicting reuse
+    /// of the idempotency key.
+    pub payload_sha256: String,
+    /// The agent's idempotency key, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// The initial status, e.g. `executing`.
+    pub status: String,
+    /// The initial response, often `null`.
+    pub response: serde_json::Value,
+}
+
+/// What [`Store::begin_intent`] found.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per intent and matched at once, never stored in bulk; a Box would only add an allocation"
+)]
+pub enum Begin {
+    /// The intent was recorded: the caller may go on and execute it.
+    Started,
+    /// The agent already used this idempotency key, for this intent. The caller compares
+    /// `payload_sha256` to return the stored result or report a conflict; it must not
+    /// execute again.
+    Existing(IntentRecord),
+}
+
+/// An intent as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntentRecord {
+    /// The intent's id.
+    pub id: IntentId,
+    /// The agent that sent it.
+    pub agent: AgentId,
+    /// The requested action.
+    pub action: ActionName,
+    /// SHA-256 of the canonical validated input.
+    pub payload_sha256: String,
+    /// The agent's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// The current status.
+    pub status: String,
+    /// The response recorded so far (`null` until finished, unless given at the start).
+    pub response: serde_json::Value,
+    /// When the intent was begun, RFC 3339 UTC.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+type IntentRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// The columns of an [`IntentRow`], as a literal so that queries stay static strings.
+macro_rules! intent_columns {
+    () => {
+        "id, agent, action, payload_sha256, idempotency_key, status, response, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Records a new intent, unless the agent already used its idempotency key.
+    ///
+    /// The insert and the check are one statement (`ON CONFLICT DO NOTHING` on the
+    /// unique `(agent, idempotency_key)`), so of two concurrent calls with the same key
+    /// exactly one gets [`Begin::Started`]. Intents without a key never conflict.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] when an intent with the same id exists; otherwise
+    /// when a statement fails.
+    pub async fn begin_intent(&self, new: &NewIntent) -> Result<Begin, StoreError> {
+        const CONTEXT: &str = "recording an intent";
+        let now = now_rfc3339();
+        let response = serde_json::to_string(&new.response).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (agent, idempotency_key) DO NOTHING",
+        )
+        .bind(new.id.as_str())
+        .bind(new.agent.as_str())
+        .bind(new.action.as_str())
+        .bind(new.payload_sha256.as_str())
+        .bind(new.idempotency_key.as_deref())
+        .bind(new.status.as_str())
+        .bind(response)
+        .bind(now.as_str())
+        .bind(now.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    what: format!("intent `{}`", new.id),
+                }
+            } else {
+                StoreError::db(CONTEXT)(e)
+            }
+        })?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Begin::Started);
+        }
+        let row: Option<IntentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            intent_columns!(),
+            " FROM intents WHERE agent = ? AND idempotency_key = ?"
+        ))
+        .bind(new.agent.as_str())
+        .bind(new.idempotency_key.as_deref())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+        match row {
+            Some(row) => Ok(Begin::Existing(intent_record(CONTEXT, row)?)),
+            // Rows are never deleted, so a conflict without a row means the database was
+            // edited underneath us: refuse rather than execute.
+            None => Err(StoreError::NotFound {
+                what: format!("the intent holding idempotency key of `{}`", new.agent),
+            }),
+        }
+    }
+
+    /// Sets an intent's final status and response.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when no intent has this id; otherwise when the statement fails.
+    pub async fn finish_intent(
+        &self,
+        id: &IntentId,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let done = sqlx::query("UPDATE intents SET status = ?, response = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(response)
+            .bind(now_rfc3339())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("finishing an intent"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("intent `{id}`"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The intent with this id, if any.
+    ///
+    /// # Errors
+    /// When the query fails or the stored row is unreadable.
+    pub async fn get_intent(&self, id: &IntentId) -> Result<Option<IntentRecord>, StoreError> {
+        const CONTEXT: &str = "reading an intent";
+        let row: Option<IntentRow> =
+            sqlx::query_as(concat!("SELECT ", intent_columns!(), " FROM intents WHERE id = ?"))
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+        row.map(|row| intent_record(CONTEXT, row)).transpose()
+    }
+}
+
+fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, StoreError> {
+    let (id, agent, action, payload_sha256, idempotency_key, status, response, created_at, updated_at) = row;
+    let what = format!("intent `{id}`");
+    Ok(IntentRecord {
+        id: IntentId::new(id).map_err(|e| StoreError::corrupt(context, what.clone(), e))?,
+        agent: agent_id(context, agent)?,
+        action: ActionName::new(action).map_err(|e| StoreError::corrupt(context, what.clone(), e))?,
+        payload_sha256,
+        idempotency_key,
+        status,
+        response: serde_json::from_str(&response).map_err(|e| StoreError::corrupt(context, what, e))?,
+        created_at,
+        updated_at,
+    })
+}

@@ -1,0 +1,111 @@
+//! The single audit writer: one task, one connection, group commit.
+
+use portcullis_core::now_rfc3339;
+use sqlx::{Connection as _, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{GENESIS_HASH, record_hash};
+use crate::{AppendReceipt, StoreError};
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Appends that may wait for the writer before callers are made to wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+
+const CONTEXT: &str = "appending to the audit log";
+
+type Reply = oneshot::Sender<Result<AppendReceipt, StoreError>>;
+
+/// An event waiting to be written: its canonical JSON and where to send the receipt.
+#[derive(Debug)]
+struct Pending {
+    event_json: String,
+    reply: Reply,
+}
+
+/// The handle callers use to queue appends.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on the current runtime. It stops when every handle is gone.
+    pub fn spawn(conn: SqliteConnection) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(conn, rx));
+        Self { queue }
+    }
+
+    /// Queues one event and waits until it is durably committed.
+    pub async fn append(&self, event_json: String) -> Result<AppendReceipt, StoreError> {
+        let (reply, receipt) = oneshot::channel();
+        self.queue
+            .send(Pending { event_json, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        receipt.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // `recv_many` waits for one event, then takes whatever else is already queued.
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write_batch(&mut conn, &batch).await {
+            Ok(receipts) => {
+                for (pending, receipt) in batch.drain(..).zip(receipts) {
+                    // A caller that stopped waiting still has its event durably stored.
+                    let _ = pending.reply.send(Ok(receipt));
+                }
+            }
+            Err(error) => {
+                // Fail closed: nothing of the batch was committed, and every caller in it
+                // learns so.
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction and returns the receipts once it has committed.
+///
+/// The chain head is read inside the transaction, under the write lock, on every batch.
+/// That costs one indexed lookup and means the head is never stale: not after a failed
+/// batch, and not when another process (say `portcullis audit` tooling) appended.
+async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let mut receipts = Vec::with_capacity(batch.len());
+    for pending in batch {
+        seq += 1;
+        let ts = now_rfc3339();
+        let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
+        sqlx::query("INSERT INTO audit_events (seq, ts, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)")
+            .bind(seq)
+            .bind(ts)
+            .bind(pending.event_json.as_str())
+            .bind(prev_hash.as_str())
+            .bind(hash.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        receipts.push(AppendReceipt {
+            seq,
+            hash: hash.clone(),
+        });
+        prev_hash = hash;
+    }
+    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+    Ok(receipts)
+}
