@@ -148,13 +148,7 @@ impl ActionDef {
     /// # Errors
     /// With every schema problem (up to a limit), each naming the offending field.
     pub fn validate(&self, input: Value) -> Result<ValidInput, ValidationError> {
-        validate::validate(
-            &self.name,
-            &self.validator,
-            &self.input_schema,
-            input,
-            self.limits,
-        )
+        validate::validate(&self.name, &self.validator, &self.input_schema, input, self.limits)
     }
 
     /// The top-level input properties and whether each is required.
@@ -168,11 +162,7 @@ impl ActionDef {
             .map(move |k| (k.as_str(), required.contains(k.as_str())))
     }
 
-    pub(crate) fn from_raw(
-        raw: RawAction,
-        file: &Path,
-        limits: json::Limits,
-    ) -> Result<Self, Vec<Diagnostic>> {
+    pub(crate) fn from_raw(raw: RawAction, file: &Path, limits: json::Limits) -> Result<Self, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         let line = raw.name.referenced.line();
         let at = |l: u64, m: String| Diagnostic::at(file, Some(l), m);
@@ -185,8 +175,7 @@ impl ActionDef {
         };
         let label = raw.name.value.clone();
         let input_line = raw.input.referenced.line();
-        let schema = compile_schema(raw.input.value)
-            .map_err(|m| at(input_line, format!("action `{label}`: {m}")));
+        let schema = compile_schema(raw.input.value).map_err(|m| at(input_line, format!("action `{label}`: {m}")));
         let (input_schema, validator) = match schema {
             Ok(s) => (Some(s.0), Some(s.1)),
             Err(d) => {
@@ -202,16 +191,16 @@ impl ActionDef {
         );
         let response = ResponseSpec {
             keep: raw.response.keep,
-            headers: raw
-                .response
-                .headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
+            headers: raw.response.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
         };
         for p in response.keep.iter().flatten() {
             if !(p.is_empty() || p.starts_with('/')) {
-                problems.push(at(line, format!("action `{label}`: `response.keep` entry `{p}` is not a JSON pointer (it must start with `/`)")));
+                problems.push(at(
+                    line,
+                    format!(
+                        "action `{label}`: `response.keep` entry `{p}` is not a JSON pointer (it must start with `/`)"
+                    ),
+                ));
             }
         }
         let (request, resource) = match (request, resource) {
@@ -223,9 +212,7 @@ impl ActionDef {
             }
         };
         if let (Some(schema), Some(req), Some(res)) = (&input_schema, &request, &resource) {
-            check_placeholders(schema, req, res, &label, &mut |m| {
-                problems.push(at(request_line, m))
-            });
+            check_placeholders(schema, req, res, &label, &mut |m| problems.push(at(request_line, m)));
         }
         let (Some(name), Some(input_schema), Some(validator), Some(request), Some(resource)) =
             (name, input_schema, validator, request, resource)
@@ -271,8 +258,7 @@ fn compile_schema(mut schema: Value) -> Result<(Value, jsonschema::Validator), S
     if map.get("type").and_then(Value::as_str) != Some("object") {
         return Err("`input` must be a schema with `type: object`".into());
     }
-    map.entry("additionalProperties")
-        .or_insert(Value::Bool(false));
+    map.entry("additionalProperties").or_insert(Value::Bool(false));
     if let Err(e) = jsonschema::meta::validate(&schema) {
         return Err(format!(
             "`input` is not a valid JSON Schema: {} at `{}`",
@@ -317,8 +303,7 @@ fn parse_request(raw: RawRequest, label: &str) -> Result<RequestSpec, String> {
                 "action `{label}`: header `{name}` contains a control character"
             ));
         }
-        let t = TemplateString::parse(&value)
-            .map_err(|e| format!("action `{label}`: header `{name}`: {e}"))?;
+        let t = TemplateString::parse(&value).map_err(|e| format!("action `{label}`: header `{name}`: {e}"))?;
         if lower == "authorization" && !t.is_literal() {
             return Err(format!(
                 "action `{label}`: header `Authorization` can't take input values; use a credential"
@@ -349,8 +334,7 @@ fn parse_request(raw: RawRequest, label: &str) -> Result<RequestSpec, String> {
 fn parse_resource(raw: RawResource, label: &str) -> Result<ResourceSpec, String> {
     let valid_type = raw.entity_type.split("::").all(|seg| {
         let mut cs = seg.chars();
-        cs.next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
     });
     if !valid_type || matches!(raw.entity_type.as_str(), "Agent" | "Action" | "AgentGroup") {
@@ -359,8 +343,7 @@ fn parse_resource(raw: RawResource, label: &str) -> Result<ResourceSpec, String>
             raw.entity_type
         ));
     }
-    let id = TemplateString::parse(&raw.id)
-        .map_err(|e| format!("action `{label}`: `resource.id`: {e}"))?;
+    let id = TemplateString::parse(&raw.id).map_err(|e| format!("action `{label}`: `resource.id`: {e}"))?;
     Ok(ResourceSpec {
         entity_type: raw.entity_type,
         id,

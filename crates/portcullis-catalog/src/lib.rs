@@ -37,11 +37,7 @@ impl Catalog {
         for file in files {
             match std::fs::read_to_string(file) {
                 Ok(source) => catalog.add_source(file, &source, limits, &mut problems),
-                Err(e) => problems.push(Diagnostic::at(
-                    file,
-                    None,
-                    format!("cannot read action file: {e}"),
-                )),
+                Err(e) => problems.push(Diagnostic::at(file, None, format!("cannot read action file: {e}"))),
             }
         }
         if problems.is_empty() {
@@ -55,11 +51,7 @@ impl Catalog {
     ///
     /// # Errors
     /// Every problem found.
-    pub fn from_source(
-        file: &Path,
-        source: &str,
-        limits: json::Limits,
-    ) -> Result<Self, Vec<Diagnostic>> {
+    pub fn from_source(file: &Path, source: &str, limits: json::Limits) -> Result<Self, Vec<Diagnostic>> {
         let mut catalog = Self::default();
         let mut problems = Vec::new();
         catalog.add_source(file, source, limits, &mut problems);
@@ -70,13 +62,7 @@ impl Catalog {
         }
     }
 
-    fn add_source(
-        &mut self,
-        file: &Path,
-        source: &str,
-        limits: json::Limits,
-        problems: &mut Vec<Diagnostic>,
-    ) {
+    fn add_source(&mut self, file: &Path, source: &str, limits: json::Limits, problems: &mut Vec<Diagnostic>) {
         let raws: Vec<raw::RawAction> = match serde_saphyr::from_multiple(source) {
             Ok(r) => r,
             Err(e) => {

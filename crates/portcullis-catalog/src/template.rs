@@ -64,9 +64,7 @@ impl TemplateString {
                             None => return Err(TemplateError::Unclosed(text.to_owned())),
                         }
                     }
-                    if name.is_empty()
-                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                         return Err(TemplateError::BadName(name));
                     }
                     if !lit.is_empty() {
@@ -164,9 +162,7 @@ impl BodyTemplate {
                     .map(|(k, v)| Ok((k.clone(), Self::parse(v)?)))
                     .collect::<Result<_, TemplateError>>()?,
             ),
-            Value::Array(items) => {
-                Self::Array(items.iter().map(Self::parse).collect::<Result<_, _>>()?)
-            }
+            Value::Array(items) => Self::Array(items.iter().map(Self::parse).collect::<Result<_, _>>()?),
             Value::String(s) => Self::Text(TemplateString::parse(s)?),
             other => Self::Literal(other.clone()),
         })
@@ -295,16 +291,9 @@ mod tests {
         let t = TemplateString::parse("a{b}c{{d}}").unwrap();
         assert_eq!(
             t.parts(),
-            &[
-                Part::Lit("a".into()),
-                Part::Param("b".into()),
-                Part::Lit("c{d}".into())
-            ]
+            &[Part::Lit("a".into()), Part::Param("b".into()), Part::Lit("c{d}".into())]
         );
-        assert_eq!(
-            TemplateString::parse("{x}").unwrap().sole_param(),
-            Some("x")
-        );
+        assert_eq!(TemplateString::parse("{x}").unwrap().sole_param(), Some("x"));
         assert!(TemplateString::parse("{x").is_err());
         assert!(TemplateString::parse("x}").is_err());
         assert!(TemplateString::parse("{a.b}").is_err());
@@ -313,10 +302,7 @@ mod tests {
 
     #[test]
     fn url_templates_keep_the_origin_fixed() {
-        let u = UrlTemplate::parse(
-            "https://api.github.com/repos/{owner}/{repo}/issues?state={state}&x=1",
-        )
-        .unwrap();
+        let u = UrlTemplate::parse("https://api.github.com/repos/{owner}/{repo}/issues?state={state}&x=1").unwrap();
         assert_eq!(u.realm(), "https://api.github.com");
         assert_eq!(u.segments.len(), 4);
         assert_eq!(u.path_params().collect::<Vec<_>>(), ["owner", "repo"]);

@@ -81,11 +81,7 @@ pub(crate) fn validate(
         .take(MAX_PROBLEMS)
         .map(|e| {
             let path = e.instance_path().to_string();
-            let path = if path.is_empty() {
-                "/".to_owned()
-            } else {
-                path
-            };
+            let path = if path.is_empty() { "/".to_owned() } else { path };
             format!("{path}: {}", e.masked())
         })
         .collect();
@@ -112,10 +108,7 @@ pub(crate) fn canonicalize(schema: &Value, value: &mut Value) {
     match value {
         Value::String(s) => {
             let fmt = schema.get("format").and_then(Value::as_str);
-            if matches!(
-                fmt,
-                Some("email" | "idn-email" | "hostname" | "idn-hostname")
-            ) {
+            if matches!(fmt, Some("email" | "idn-email" | "hostname" | "idn-hostname")) {
                 let norm = s.trim().to_lowercase();
                 *s = norm;
             }

@@ -54,9 +54,6 @@ pub fn line_of(source: &str, needle: &str) -> Option<u64> {
 #[must_use]
 pub fn line_at_offset(source: &str, offset: usize) -> u64 {
     let end = offset.min(source.len());
-    let newlines = source.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count();
+    let newlines = source.as_bytes()[..end].iter().filter(|b| **b == b'\n').count();
     u64::try_from(newlines).map_or(u64::MAX, |n| n + 1)
 }

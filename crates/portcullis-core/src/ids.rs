@@ -24,9 +24,7 @@ fn check(kind: &'static str, value: &str, extra: &[char]) -> Result<(), InvalidI
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
     {
-        return Err(fail(
-            "may contain only ASCII letters, digits, `_`, `-` and `.`",
-        ));
+        return Err(fail("may contain only ASCII letters, digits, `_`, `-` and `.`"));
     }
     Ok(())
 }

@@ -45,9 +45,7 @@ pub struct JsonError(String);
 /// With a message that names the problem and, where known, its line and column.
 pub fn parse_strict(bytes: &[u8], limits: Limits) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Seed { depth: 0, limits }
-        .deserialize(&mut de)
-        .map_err(describe)?;
+    let value = Seed { depth: 0, limits }.deserialize(&mut de).map_err(describe)?;
     de.end().map_err(describe)?;
     Ok(value)
 }
@@ -66,10 +64,7 @@ pub fn check_depth(value: &Value, limits: Limits) -> Result<(), JsonError> {
         }
     }
     if depth(value) > limits.max_depth {
-        return Err(JsonError(format!(
-            "JSON nests deeper than {} levels",
-            limits.max_depth
-        )));
+        return Err(JsonError(format!("JSON nests deeper than {} levels", limits.max_depth)));
     }
     Ok(())
 }
@@ -267,12 +262,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused() {
         let deep = "[".repeat(40) + &"]".repeat(40);
-        assert!(
-            parse(&deep)
-                .unwrap_err()
-                .to_string()
-                .contains("deeper than 32")
-        );
+        assert!(parse(&deep).unwrap_err().to_string().contains("deeper than 32"));
         let ok = "[".repeat(32) + &"]".repeat(32);
         assert!(parse(&ok).is_ok());
     }
@@ -281,10 +271,7 @@ mod tests {
     fn inexact_numbers_and_trailing_data_are_refused() {
         assert!(parse("123456789012345678901234567890").is_err());
         assert!(parse("1e300").is_err());
-        assert_eq!(
-            parse("18446744073709551615").unwrap(),
-            serde_json::json!(u64::MAX)
-        );
+        assert_eq!(parse("18446744073709551615").unwrap(), serde_json::json!(u64::MAX));
         assert_eq!(parse("12.5").unwrap(), serde_json::json!(12.5));
         assert!(parse("{} x").is_err());
         assert!(parse_strict(b"\"\xff\"", Limits::default()).is_err());
@@ -293,10 +280,7 @@ mod tests {
     #[test]
     fn canonical_form_sorts_keys_and_normalizes_numbers() {
         let v = parse(r#"{"b": [1, 2.50, "x"], "a": {"d": true, "c": null}}"#).unwrap();
-        assert_eq!(
-            canonical(&v).unwrap(),
-            r#"{"a":{"c":null,"d":true},"b":[1,2.5,"x"]}"#
-        );
+        assert_eq!(canonical(&v).unwrap(), r#"{"a":{"c":null,"d":true},"b":[1,2.5,"x"]}"#);
         assert_eq!(es6_number(1e-7), "1e-7");
         assert_eq!(es6_number(100.0), "100");
     }

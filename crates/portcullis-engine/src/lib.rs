@@ -1,1 +1,26 @@
-//! stub
+//! The Portcullis pipeline, wiring the parts together with no transport code:
+//!
+//! ```text
+//! authenticate → resolve → validate → render → decide → audit(decided)
+//!   → prepare(+credential) → execute → redact → audit(outcome) → result
+//! ```
+//!
+//! Each stage's output type is the next stage's input, so the order is checked by the
+//! compiler: a request can only be prepared from a `Permitted` input, which only the
+//! policy engine builds, and the agent only ever receives an `AgentResult`, which only the
+//! redactor builds.
+
+pub mod config;
+mod credentials;
+mod error;
+mod eval;
+mod gateway;
+mod intent;
+mod load;
+
+pub use config::Config;
+pub use error::{IntentError, StartError};
+pub use eval::{EvalCase, EvalOutcome, evaluate_cases};
+pub use gateway::{ActionView, Gateway, Submitted};
+pub use intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};
+pub use load::{Loaded, check, load};

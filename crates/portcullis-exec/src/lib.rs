@@ -11,6 +11,7 @@ pub mod egress;
 pub mod error;
 mod guard;
 pub mod net;
+pub mod prepare;
 mod tls;
 
 pub use egress::{Egress, EgressConfig, OutboundRequest};

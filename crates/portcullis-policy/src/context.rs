@@ -15,13 +15,10 @@ pub(crate) fn to_cedar(value: &Value, schema: &Value) -> Option<Value> {
         (Value::String(s), Some("string")) => Some(Value::String(s.clone())),
         (Value::Bool(b), Some("boolean")) => Some(Value::Bool(*b)),
         (Value::Number(n), Some("integer")) => n.as_i64().map(Value::from),
-        (Value::Number(n), Some("number")) => {
-            decimal(n).map(|arg| json!({"__extn": {"fn": "decimal", "arg": arg}}))
-        }
+        (Value::Number(n), Some("number")) => decimal(n).map(|arg| json!({"__extn": {"fn": "decimal", "arg": arg}})),
         (Value::Array(items), Some("array")) => {
             let item_schema = schema.get("items")?;
-            let converted: Option<Vec<Value>> =
-                items.iter().map(|i| to_cedar(i, item_schema)).collect();
+            let converted: Option<Vec<Value>> = items.iter().map(|i| to_cedar(i, item_schema)).collect();
             converted.map(Value::Array)
         }
         (Value::Object(_), Some("object")) => Some(Value::Object(record(value, schema))),
@@ -33,8 +30,7 @@ pub(crate) fn to_cedar(value: &Value, schema: &Value) -> Option<Value> {
 /// that Cedar can't type, are left out).
 pub(crate) fn record(value: &Value, schema: &Value) -> Map<String, Value> {
     let mut out = Map::new();
-    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties"))
-    else {
+    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
         return out;
     };
     for (k, v) in obj {
@@ -68,8 +64,7 @@ fn decimal(n: &serde_json::Number) -> Option<String> {
 /// `context.derived.FIELD.domain` / `.domains` (for arrays) and `.host` / `.hosts`.
 pub(crate) fn derived(value: &Value, schema: &Value) -> Map<String, Value> {
     let mut out = Map::new();
-    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties"))
-    else {
+    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
         return out;
     };
     for (k, v) in obj {
@@ -84,8 +79,7 @@ pub(crate) fn derived(value: &Value, schema: &Value) -> Map<String, Value> {
         let entry = match v {
             Value::String(s) => single(s).map(|d| json!({ kind.single(): d })),
             Value::Array(items) => {
-                let all: Option<Vec<String>> =
-                    items.iter().map(|i| i.as_str().and_then(single)).collect();
+                let all: Option<Vec<String>> = items.iter().map(|i| i.as_str().and_then(single)).collect();
                 all.map(|d| json!({ kind.plural(): d }))
             }
             _ => None,

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Entities, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, PrincipalConstraint, Request, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Entities, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, Request, Schema, ValidationMode, Validator,
 };
 use serde_json::{Map, Value, json};
 
@@ -118,16 +118,8 @@ impl PolicyEngine {
                     .get(err.policy_id())
                     .map_or((None, ""), |(f, s)| (Some(f.clone()), s.as_str()));
                 let line = first_label_offset(err).map(|o| line_at_offset(src, o));
-                let message = format!(
-                    "policy `{}`: {}",
-                    err.policy_id(),
-                    one_line(&err.to_string())
-                );
-                problems.push(Diagnostic {
-                    file,
-                    line,
-                    message,
-                });
+                let message = format!("policy `{}`: {}", err.policy_id(), one_line(&err.to_string()));
+                problems.push(Diagnostic { file, line, message });
             }
         }
         let entities = match Entities::from_json_value(Value::Array(entity_list), Some(&schema)) {
@@ -175,13 +167,7 @@ impl PolicyEngine {
     /// Default deny; forbid wins; an evaluation error, or an input that can't be put
     /// into the context, denies.
     #[must_use]
-    pub fn decide(
-        &self,
-        agent: &AgentId,
-        action: &ActionDef,
-        input: ValidInput,
-        now: time::OffsetDateTime,
-    ) -> Decided {
+    pub fn decide(&self, agent: &AgentId, action: &ActionDef, input: ValidInput, now: time::OffsetDateTime) -> Decided {
         let decision = self
             .evaluate(agent, action, &input, now)
             .unwrap_or_else(Decision::gateway_deny);
@@ -197,32 +183,17 @@ impl PolicyEngine {
     ) -> Result<Decision, String> {
         let principal = uid("Agent", agent.as_str())?;
         let action_uid = uid("Action", action.name.as_str())?;
-        let resource = uid(
-            &action.resource.entity_type,
-            &render_id(action, input.value()),
-        )?;
+        let resource = uid(&action.resource.entity_type, &render_id(action, input.value()))?;
         let ctx = json!({
             "input": context::record(input.value(), &action.input_schema),
             "derived": context::derived(input.value(), &action.input_schema),
             "now": context::now(now),
         });
-        let context =
-            Context::from_json_value(ctx, Some((&self.schema, &action_uid))).map_err(|e| {
-                format!(
-                    "the input can't be evaluated by policy: {}",
-                    one_line(&e.to_string())
-                )
-            })?;
+        let context = Context::from_json_value(ctx, Some((&self.schema, &action_uid)))
+            .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
-            .map_err(|e| {
-                format!(
-                    "the request can't be evaluated by policy: {}",
-                    one_line(&e.to_string())
-                )
-            })?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &self.entities);
+            .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
+        let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
         if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
             response.diagnostics().errors().next()
         {
@@ -260,10 +231,7 @@ impl PolicyEngine {
             }
             cedar_policy::Decision::Deny if determining.is_empty() => Decision {
                 effect: Effect::Deny,
-                reasons: vec![format!(
-                    "no policy permits agent `{agent}` to run `{}`",
-                    action.name
-                )],
+                reasons: vec![format!("no policy permits agent `{agent}` to run `{}`", action.name)],
                 policies: ids,
             },
             cedar_policy::Decision::Deny => Decision {
@@ -278,10 +246,7 @@ impl PolicyEngine {
     /// may call are the ones it is shown. Conditions are not evaluated (they need an input).
     #[must_use]
     pub fn visible(&self, agent: &AgentId, action: &ActionDef) -> bool {
-        let (Ok(me), Ok(act)) = (
-            uid("Agent", agent.as_str()),
-            uid("Action", action.name.as_str()),
-        ) else {
+        let (Ok(me), Ok(act)) = (uid("Agent", agent.as_str()), uid("Action", action.name.as_str())) else {
             return false;
         };
         let groups: Vec<EntityUid> = self
@@ -294,9 +259,7 @@ impl PolicyEngine {
         let principal_ok = |c: PrincipalConstraint| match c {
             PrincipalConstraint::Any => true,
             PrincipalConstraint::Eq(u) => u == me,
-            PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => {
-                u == me || groups.contains(&u)
-            }
+            PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => u == me || groups.contains(&u),
             PrincipalConstraint::Is(t) => t.to_string() == "Agent",
         };
         let action_ok = |c: ActionConstraint| match c {
@@ -322,8 +285,7 @@ fn reasons(policies: &[&Policy], fallback: &str) -> Vec<String> {
 }
 
 fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
-    let t = EntityTypeName::from_str(entity_type)
-        .map_err(|_| format!("`{entity_type}` is not a Cedar entity type"))?;
+    let t = EntityTypeName::from_str(entity_type).map_err(|_| format!("`{entity_type}` is not a Cedar entity type"))?;
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
 }
 
@@ -356,10 +318,7 @@ fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> V
             for (name, prop) in props {
                 if let Some((kind, array)) = derivation(prop) {
                     let (attr, t) = if array {
-                        (
-                            kind.plural(),
-                            json!({"type": "Set", "element": {"type": "String"}}),
-                        )
+                        (kind.plural(), json!({"type": "Set", "element": {"type": "String"}}))
                     } else {
                         (kind.single(), json!({"type": "String"}))
                     };
@@ -392,11 +351,7 @@ fn load_file(
     let src = match std::fs::read_to_string(file) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(Diagnostic::at(
-                file,
-                None,
-                format!("cannot read policy file: {e}"),
-            ));
+            problems.push(Diagnostic::at(file, None, format!("cannot read policy file: {e}")));
             return;
         }
     };
@@ -448,19 +403,13 @@ fn load_file(
                 problems.push(Diagnostic::at(
                     file,
                     line,
-                    format!(
-                        "policy `{id}`: `@hold` needs a reason, e.g. `@hold(\"refund above 100\")`"
-                    ),
+                    format!("policy `{id}`: `@hold` needs a reason, e.g. `@hold(\"refund above 100\")`"),
                 ));
             }
         }
         let pid = PolicyId::new(&id);
         if sources.contains_key(&pid) {
-            problems.push(Diagnostic::at(
-                file,
-                line,
-                format!("policy id `{id}` is used twice"),
-            ));
+            problems.push(Diagnostic::at(file, line, format!("policy id `{id}` is used twice")));
             continue;
         }
         if let Err(e) = set.add(policy.new_id(pid.clone())) {

@@ -63,14 +63,13 @@ pub(crate) fn build(
         for g in &agent.groups {
             list.push(json!({"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []}));
         }
-        list.push(json!({"uid": {"type": "Agent", "id": id}, "attrs": cedar_attrs(&agent.attributes), "parents": parents}));
+        list.push(
+            json!({"uid": {"type": "Agent", "id": id}, "attrs": cedar_attrs(&agent.attributes), "parents": parents}),
+        );
     }
     for decl in decls {
         let label = format!("entity `{}::\"{}\"`", decl.uid.entity_type, decl.uid.id);
-        if matches!(
-            decl.uid.entity_type.as_str(),
-            "Agent" | "AgentGroup" | "Action"
-        ) {
+        if matches!(decl.uid.entity_type.as_str(), "Agent" | "AgentGroup" | "Action") {
             errors.push(format!(
                 "{label}: type `{}` is reserved; configure agents under `agents`",
                 decl.uid.entity_type
@@ -79,9 +78,7 @@ pub(crate) fn build(
         }
         let shape = types.entry(decl.uid.entity_type.clone()).or_default();
         shape.observe(&decl.attrs, &label, &mut errors);
-        shape
-            .parents
-            .extend(decl.parents.iter().map(|p| p.entity_type.clone()));
+        shape.parents.extend(decl.parents.iter().map(|p| p.entity_type.clone()));
         let parents: Vec<Value> = decl
             .parents
             .iter()
@@ -120,7 +117,9 @@ impl TypeShape {
             match infer_type(v) {
                 Ok(t) => match self.attrs.get(k) {
                     Some(prev) if *prev != t => {
-                        errors.push(format!("{label}: attribute `{k}` has a different type than on other entities of its type"));
+                        errors.push(format!(
+                            "{label}: attribute `{k}` has a different type than on other entities of its type"
+                        ));
                     }
                     _ => {
                         self.attrs.insert(k.clone(), t);

@@ -53,11 +53,7 @@ pub(crate) fn primary_type(schema: &Value) -> Option<&str> {
     match schema.get("type") {
         Some(Value::String(t)) => Some(t.as_str()),
         Some(Value::Array(ts)) => {
-            let non_null: Vec<&str> = ts
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|t| *t != "null")
-                .collect();
+            let non_null: Vec<&str> = ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect();
             match non_null.as_slice() {
                 [one] => Some(one),
                 _ => None,
@@ -68,9 +64,7 @@ pub(crate) fn primary_type(schema: &Value) -> Option<&str> {
                 v.as_array()
                     .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
             };
-            if schema.get("enum").is_some_and(all_strings)
-                || schema.get("const").is_some_and(Value::is_string)
-            {
+            if schema.get("enum").is_some_and(all_strings) || schema.get("const").is_some_and(Value::is_string) {
                 Some("string")
             } else {
                 None
@@ -113,9 +107,7 @@ pub(crate) fn infer_type(value: &Value) -> Result<Value, String> {
             json!({"type": "Record", "attributes": attrs})
         }
         Value::Number(_) => {
-            return Err(
-                "only whole numbers are supported in attributes (Cedar has no floats)".into(),
-            );
+            return Err("only whole numbers are supported in attributes (Cedar has no floats)".into());
         }
         Value::Null => return Err("null is not a Cedar value; leave the attribute out".into()),
     })

@@ -1,0 +1,424 @@
+//! `portcullis.yaml`: raw serde types (with `deny_unknown_fields`) and the validated
+//! [`Config`] with paths resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use portcullis_core::{Diagnostic, json};
+use portcullis_exec::{EgressConfig, IpNet};
+use portcullis_policy::{AgentEntity, EntityDecl, EntityRef};
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default store: a SQLite file beside the config.
+pub const DEFAULT_STORE: &str = "sqlite://portcullis.db";
+/// Default largest intent body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Default upstream total timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default largest upstream response.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// The configuration file, as written.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the gateway listens on (`host:port`). Default `127.0.0.1:8080`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Where state lives: `sqlite://PATH` (relative to this file). Default `sqlite://portcullis.db`.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// The master key that encrypts stored secrets: `env:VAR` or `file:PATH`.
+    #[serde(default)]
+    pub master_key: Option<String>,
+    /// Agents' policy data by agent id (tokens are created with `portcullis agent add`).
+    #[serde(default)]
+    pub agents: BTreeMap<String, RawAgent>,
+    /// Credentials actions can use, by name.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawCredential>,
+    /// Glob patterns of action files, relative to this file.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Glob patterns of `.cedar` policy files, relative to this file.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Outbound connection rules.
+    #[serde(default)]
+    pub egress: RawEgress,
+    /// Limits on what agents may send.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Trusted entity data for policies (allow-lists of repositories, payees, domains…).
+    #[serde(default)]
+    pub entities: Vec<RawEntity>,
+}
+
+/// An agent's policy data.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Attributes visible to policy as `principal.NAME` (strings, booleans, whole numbers, lists, maps).
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    /// Groups, visible to policy as `principal in AgentGroup::"NAME"`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How a credential is put into a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// `Authorization: Bearer SECRET`.
+    Bearer,
+    /// `Authorization: Basic base64(USERNAME:SECRET)`.
+    Basic,
+    /// A custom header whose value is the secret (`header` names it, `prefix` is prepended).
+    Header,
+    /// A query parameter whose value is the secret (`param` names it).
+    Query,
+}
+
+/// A credential entry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// How it is injected.
+    pub kind: CredentialKind,
+    /// The name of the secret in the encrypted store (`portcullis secret set NAME`).
+    pub secret: String,
+    /// For `basic`: the user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// For `header`: the header name.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// For `header`: text before the secret, e.g. `Token `.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// For `query`: the parameter name.
+    #[serde(default)]
+    pub param: Option<String>,
+}
+
+/// Outbound connection rules.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    /// Networks (CIDR or address) that may be reached even though they are private,
+    /// loopback or otherwise internal. Empty by default: only public addresses.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Connect timeout in milliseconds. Default 5000.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Total timeout per upstream call in milliseconds. Default 30000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Largest upstream response body in bytes. Default 10 MiB.
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
+}
+
+/// Limits on agent requests.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest intent body in bytes. Default 1 MiB.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Deepest JSON nesting. Default 32.
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+}
+
+/// A trusted entity for policies.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntity {
+    /// Cedar entity type, e.g. `Allowlist`.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id, e.g. `email-domains`.
+    pub id: String,
+    /// Attributes, e.g. `{domains: [example.com]}`.
+    #[serde(default)]
+    pub attrs: Map<String, Value>,
+    /// Parent entities.
+    #[serde(default)]
+    pub parents: Vec<RawEntityRef>,
+}
+
+/// A reference to an entity.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntityRef {
+    /// Entity type.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id.
+    pub id: String,
+}
+
+/// A validated credential entry.
+#[derive(Debug, Clone)]
+pub struct CredentialSpec {
+    /// How it is injected.
+    pub kind: CredentialKind,
+    /// The secret's name in the store.
+    pub secret: String,
+    /// User name (basic).
+    pub username: Option<String>,
+    /// Header name (header).
+    pub header: Option<String>,
+    /// Prefix (header).
+    pub prefix: String,
+    /// Query parameter (query).
+    pub param: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// The listen address.
+    pub listen: SocketAddr,
+    /// The store URL with its path resolved.
+    pub store: String,
+    /// The master key spec.
+    pub master_key: Option<String>,
+    /// Agents' policy data.
+    pub agents: BTreeMap<String, AgentEntity>,
+    /// Credentials.
+    pub credentials: BTreeMap<String, CredentialSpec>,
+    /// Action files found by the globs.
+    pub action_files: Vec<PathBuf>,
+    /// Policy files found by the globs.
+    pub policy_files: Vec<PathBuf>,
+    /// Egress rules.
+    pub egress: EgressConfig,
+    /// Largest intent body.
+    pub max_body_bytes: usize,
+    /// JSON limits.
+    pub json_limits: json::Limits,
+    /// Trusted entities.
+    pub entities: Vec<EntityDecl>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// # Errors
+    /// Every problem found, with file and line where known.
+    pub fn load(path: &Path) -> Result<Self, Vec<Diagnostic>> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| vec![Diagnostic::at(path, None, format!("cannot read config file: {e}"))])?;
+        Self::parse(path, &source)
+    }
+
+    /// Validates config text as if read from `path`.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn parse(path: &Path, source: &str) -> Result<Self, Vec<Diagnostic>> {
+        let raw: RawConfig = serde_saphyr::from_str(source).map_err(|e| {
+            let text = e.without_snippet().to_string();
+            let first = text.lines().next().unwrap_or("invalid YAML").trim().to_owned();
+            vec![Diagnostic::at(
+                path,
+                e.location().map(|l| l.line()),
+                format!("invalid config: {first}"),
+            )]
+        })?;
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let mut problems = Vec::new();
+        let mut report = |needle: &str, msg: String| {
+            problems.push(Diagnostic::at(path, portcullis_core::line_of(source, needle), msg));
+        };
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            report(
+                "listen",
+                format!("`listen` `{listen_text}` is not an address like `127.0.0.1:8080`"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let store_text = raw.store.as_deref().unwrap_or(DEFAULT_STORE);
+        let store = match store_text.strip_prefix("sqlite://") {
+            Some(p) if p.starts_with(':') => store_text.to_owned(),
+            Some(p) => format!("sqlite://{}", dir.join(p).display()),
+            None => {
+                report(
+                    "store",
+                    format!("`store` `{store_text}` is not supported: use `sqlite://PATH`"),
+                );
+                String::new()
+            }
+        };
+        if let Some(mk) = &raw.master_key {
+            if !(mk.starts_with("env:") || mk.starts_with("file:")) {
+                report("master_key", "`master_key` must be `env:VAR` or `file:PATH`".to_owned());
+            }
+        }
+        let master_key = raw.master_key.map(|mk| match mk.strip_prefix("file:") {
+            Some(p) => format!("file:{}", dir.join(p).display()),
+            None => mk,
+        });
+        let mut credentials = BTreeMap::new();
+        for (name, c) in raw.credentials {
+            match credential(&name, c) {
+                Ok(spec) => {
+                    credentials.insert(name, spec);
+                }
+                Err(m) => report(&format!("{name}:"), m),
+            }
+        }
+        let mut allow = Vec::new();
+        for a in &raw.egress.allow {
+            match a.parse::<IpNet>() {
+                Ok(n) => allow.push(n),
+                Err(e) => report(a, format!("`egress.allow` entry `{a}`: {e}")),
+            }
+        }
+        let egress = EgressConfig {
+            allow,
+            connect_timeout: Duration::from_millis(raw.egress.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)),
+            timeout: Duration::from_millis(raw.egress.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            max_response_bytes: raw.egress.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+        };
+        let action_files = expand(&dir, "actions", &raw.actions, &mut report);
+        let policy_files = expand(&dir, "policies", &raw.policies, &mut report);
+        let agents = raw
+            .agents
+            .into_iter()
+            .map(|(id, a)| {
+                (
+                    id,
+                    AgentEntity {
+                        attributes: a.attributes,
+                        groups: a.groups,
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>();
+        for id in agents.keys() {
+            if let Err(e) = portcullis_core::AgentId::new(id.clone()) {
+                report(&format!("{id}:"), e.to_string());
+            }
+        }
+        let entities = raw
+            .entities
+            .into_iter()
+            .map(|e| EntityDecl {
+                uid: EntityRef {
+                    entity_type: e.entity_type,
+                    id: e.id,
+                },
+                attrs: e.attrs,
+                parents: e
+                    .parents
+                    .into_iter()
+                    .map(|p| EntityRef {
+                        entity_type: p.entity_type,
+                        id: p.id,
+                    })
+                    .collect(),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            listen,
+            store,
+            master_key,
+            agents,
+            credentials,
+            action_files,
+            policy_files,
+            egress,
+            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            json_limits: json::Limits {
+                max_depth: raw.limits.max_depth.unwrap_or(json::DEFAULT_MAX_DEPTH),
+            },
+            entities,
+        })
+    }
+}
+
+fn credential(name: &str, c: RawCredential) -> Result<CredentialSpec, String> {
+    let need = |field: &Option<String>, what: &str| {
+        field
+            .clone()
+            .ok_or_else(|| format!("credential `{name}` of kind `{what}` needs `{}`", field_name(what)))
+    };
+    let (username, header, param) = match c.kind {
+        CredentialKind::Bearer => (None, None, None),
+        CredentialKind::Basic => (Some(need(&c.username, "basic")?), None, None),
+        CredentialKind::Header => {
+            let h = need(&c.header, "header")?;
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("credential `{name}`: `{h}` is not a valid header name"));
+            }
+            (None, Some(h), None)
+        }
+        CredentialKind::Query => (None, None, Some(need(&c.param, "query")?)),
+    };
+    if c.prefix.as_deref().is_some_and(|p| p.contains(['\r', '\n'])) {
+        return Err(format!("credential `{name}`: `prefix` contains a line break"));
+    }
+    Ok(CredentialSpec {
+        kind: c.kind,
+        secret: c.secret,
+        username,
+        header,
+        prefix: c.prefix.unwrap_or_default(),
+        param,
+    })
+}
+
+fn field_name(kind: &str) -> &'static str {
+    match kind {
+        "basic" => "username",
+        "header" => "header",
+        _ => "param",
+    }
+}
+
+fn expand(dir: &Path, key: &str, patterns: &[String], report: &mut dyn FnMut(&str, String)) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for pat in patterns {
+        let full = dir.join(pat);
+        match glob::glob(&full.to_string_lossy()) {
+            Ok(paths) => {
+                let before = out.len();
+                out.extend(paths.filter_map(Result::ok));
+                if out.len() == before {
+                    report(pat, format!("`{key}` pattern `{pat}` matches no file"));
+                }
+            }
+            Err(e) => report(pat, format!("`{key}` pattern `{pat}` is invalid: {e}")),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The JSON Schema of the configuration file, generated from [`RawConfig`].
+#[must_use]
+pub fn json_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or(Value::Null)
+}

@@ -1,0 +1,43 @@
+//! Errors of the pipeline, as the adapters see them.
+
+use portcullis_core::Diagnostic;
+
+/// Why an intent (or a lookup) could not be served. Each variant maps to one HTTP status
+/// and one MCP error in the server's single exhaustive `match`.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// No valid agent token.
+    #[error("missing or invalid agent token")]
+    Unauthenticated,
+    /// The request body isn't a well-formed intent.
+    #[error("malformed intent: {0}")]
+    Malformed(String),
+    /// The action doesn't exist or isn't visible to this agent (indistinguishable on purpose).
+    #[error("unknown action `{0}`")]
+    UnknownAction(String),
+    /// The input doesn't match the action's schema.
+    #[error("invalid input for `{action}`")]
+    InvalidInput {
+        /// The action.
+        action: String,
+        /// One entry per problem, naming the field.
+        problems: Vec<String>,
+    },
+    /// The idempotency key was used before with a different payload.
+    #[error("idempotency key `{0}` was already used with a different payload")]
+    IdempotencyConflict(String),
+    /// The idempotency key belongs to an intent that is still running.
+    #[error("an intent with idempotency key `{0}` is still in progress; retry later")]
+    IdempotencyInProgress(String),
+    /// No such intent for this agent.
+    #[error("intent not found")]
+    IntentNotFound,
+    /// The audit log or the store could not be written: nothing was executed.
+    #[error("the gateway's store is unavailable; the action did not run")]
+    StoreUnavailable(String),
+}
+
+/// The gateway could not be started with this configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct StartError(pub Vec<Diagnostic>);

@@ -1,0 +1,513 @@
+//! The gateway: one function per pipeline stage, and [`Gateway::submit`] walking them.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use portcullis_catalog::{ActionDef, Hints};
+use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
+use portcullis_exec::Egress;
+use portcullis_exec::prepare::{self, Credential, Rendered};
+use portcullis_redact::{ResponsePolicy, Scrubber};
+use portcullis_secrets::MasterKey;
+use portcullis_store::{Begin, NewIntent, Store};
+
+use crate::credentials;
+use crate::error::{IntentError, StartError};
+use crate::intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};
+use crate::load::Loaded;
+use portcullis_core::Diagnostic;
+
+/// The running gateway: loaded configuration plus the store and the egress client.
+#[derive(Debug)]
+pub struct Gateway {
+    loaded: Loaded,
+    store: Store,
+    egress: Egress,
+    master_key: Option<MasterKey>,
+}
+
+/// What an intent call produced: its status (which decides the HTTP status) and the body.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// Where the intent stands.
+    pub status: IntentStatus,
+    /// The response body (an [`IntentResponse`], or the stored one for a replay).
+    pub body: Value,
+}
+
+/// An action as listed to an agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Input JSON Schema.
+    pub input_schema: Value,
+    /// Client hints.
+    pub hints: HintsView,
+}
+
+/// Client hints as listed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HintsView {
+    /// Only reads.
+    pub read_only: bool,
+    /// May destroy data.
+    pub destructive: bool,
+    /// Safe to repeat.
+    pub idempotent: bool,
+}
+
+impl From<Hints> for HintsView {
+    fn from(h: Hints) -> Self {
+        Self {
+            read_only: h.read_only,
+            destructive: h.destructive,
+            idempotent: h.idempotent,
+        }
+    }
+}
+
+/// Added to the reasons of a hold: approvals are a later capability, so a hold fails closed.
+const HOLD_UNAVAILABLE: &str =
+    "human approval is required, and approvals are not enabled in this gateway: the intent was not executed";
+
+impl Gateway {
+    /// Opens the store, loads the master key and builds the egress client.
+    ///
+    /// # Errors
+    /// When any of them fails.
+    pub async fn open(loaded: Loaded) -> Result<Self, StartError> {
+        let general = |m: String| StartError(vec![Diagnostic::general(m)]);
+        let store = Store::open(&loaded.config.store)
+            .await
+            .map_err(|e| general(e.to_string()))?;
+        Self::with_store(loaded, store)
+    }
+
+    /// Builds a gateway over an already-open store.
+    ///
+    /// # Errors
+    /// When the master key can't be loaded or the egress client can't be built.
+    pub fn with_store(loaded: Loaded, store: Store) -> Result<Self, StartError> {
+        let general = |m: String| StartError(vec![Diagnostic::general(m)]);
+        let master_key = loaded
+            .config
+            .master_key
+            .as_deref()
+            .map(MasterKey::load)
+            .transpose()
+            .map_err(|e| general(e.to_string()))?;
+        let egress = Egress::new(loaded.config.egress.clone()).map_err(|e| general(e.to_string()))?;
+        Ok(Self {
+            loaded,
+            store,
+            egress,
+            master_key,
+        })
+    }
+
+    /// The loaded configuration, catalog and policies.
+    #[must_use]
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stage 1: the agent a bearer token belongs to. Only token hashes are stored.
+    ///
+    /// # Errors
+    /// [`IntentError::Unauthenticated`], or the store being unavailable.
+    pub async fn authenticate(&self, token: &str) -> Result<AgentId, IntentError> {
+        if token.is_empty() || token.len() > 512 {
+            return Err(IntentError::Unauthenticated);
+        }
+        let hash = sha256_hex(token.as_bytes());
+        self.store
+            .agent_for_token_hash(&hash)
+            .await
+            .map_err(|e| IntentError::StoreUnavailable(e.to_string()))?
+            .ok_or(IntentError::Unauthenticated)
+    }
+
+    /// The actions `agent` may call.
+    #[must_use]
+    pub fn actions_for(&self, agent: &AgentId) -> Vec<ActionView> {
+        self.loaded
+            .catalog
+            .iter()
+            .filter(|a| self.loaded.policy.visible(agent, a))
+            .map(|a| ActionView {
+                name: a.name.to_string(),
+                description: a.description.clone(),
+                input_schema: a.input_schema.clone(),
+                hints: a.hints.into(),
+            })
+            .collect()
+    }
+
+    /// Stage 2: the action, if it exists and this agent may see it. Both failures look the same.
+    fn resolve(&self, agent: &AgentId, name: &str) -> Option<Arc<ActionDef>> {
+        self.loaded
+            .catalog
+            .get(name)
+            .filter(|a| self.loaded.policy.visible(agent, a))
+            .cloned()
+    }
+
+    /// Walks an intent through the whole pipeline.
+    ///
+    /// # Errors
+    /// For requests that never reach a decision (unknown action, invalid input, idempotency
+    /// conflicts) and when the store or audit log can't be written (nothing runs then).
+    pub async fn submit(&self, agent: &AgentId, req: IntentRequest) -> Result<Submitted, IntentError> {
+        let id = new_intent_id();
+        let Some(action) = self.resolve(agent, &req.action) else {
+            let detail = json!({"error": "unknown_action"});
+            self.audit(AuditKind::Rejected, &id, agent, None, None, None, req.dry_run, detail)
+                .await?;
+            return Err(IntentError::UnknownAction(req.action));
+        };
+        let input = match action.validate(req.input) {
+            Ok(i) => i,
+            Err(e) => return Err(self.reject(&id, agent, &action, req.dry_run, e.problems()).await),
+        };
+        if let Err(e) = prepare::render(&action, input.value()) {
+            return Err(self.reject(&id, agent, &action, req.dry_run, vec![e.to_string()]).await);
+        }
+        let key = if req.dry_run { None } else { req.idempotency_key.clone() };
+        let new = NewIntent {
+            id: id.clone(),
+            agent: agent.clone(),
+            action: action.name.clone(),
+            payload_sha256: input.sha256().to_owned(),
+            idempotency_key: key.clone(),
+            status: IntentStatus::Executing.as_str().to_owned(),
+            response: Value::Null,
+        };
+        if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
+            return replay(prev, input.sha256(), key.unwrap_or_default());
+        }
+        let decided = self
+            .loaded
+            .policy
+            .decide(agent, &action, input, time::OffsetDateTime::now_utc());
+        let decision = decided.decision().clone();
+        let hash = decided.input().sha256().to_owned();
+        if let Err(e) = self
+            .audit(
+                AuditKind::Decided,
+                &id,
+                agent,
+                Some(&action),
+                Some(&hash),
+                Some(&decision),
+                req.dry_run,
+                Value::Null,
+            )
+            .await
+        {
+            let _ = self
+                .finish(&id, IntentStatus::Failed, &decision, None, None, Some(e.to_string()))
+                .await;
+            return Err(e);
+        }
+        tracing::info!(intent = %id, agent = %agent, action = %action.name, effect = decision.effect.as_str(), "decided");
+        let permitted = match decided.into_permitted() {
+            Ok(p) => p,
+            Err(refused) => {
+                let mut d = refused.decision().clone();
+                if d.effect == Effect::Hold {
+                    d.reasons.push(HOLD_UNAVAILABLE.to_owned());
+                }
+                return self.finish(&id, IntentStatus::Denied, &d, None, None, None).await;
+            }
+        };
+        let credential = match credentials::resolve(
+            &action,
+            &self.loaded.config.credentials,
+            self.master_key.as_ref(),
+            &self.store,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .fail(&id, agent, &action, &decision, req.dry_run, e.to_string())
+                    .await;
+            }
+        };
+        if req.dry_run {
+            return self
+                .dry_run(
+                    &id,
+                    agent,
+                    &action,
+                    &decision,
+                    permitted.get().value(),
+                    credential.as_ref(),
+                )
+                .await;
+        }
+        let prepared = match prepare::prepare(permitted, &action, credential.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return self.fail(&id, agent, &action, &decision, false, e.to_string()).await,
+        };
+        let scrubber = credential
+            .as_ref()
+            .map_or_else(Scrubber::empty, |c| Scrubber::new(c.scrub_values()));
+        match self.egress.execute(prepared).await {
+            Ok(raw) => {
+                let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
+                let result = portcullis_redact::redact(
+                    raw,
+                    &scrubber,
+                    &ResponsePolicy {
+                        keep,
+                        expose_headers: &action.response.headers,
+                    },
+                );
+                let detail = json!({"status": "executed", "upstream_status": result.status()});
+                self.audit(
+                    AuditKind::Outcome,
+                    &id,
+                    agent,
+                    Some(&action),
+                    Some(&hash),
+                    None,
+                    false,
+                    detail,
+                )
+                .await?;
+                tracing::info!(intent = %id, upstream_status = result.status(), "executed");
+                self.finish(&id, IntentStatus::Executed, &decision, Some(result), None, None)
+                    .await
+            }
+            Err(e) => {
+                let message = portcullis_redact::scrub_error(&scrubber, &e.to_string());
+                self.fail(&id, agent, &action, &decision, false, message).await
+            }
+        }
+    }
+
+    async fn dry_run(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decision: &Decision,
+        input: &Value,
+        credential: Option<&Credential>,
+    ) -> Result<Submitted, IntentError> {
+        let view = prepare::render(action, input).and_then(|r| prepare::dry_run_view(r, credential));
+        match view {
+            Ok(r) => {
+                let detail = json!({"status": "dry_run"});
+                self.audit(AuditKind::Outcome, id, agent, Some(action), None, None, true, detail)
+                    .await?;
+                self.finish(id, IntentStatus::DryRun, decision, None, Some(request_view(r)), None)
+                    .await
+            }
+            Err(e) => self.fail(id, agent, action, decision, true, e.to_string()).await,
+        }
+    }
+
+    /// An allowed intent that could not run: audited as a failed outcome.
+    async fn fail(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decision: &Decision,
+        dry_run: bool,
+        message: String,
+    ) -> Result<Submitted, IntentError> {
+        tracing::warn!(intent = %id, error = %message, "failed");
+        let detail = json!({"status": "failed", "error": message});
+        self.audit(AuditKind::Outcome, id, agent, Some(action), None, None, dry_run, detail)
+            .await?;
+        self.finish(id, IntentStatus::Failed, decision, None, None, Some(message))
+            .await
+    }
+
+    async fn reject(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        dry_run: bool,
+        problems: Vec<String>,
+    ) -> IntentError {
+        let detail = json!({"error": "invalid_input", "problems": problems});
+        if let Err(e) = self
+            .audit(
+                AuditKind::Rejected,
+                id,
+                agent,
+                Some(action),
+                None,
+                None,
+                dry_run,
+                detail,
+            )
+            .await
+        {
+            return e;
+        }
+        IntentError::InvalidInput {
+            action: action.name.to_string(),
+            problems,
+        }
+    }
+
+    async fn finish(
+        &self,
+        id: &IntentId,
+        status: IntentStatus,
+        decision: &Decision,
+        result: Option<portcullis_redact::AgentResult>,
+        request: Option<RequestView>,
+        error: Option<String>,
+    ) -> Result<Submitted, IntentError> {
+        let response = IntentResponse {
+            id: id.clone(),
+            status,
+            decision: DecisionView::from(decision),
+            result,
+            request,
+            error,
+        };
+        let body = serde_json::to_value(&response).map_err(|e| IntentError::StoreUnavailable(e.to_string()))?;
+        self.store
+            .finish_intent(id, status.as_str(), &body)
+            .await
+            .map_err(store_down)?;
+        Ok(Submitted { status, body })
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an audit event has this many independent parts"
+    )]
+    async fn audit(
+        &self,
+        kind: AuditKind,
+        id: &IntentId,
+        agent: &AgentId,
+        action: Option<&ActionDef>,
+        payload: Option<&str>,
+        decision: Option<&Decision>,
+        dry_run: bool,
+        detail: Value,
+    ) -> Result<(), IntentError> {
+        let event = AuditEvent {
+            kind,
+            intent_id: id.clone(),
+            agent: agent.clone(),
+            action: action.map(|a| a.name.clone()),
+            payload_sha256: payload.map(str::to_owned),
+            decision: decision.cloned(),
+            dry_run,
+            detail,
+        };
+        self.store.append(&event).await.map(|_| ()).map_err(|e| {
+            tracing::error!(intent = %id, error = %e, "audit append failed; failing closed");
+            IntentError::StoreUnavailable(e.to_string())
+        })
+    }
+
+    /// Records an authenticated request that was refused before it named a usable action
+    /// (malformed JSON, wrong content type, oversized body), then hands the error back.
+    pub async fn reject_request(&self, agent: &AgentId, error: IntentError) -> IntentError {
+        let detail = json!({"error": "malformed_request", "message": error.to_string()});
+        match self
+            .audit(
+                AuditKind::Rejected,
+                &new_intent_id(),
+                agent,
+                None,
+                None,
+                None,
+                false,
+                detail,
+            )
+            .await
+        {
+            Ok(()) => error,
+            Err(e) => e,
+        }
+    }
+
+    /// An intent of `agent` by id. Another agent's intent is "not found".
+    ///
+    /// # Errors
+    /// [`IntentError::IntentNotFound`], or the store being unavailable.
+    pub async fn intent(&self, agent: &AgentId, id: &str) -> Result<Submitted, IntentError> {
+        let id = IntentId::new(id).map_err(|_| IntentError::IntentNotFound)?;
+        let rec = self
+            .store
+            .get_intent(&id)
+            .await
+            .map_err(store_down)?
+            .filter(|r| r.agent == *agent)
+            .ok_or(IntentError::IntentNotFound)?;
+        let status = parse_status(&rec.status);
+        let body = if rec.response.is_null() {
+            json!({"id": rec.id, "status": rec.status})
+        } else {
+            rec.response
+        };
+        Ok(Submitted { status, body })
+    }
+}
+
+fn replay(prev: portcullis_store::IntentRecord, sha256: &str, key: String) -> Result<Submitted, IntentError> {
+    if prev.payload_sha256 != sha256 {
+        return Err(IntentError::IdempotencyConflict(key));
+    }
+    let status = parse_status(&prev.status);
+    if status == IntentStatus::Executing {
+        return Err(IntentError::IdempotencyInProgress(key));
+    }
+    Ok(Submitted {
+        status,
+        body: prev.response,
+    })
+}
+
+fn parse_status(s: &str) -> IntentStatus {
+    match s {
+        "executed" => IntentStatus::Executed,
+        "denied" => IntentStatus::Denied,
+        "pending_approval" => IntentStatus::PendingApproval,
+        "dry_run" => IntentStatus::DryRun,
+        "executing" => IntentStatus::Executing,
+        _ => IntentStatus::Failed,
+    }
+}
+
+fn store_down(e: portcullis_store::StoreError) -> IntentError {
+    IntentError::StoreUnavailable(e.to_string())
+}
+
+fn request_view(r: Rendered) -> RequestView {
+    RequestView {
+        method: r.method.to_owned(),
+        url: r.url.to_string(),
+        headers: r.headers.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+        body: r.body,
+    }
+}
+
+fn new_intent_id() -> IntentId {
+    IntentId::from_random(rand::random())
+}

@@ -1,0 +1,173 @@
+//! The wire shapes of intents and their results.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use portcullis_core::{Decision, Effect, IntentId, json};
+use portcullis_redact::AgentResult;
+
+use crate::IntentError;
+
+/// An intent as the agent sent it, after strict parsing.
+#[derive(Debug, Clone)]
+pub struct IntentRequest {
+    /// The action name.
+    pub action: String,
+    /// The input object.
+    pub input: Value,
+    /// Optional idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Decide and render, but don't execute.
+    pub dry_run: bool,
+}
+
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl IntentRequest {
+    /// Parses a request body: strict JSON (no duplicate keys, bounded depth), an object
+    /// with exactly the known fields.
+    ///
+    /// # Errors
+    /// [`IntentError::Malformed`] naming the problem.
+    pub fn parse(body: &[u8], limits: json::Limits) -> Result<Self, IntentError> {
+        let value = json::parse_strict(body, limits).map_err(|e| IntentError::Malformed(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Builds a request from an already-parsed JSON object.
+    ///
+    /// # Errors
+    /// [`IntentError::Malformed`] naming the problem.
+    pub fn from_value(value: Value) -> Result<Self, IntentError> {
+        let Value::Object(mut map) = value else {
+            return Err(IntentError::Malformed("the body must be a JSON object".into()));
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "action" | "input" | "idempotency_key" | "dry_run"))
+        {
+            return Err(IntentError::Malformed(format!("unknown field `{k}`")));
+        }
+        let action = match map.remove("action") {
+            Some(Value::String(a)) => a,
+            Some(_) => return Err(IntentError::Malformed("`action` must be a string".into())),
+            None => return Err(IntentError::Malformed("missing field `action`".into())),
+        };
+        let input = match map.remove("input") {
+            Some(v @ Value::Object(_)) => v,
+            None => Value::Object(serde_json::Map::new()),
+            Some(_) => return Err(IntentError::Malformed("`input` must be a JSON object".into())),
+        };
+        let idempotency_key = match map.remove("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k))
+                if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && !k.chars().any(char::is_control) =>
+            {
+                Some(k)
+            }
+            Some(_) => {
+                return Err(IntentError::Malformed(format!(
+                    "`idempotency_key` must be a string of 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+                )));
+            }
+        };
+        let dry_run = match map.remove("dry_run") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(IntentError::Malformed("`dry_run` must be a boolean".into())),
+        };
+        Ok(Self {
+            action,
+            input,
+            idempotency_key,
+            dry_run,
+        })
+    }
+}
+
+/// Where an intent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentStatus {
+    /// Deciding or executing.
+    Executing,
+    /// The upstream call was made; `result` holds its redacted response.
+    Executed,
+    /// Policy refused it.
+    Denied,
+    /// Held for a person.
+    PendingApproval,
+    /// Allowed, but it could not be executed (unreachable upstream, refused destination, …).
+    Failed,
+    /// A dry run: decided and rendered, not executed.
+    DryRun,
+}
+
+impl IntentStatus {
+    /// The name stored and returned.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executing => "executing",
+            Self::Executed => "executed",
+            Self::Denied => "denied",
+            Self::PendingApproval => "pending_approval",
+            Self::Failed => "failed",
+            Self::DryRun => "dry_run",
+        }
+    }
+}
+
+/// The decision as the agent sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    /// allow, deny or hold.
+    pub effect: Effect,
+    /// Reasons.
+    pub reasons: Vec<String>,
+}
+
+impl From<&Decision> for DecisionView {
+    fn from(d: &Decision) -> Self {
+        Self {
+            effect: d.effect,
+            reasons: d.reasons.clone(),
+        }
+    }
+}
+
+/// What a dry run shows: the request that would be sent, with the credential replaced by
+/// `<redacted>`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    /// Method.
+    pub method: String,
+    /// Full URL.
+    pub url: String,
+    /// Headers.
+    pub headers: serde_json::Map<String, Value>,
+    /// JSON body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// The response to an intent.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntentResponse {
+    /// The intent id.
+    pub id: IntentId,
+    /// Where it stands.
+    pub status: IntentStatus,
+    /// The decision.
+    pub decision: DecisionView,
+    /// The redacted upstream response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<AgentResult>,
+    /// For dry runs: the request that would be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestView>,
+    /// For failures: what went wrong, redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,97 @@
+//! Loading everything a gateway (or `portcullis check`) needs, collecting every problem.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portcullis_catalog::Catalog;
+use portcullis_core::{ActionName, Diagnostic};
+use portcullis_policy::{PolicyEngine, PolicyInputs};
+use portcullis_redact::Projection;
+
+use crate::config::Config;
+
+/// Config, catalog and policies, loaded and cross-checked.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The policies.
+    pub policy: PolicyEngine,
+    /// Compiled `response.keep` projections by action.
+    pub projections: HashMap<ActionName, Arc<Projection>>,
+}
+
+/// Loads the catalog and policies named by `config` and checks every cross-reference
+/// (credentials named by actions exist, projections compile).
+///
+/// # Errors
+/// Every problem found.
+pub fn load(config: Config) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    if config.action_files.is_empty() {
+        problems.push(Diagnostic::at(
+            &config.path,
+            None,
+            "no action files: set `actions` to at least one glob",
+        ));
+    }
+    let catalog = match Catalog::load(&config.action_files, config.json_limits) {
+        Ok(c) => c,
+        Err(mut e) => {
+            problems.append(&mut e);
+            Catalog::default()
+        }
+    };
+    let mut projections = HashMap::new();
+    for action in catalog.iter() {
+        if let Some(name) = &action.credential {
+            if !config.credentials.contains_key(name) {
+                problems.push(Diagnostic::at(
+                    &action.file,
+                    action.credential_line,
+                    format!(
+                        "action `{}` uses credential `{name}`, which is not defined under `credentials`",
+                        action.name
+                    ),
+                ));
+            }
+        }
+        if let Some(keep) = &action.response.keep {
+            match Projection::parse(keep) {
+                Ok(p) => {
+                    projections.insert(action.name.clone(), Arc::new(p));
+                }
+                Err(e) => problems.push(Diagnostic::at(
+                    &action.file,
+                    Some(action.line),
+                    format!("action `{}`: {e}", action.name),
+                )),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let policy = PolicyEngine::load(PolicyInputs {
+        catalog: &catalog,
+        agents: &config.agents,
+        entities: &config.entities,
+        policy_files: &config.policy_files,
+    })?;
+    Ok(Loaded {
+        config,
+        catalog,
+        policy,
+        projections,
+    })
+}
+
+/// Everything `portcullis check` verifies without a store: config, catalog, policies.
+///
+/// # Errors
+/// Every problem found.
+pub fn check(path: &std::path::Path) -> Result<Loaded, Vec<Diagnostic>> {
+    load(Config::load(path)?)
+}

@@ -1,0 +1,81 @@
+//! The one mapping from errors to HTTP responses.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use portcullis_engine::IntentError;
+
+/// An error response: `{"error": {"code", "message", "details"?}}`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A pipeline error.
+    Intent(IntentError),
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than `limits.max_body_bytes`.
+    PayloadTooLarge(usize),
+    /// No such route.
+    NoRoute,
+}
+
+impl From<IntentError> for ApiError {
+    fn from(e: IntentError) -> Self {
+        Self::Intent(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, details): (StatusCode, &str, String, Option<Value>) = match self {
+            Self::Intent(e) => match &e {
+                IntentError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string(), None),
+                IntentError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_request", e.to_string(), None),
+                IntentError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action", e.to_string(), None),
+                IntentError::InvalidInput { problems, .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    e.to_string(),
+                    Some(json!(problems)),
+                ),
+                IntentError::IdempotencyConflict(_) => {
+                    (StatusCode::CONFLICT, "idempotency_conflict", e.to_string(), None)
+                }
+                IntentError::IdempotencyInProgress(_) => {
+                    (StatusCode::CONFLICT, "idempotency_in_progress", e.to_string(), None)
+                }
+                IntentError::IntentNotFound => (StatusCode::NOT_FOUND, "not_found", e.to_string(), None),
+                // The cause stays in the gateway's log: it may name internal paths.
+                IntentError::StoreUnavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), None)
+                }
+            },
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON with `Content-Type: application/json`".to_owned(),
+                None,
+            ),
+            Self::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+                None,
+            ),
+            Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned(), None),
+        };
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let Some(d) = details {
+            body["error"]["details"] = d;
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portcullis\""),
+            );
+        }
+        response
+    }
+}

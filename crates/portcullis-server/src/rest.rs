@@ -1,0 +1,106 @@
+//! The agent REST API.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use portcullis_core::AgentId;
+use portcullis_engine::{Gateway, IntentError, IntentRequest, IntentStatus, Submitted};
+
+use crate::error::ApiError;
+
+type Shared = Arc<Gateway>;
+
+/// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, `/healthz`, `/readyz`.
+pub fn router(gateway: Shared) -> Router {
+    Router::new()
+        .route("/v1/intents", post(submit))
+        .route("/v1/intents/{id}", get(get_intent))
+        .route("/v1/actions", get(list_actions))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(gateway)
+}
+
+async fn agent(gw: &Gateway, headers: &HeaderMap) -> Result<AgentId, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(ApiError::Intent(IntentError::Unauthenticated))?;
+    Ok(gw.authenticate(token).await?)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let agent = agent(&gw, &headers).await?;
+    if !is_json(&headers) {
+        let _ = gw
+            .reject_request(&agent, IntentError::Malformed("wrong content type".into()))
+            .await;
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let limits = (gw.loaded().config.max_body_bytes, gw.loaded().config.json_limits);
+    let Ok(bytes) = axum::body::to_bytes(body, limits.0).await else {
+        let _ = gw
+            .reject_request(&agent, IntentError::Malformed("body too large".into()))
+            .await;
+        return Err(ApiError::PayloadTooLarge(limits.0));
+    };
+    let request = match IntentRequest::parse(&bytes, limits.1) {
+        Ok(r) => r,
+        Err(e) => return Err(gw.reject_request(&agent, e).await.into()),
+    };
+    Ok(submitted(gw.submit(&agent, request).await?))
+}
+
+async fn get_intent(
+    State(gw): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let agent = agent(&gw, &headers).await?;
+    Ok(submitted(gw.intent(&agent, &id).await?))
+}
+
+async fn list_actions(State(gw): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let agent = agent(&gw, &headers).await?;
+    Ok(Json(json!({"actions": gw.actions_for(&agent)})).into_response())
+}
+
+async fn ready(State(gw): State<Shared>) -> Response {
+    match gw.store().list_secrets().await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "store unavailable"})),
+        )
+            .into_response(),
+    }
+}
+
+fn submitted(s: Submitted) -> Response {
+    let status = match s.status {
+        IntentStatus::Executed | IntentStatus::Failed | IntentStatus::DryRun | IntentStatus::Executing => {
+            StatusCode::OK
+        }
+        IntentStatus::Denied => StatusCode::FORBIDDEN,
+        IntentStatus::PendingApproval => StatusCode::ACCEPTED,
+    };
+    (status, Json(s.body)).into_response()
+}

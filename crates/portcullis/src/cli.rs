@@ -1,0 +1,292 @@
+//! Command-line interface.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use portcullis_core::AgentId;
+use portcullis_engine::Config;
+use portcullis_secrets::MasterKey;
+use portcullis_store::Store;
+
+/// Portcullis: a secure execution gateway for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "portcullis.yaml"
+    )]
+    pub config: PathBuf,
+    /// Log at info level (or set PORTCULLIS_LOG, e.g. `debug`).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (REST API, health endpoints).
+    Serve {
+        /// Listen address, overriding `listen` in the config.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate the configuration, actions, credential references and policies.
+    Check {
+        /// Print the Cedar schema generated from the catalog.
+        #[arg(long)]
+        print_schema: bool,
+        /// Print the JSON Schema of the configuration file and exit.
+        #[arg(long, exclusive = true)]
+        config_schema: bool,
+    },
+    /// Decide a batch of intents from a JSON Lines file without executing them.
+    Eval {
+        /// The cases file: one `{"agent", "action", "input", "expect"?}` per line.
+        #[arg(long)]
+        cases: PathBuf,
+    },
+    /// Manage encrypted secrets.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Manage agents and their tokens.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Inspect and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Store a secret read from standard input (never from the command line).
+    Set {
+        /// The secret's name.
+        name: String,
+    },
+    /// List secret names and timestamps (never values).
+    List,
+    /// Remove a secret.
+    Rm {
+        /// The secret's name.
+        name: String,
+    },
+    /// Print a new random master key (base64) for `master_key: file:PATH` or `env:VAR`.
+    Keygen,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Create an agent and print its token once (only its hash is stored).
+    Add {
+        /// The agent id, as used in policies (`Agent::"ID"`).
+        name: String,
+    },
+    /// List agents.
+    List,
+    /// Remove an agent (its token stops working).
+    Rm {
+        /// The agent id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain; exit 1 and name each modified, deleted or reordered event.
+    Verify,
+    /// Print the last events.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+    },
+    /// Export the whole log.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen } => crate::serve::run(&cli.config, listen).await,
+        Command::Check {
+            print_schema,
+            config_schema,
+        } => check(&cli.config, print_schema, config_schema).await,
+        Command::Eval { cases } => crate::eval_cmd::run(&cli.config, &cases),
+        Command::Secret(cmd) => secret(&cli.config, cmd).await,
+        Command::Agent(cmd) => agent(&cli.config, cmd).await,
+        Command::Audit(cmd) => crate::audit_cmd::run(&open_store(&cli.config).await?, cmd).await,
+    }
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|problems| anyhow::anyhow!(crate::cli::render_problems(&problems)))
+}
+
+pub fn render_problems(problems: &[portcullis_core::Diagnostic]) -> String {
+    let mut out: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    out.insert(0, format!("{} problem(s) found:", problems.len()));
+    out.join("\n")
+}
+
+pub async fn open_store(config: &Path) -> anyhow::Result<Store> {
+    let config = load_config(config)?;
+    Ok(Store::open(&config.store).await?)
+}
+
+async fn check(path: &Path, print_schema: bool, config_schema: bool) -> anyhow::Result<ExitCode> {
+    if config_schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&portcullis_engine::config::json_schema())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = match portcullis_engine::check(path) {
+        Ok(l) => l,
+        Err(problems) => {
+            eprintln!("{}", render_problems(&problems));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut problems = Vec::new();
+    let store_file = loaded.config.store.strip_prefix("sqlite://").map(PathBuf::from);
+    if store_file.as_ref().is_some_and(|f| f.exists()) {
+        let store = Store::open(&loaded.config.store).await?;
+        for (name, cred) in &loaded.config.credentials {
+            if store.get_secret(&cred.secret).await?.is_none() {
+                problems.push(format!(
+                    "  {}: credential `{name}` uses secret `{}`, which is not in the store (run `portcullis secret set {}`)",
+                    path.display(),
+                    cred.secret,
+                    cred.secret
+                ));
+            }
+        }
+    } else if !loaded.config.credentials.is_empty() {
+        eprintln!("note: the store does not exist yet, so stored secrets were not checked");
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s) found:\n{}", problems.len(), problems.join("\n"));
+        return Ok(ExitCode::FAILURE);
+    }
+    if print_schema {
+        println!("{}", serde_json::to_string_pretty(loaded.policy.schema_json())?);
+    }
+    eprintln!(
+        "ok: {} action(s), {} polic(ies), {} credential(s), {} agent(s) configured",
+        loaded.catalog.len(),
+        loaded.policy.policy_count(),
+        loaded.config.credentials.len(),
+        loaded.config.agents.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        bail!("invalid secret name `{name}`: use 1 to 128 ASCII letters, digits, `_`, `-` or `.`");
+    }
+    Ok(())
+}
+
+async fn secret(path: &Path, cmd: SecretCmd) -> anyhow::Result<ExitCode> {
+    if let SecretCmd::Keygen = cmd {
+        println!("{}", MasterKey::generate_encoded());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = load_config(path)?;
+    let store = Store::open(&config.store).await?;
+    match cmd {
+        SecretCmd::Set { name } => {
+            check_name(&name)?;
+            let spec = config
+                .master_key
+                .as_deref()
+                .context("no `master_key` in the config: secrets can't be encrypted")?;
+            let key = MasterKey::load(spec)?;
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("while reading the secret from standard input")?;
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
+            if value.is_empty() {
+                bail!("the secret read from standard input is empty");
+            }
+            let sealed = portcullis_secrets::seal(&key, &name, value.as_bytes())?;
+            store.put_secret(&sealed).await?;
+            eprintln!("secret `{name}` stored (encrypted)");
+        }
+        SecretCmd::List => {
+            for s in store.list_secrets().await? {
+                println!("{}\tcreated {}\tupdated {}", s.name, s.created_at, s.updated_at);
+            }
+        }
+        SecretCmd::Rm { name } => {
+            if !store.remove_secret(&name).await? {
+                bail!("no secret named `{name}`");
+            }
+            eprintln!("secret `{name}` removed");
+        }
+        SecretCmd::Keygen => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agent(path: &Path, cmd: AgentCmd) -> anyhow::Result<ExitCode> {
+    let store = open_store(path).await?;
+    match cmd {
+        AgentCmd::Add { name } => {
+            let id = AgentId::new(name)?;
+            let token = crate::keys::new_agent_token();
+            store
+                .add_agent(&id, &portcullis_core::sha256_hex(token.as_bytes()))
+                .await?;
+            println!("{token}");
+            eprintln!("agent `{id}` created; the token above is shown only once");
+        }
+        AgentCmd::List => {
+            for a in store.list_agents().await? {
+                println!("{}\tcreated {}", a.id, a.created_at);
+            }
+        }
+        AgentCmd::Rm { name } => {
+            let id = AgentId::new(name)?;
+            if !store.remove_agent(&id).await? {
+                bail!("no agent named `{id}`");
+            }
+            eprintln!("agent `{id}` removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
