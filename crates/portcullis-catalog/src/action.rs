@@ -183,7 +183,7 @@ impl ActionDef {
                 (None, None)
             }
         };
-        let request_line = raw.request.referenced.line();
+        let request_line = raw.request.value.url.referenced.line();
         let request = parse_request(raw.request.value, &label).map_err(|m| at(request_line, m));
         let resource = raw.resource.map_or_else(
             || Ok(default_resource(&label)),

@@ -266,10 +266,10 @@ impl Config {
                 String::new()
             }
         };
-        if let Some(mk) = &raw.master_key {
-            if !(mk.starts_with("env:") || mk.starts_with("file:")) {
-                report("master_key", "`master_key` must be `env:VAR` or `file:PATH`".to_owned());
-            }
+        if let Some(mk) = &raw.master_key
+            && !(mk.starts_with("env:") || mk.starts_with("file:"))
+        {
+            report("master_key", "`master_key` must be `env:VAR` or `file:PATH`".to_owned());
         }
         let master_key = raw.master_key.map(|mk| match mk.strip_prefix("file:") {
             Some(p) => format!("file:{}", dir.join(p).display()),

@@ -46,17 +46,17 @@ pub fn load(config: Config) -> Result<Loaded, Vec<Diagnostic>> {
     };
     let mut projections = HashMap::new();
     for action in catalog.iter() {
-        if let Some(name) = &action.credential {
-            if !config.credentials.contains_key(name) {
-                problems.push(Diagnostic::at(
-                    &action.file,
-                    action.credential_line,
-                    format!(
-                        "action `{}` uses credential `{name}`, which is not defined under `credentials`",
-                        action.name
-                    ),
-                ));
-            }
+        if let Some(name) = &action.credential
+            && !config.credentials.contains_key(name)
+        {
+            problems.push(Diagnostic::at(
+                &action.file,
+                action.credential_line,
+                format!(
+                    "action `{}` uses credential `{name}`, which is not defined under `credentials`",
+                    action.name
+                ),
+            ));
         }
         if let Some(keep) = &action.response.keep {
             match Projection::parse(keep) {

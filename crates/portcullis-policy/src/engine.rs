@@ -67,11 +67,11 @@ impl Decided {
     ///
     /// # Errors
     /// When the effect is deny or hold.
-    pub fn into_permitted(self) -> Result<Permitted<ValidInput>, Self> {
+    pub fn into_permitted(self) -> Result<Permitted<ValidInput>, Box<Self>> {
         if self.decision.effect == Effect::Allow {
             Ok(Permitted::new(self.input, self.decision))
         } else {
-            Err(self)
+            Err(Box::new(self))
         }
     }
 }
@@ -314,8 +314,12 @@ fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> V
             .entry(action.resource.entity_type.clone())
             .or_insert_with(|| json!({}));
         let mut derived = Map::new();
+        let required: Vec<&str> = action.input_fields().filter(|(_, r)| *r).map(|(n, _)| n).collect();
         if let Some(Value::Object(props)) = action.input_schema.get("properties") {
             for (name, prop) in props {
+                // Derived facts of a required field are always present (the field passed its
+                // `format` check); those of optional fields need `has`.
+                let present = required.contains(&name.as_str()) && !prop.get("type").is_some_and(Value::is_array);
                 if let Some((kind, array)) = derivation(prop) {
                     let (attr, t) = if array {
                         (kind.plural(), json!({"type": "Set", "element": {"type": "String"}}))
@@ -324,7 +328,7 @@ fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> V
                     };
                     derived.insert(
                         name.clone(),
-                        json!({"type": "Record", "required": false, "attributes": {attr: t}}),
+                        json!({"type": "Record", "required": present, "attributes": {attr: t}}),
                     );
                 }
             }

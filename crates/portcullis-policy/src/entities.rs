@@ -37,12 +37,12 @@ pub struct EntityDecl {
     pub parents: Vec<EntityRef>,
 }
 
+/// Entity-type declarations (Cedar JSON schema) and entities (Cedar JSON), by [`build`].
+pub(crate) type Built = (Map<String, Value>, Vec<Value>);
+
 /// Builds the entity-type declarations (attribute types inferred from the values) and the
 /// entity list in Cedar's JSON formats. Errors are messages naming the entity and attribute.
-pub(crate) fn build(
-    agents: &BTreeMap<String, AgentEntity>,
-    decls: &[EntityDecl],
-) -> Result<(Map<String, Value>, Vec<Value>), Vec<String>> {
+pub(crate) fn build(agents: &BTreeMap<String, AgentEntity>, decls: &[EntityDecl]) -> Result<Built, Vec<String>> {
     let mut errors = Vec::new();
     let mut types: BTreeMap<String, TypeShape> = BTreeMap::new();
     let mut list = Vec::new();

@@ -1,0 +1,169 @@
+//! Loading action files and validating input, as `portcullis check` and the gateway do.
+
+use std::path::Path;
+
+use portcullis_catalog::Catalog;
+use portcullis_core::json::Limits;
+use serde_json::json;
+
+const GOOD: &str = r#"
+name: github.create_issue
+description: Create an issue
+input:
+  type: object
+  required: [owner, repo, title]
+  properties:
+    owner: {type: string, pattern: "^[A-Za-z0-9-]{1,39}$"}
+    repo: {type: string}
+    title: {type: string, maxLength: 20}
+    assignee: {type: string, format: email}
+    labels: {type: array, items: {type: string}}
+resource: {type: Repo, id: "{owner}/{repo}"}
+request:
+  method: POST
+  url: https://api.github.com/repos/{owner}/{repo}/issues
+  body: {title: "{title}", labels: "{labels}"}
+credential: github
+response:
+  keep: [/number]
+---
+name: github.list_issues
+input: {type: object, properties: {state: {type: string}}}
+request:
+  method: GET
+  url: https://api.github.com/issues?state={state}
+"#;
+
+fn load(src: &str) -> Result<Catalog, Vec<String>> {
+    Catalog::from_source(Path::new("actions.yaml"), src, Limits::default())
+        .map_err(|d| d.into_iter().map(|d| d.to_string()).collect())
+}
+
+#[test]
+fn a_valid_file_loads_every_document() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.len(), 2);
+    let a = c.get("github.create_issue").unwrap();
+    assert_eq!(a.request.url.realm(), "https://api.github.com");
+    assert_eq!(a.credential.as_deref(), Some("github"));
+    assert!(!a.hints.read_only);
+    assert!(c.get("github.list_issues").unwrap().hints.read_only);
+    assert_eq!(
+        a.input_schema["additionalProperties"],
+        json!(false),
+        "closed by default"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_file_and_line() {
+    let src = r#"
+name: a.bad_schema
+input: {type: object, properties: {n: {type: nope}}}
+request: {method: GET, url: "https://x.test/"}
+---
+name: a.missing_field
+input: {type: object, properties: {id: {type: string}}}
+request:
+  method: GET
+  url: "https://x.test/items/{item}"
+---
+name: a.templated_host
+input: {type: object, required: [h], properties: {h: {type: string}}}
+request: {method: GET, url: "https://{h}.example.com/"}
+---
+name: a.optional_path
+input: {type: object, properties: {id: {type: string}}}
+request: {method: GET, url: "https://x.test/items/{id}"}
+"#;
+    let errs = load(src).unwrap_err();
+    let all = errs.join("\n");
+    assert_eq!(errs.len(), 4, "{all}");
+    assert!(
+        all.contains("actions.yaml:3: action `a.bad_schema`: `input` is not a valid JSON Schema"),
+        "{all}"
+    );
+    assert!(all.contains("actions.yaml:10: action `a.missing_field`: the URL path uses `{item}`, but the input schema has no field `item`"), "{all}");
+    assert!(all.contains("has a placeholder in its origin"), "{all}");
+    assert!(all.contains("`{id}`, which must be listed in `required`"), "{all}");
+}
+
+#[test]
+fn unknown_keys_and_duplicates_are_errors() {
+    let unknown = "name: a.b\ninput: {type: object}\nrequest: {method: GET, url: \"https://x.test/\"}\nretries: 3\n";
+    let errs = load(unknown).unwrap_err();
+    assert!(errs[0].starts_with("actions.yaml:4:"), "{errs:?}");
+    assert!(errs[0].contains("retries"), "{errs:?}");
+    let dup = "name: a.b\ninput: {type: object}\nrequest: {method: GET, url: \"https://x.test/\"}\n---\nname: a.b\ninput: {type: object}\nrequest: {method: GET, url: \"https://x.test/\"}\n";
+    let errs = load(dup).unwrap_err();
+    assert_eq!(errs, vec!["actions.yaml:5: action `a.b` is defined twice"]);
+}
+
+#[test]
+fn remote_refs_are_refused_at_load() {
+    let src = "name: a.b\ninput: {type: object, properties: {x: {$ref: \"https://example.com/s.json\"}}}\nrequest: {method: GET, url: \"https://x.test/\"}\n";
+    let errs = load(src).unwrap_err();
+    assert!(errs[0].contains("does not compile"), "{errs:?}");
+}
+
+#[test]
+fn reserved_headers_and_credential_headers_are_refused() {
+    let src = "name: a.b\ninput: {type: object, properties: {t: {type: string}}}\nrequest:\n  method: GET\n  url: \"https://x.test/\"\n  headers: {Authorization: \"Bearer {t}\"}\n";
+    assert!(load(src).unwrap_err()[0].contains("can't take input values"));
+    let src = "name: a.b\ninput: {type: object}\nrequest:\n  method: GET\n  url: \"https://x.test/\"\n  headers: {Host: evil.test}\n";
+    assert!(load(src).unwrap_err()[0].contains("set by the gateway"));
+}
+
+#[test]
+fn validation_names_every_offending_field() {
+    let c = load(GOOD).unwrap();
+    let a = c.get("github.create_issue").unwrap();
+    let err = a
+        .validate(json!({"owner": "bad owner!", "repo": 5, "title": "t", "extra": 1}))
+        .unwrap_err();
+    let problems = err.problems().join("\n");
+    assert!(problems.contains("/owner"), "{problems}");
+    assert!(problems.contains("/repo"), "{problems}");
+    assert!(problems.contains("extra"), "{problems}");
+    assert!(
+        a.validate(json!({"owner": "o", "repo": "r", "title": "t", "assignee": "not-an-email"}))
+            .is_err(),
+        "formats are checked"
+    );
+}
+
+#[test]
+fn canonical_input_is_what_is_hashed() {
+    let c = load(GOOD).unwrap();
+    let a = c.get("github.create_issue").unwrap();
+    let one = a
+        .validate(json!({"title": "t", "owner": "o", "repo": "r", "assignee": "  Dev@Example.COM "}))
+        .unwrap();
+    let two = a
+        .validate(json!({"assignee": "dev@example.com", "repo": "r", "owner": "o", "title": "t"}))
+        .unwrap();
+    assert_eq!(
+        one.value()["assignee"],
+        json!("dev@example.com"),
+        "emails are trimmed and lowercased before validation"
+    );
+    assert_eq!(one.sha256(), two.sha256());
+    assert_eq!(
+        one.canonical_json(),
+        r#"{"assignee":"dev@example.com","owner":"o","repo":"r","title":"t"}"#
+    );
+}
+
+#[test]
+fn deep_input_is_refused() {
+    let c = load(GOOD).unwrap();
+    let a = c.get("github.create_issue").unwrap();
+    let mut deep = json!("x");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let err = a
+        .validate(json!({"owner": "o", "repo": "r", "title": "t", "labels": deep}))
+        .unwrap_err();
+    assert!(err.to_string().contains("deeper"), "{err}");
+}
