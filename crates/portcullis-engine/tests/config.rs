@@ -1,0 +1,55 @@
+//! The configuration file: unknown keys, validation messages, and the checked-in schema.
+
+use std::path::Path;
+
+use portcullis_engine::Config;
+
+fn errors(src: &str) -> Vec<String> {
+    Config::parse(Path::new("portcullis.yaml"), src).unwrap_err().into_iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn unknown_keys_are_errors_with_lines() {
+    let errs = errors("listen: 127.0.0.1:9000\nstroe: sqlite://x.db\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("portcullis.yaml:2:"), "{errs:?}");
+    assert!(errs[0].contains("stroe"), "{errs:?}");
+    let nested = errors("egress:\n  allow: []\n  proxy: http://x\n");
+    assert!(nested[0].starts_with("portcullis.yaml:3:") && nested[0].contains("proxy"), "{nested:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_listed() {
+    let src = "listen: nowhere\nstore: mysql://x\nmaster_key: plain-text-key\ncredentials:\n  gh:\n    kind: header\n    secret: gh\negress:\n  allow: [\"10.1.2.3/8\"]\nactions: [\"no-such-dir/*.yaml\"]\n";
+    let errs = errors(src);
+    let all = errs.join("\n");
+    assert_eq!(errs.len(), 6, "{all}");
+    for needle in ["`listen` `nowhere`", "`store` `mysql://x`", "`master_key` must be", "credential `gh` of kind `header` needs `header`", "10.1.2.3/8", "matches no file"] {
+        assert!(all.contains(needle), "missing {needle}: {all}");
+    }
+    assert!(!all.contains("plain-text-key"), "a mistyped key is never echoed: {all}");
+}
+
+#[test]
+fn paths_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("actions")).unwrap();
+    std::fs::write(dir.path().join("actions/a.yaml"), "").unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, "store: sqlite://state/p.db\nmaster_key: file:keys/master\nactions: [\"actions/*.yaml\"]\n").unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.store, format!("sqlite://{}", dir.path().join("state/p.db").display()));
+    assert_eq!(c.master_key.unwrap(), format!("file:{}", dir.path().join("keys/master").display()));
+    assert_eq!(c.action_files, vec![dir.path().join("actions/a.yaml")]);
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+}
+
+/// The JSON Schema of the config is generated from the types and checked in at
+/// `schema/portcullis.schema.json`; regenerate with
+/// `cargo run -p portcullis -- check --config-schema > schema/portcullis.schema.json`.
+#[test]
+fn the_checked_in_config_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/portcullis.schema.json");
+    let checked_in: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(checked_in, portcullis_engine::config::json_schema(), "schema/portcullis.schema.json is stale: regenerate it");
+}
