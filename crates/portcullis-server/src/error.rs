@@ -18,6 +18,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// No such route.
     NoRoute,
+    /// The route exists, but not with this method.
+    MethodNotAllowed,
 }
 
 impl From<IntentError> for ApiError {
@@ -64,6 +66,12 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned(), None),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method".to_owned(),
+                None,
+            ),
         };
         let mut body = json!({"error": {"code": code, "message": message}});
         if let Some(d) = details {
