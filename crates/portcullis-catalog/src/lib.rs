@@ -32,6 +32,18 @@ impl Catalog {
     /// # Errors
     /// Every problem found, each with its file and line where known.
     pub fn load(files: &[PathBuf], limits: json::Limits) -> Result<Self, Vec<Diagnostic>> {
+        let (catalog, problems) = Self::load_partial(files, limits);
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Loads every action file in `files`, returning the actions that are valid together
+    /// with every problem, so that `portcullis check` can go on to check what uses them.
+    #[must_use]
+    pub fn load_partial(files: &[PathBuf], limits: json::Limits) -> (Self, Vec<Diagnostic>) {
         let mut catalog = Self::default();
         let mut problems = Vec::new();
         for file in files {
@@ -40,11 +52,7 @@ impl Catalog {
                 Err(e) => problems.push(Diagnostic::at(file, None, format!("cannot read action file: {e}"))),
             }
         }
-        if problems.is_empty() {
-            Ok(catalog)
-        } else {
-            Err(problems)
-        }
+        (catalog, problems)
     }
 
     /// Loads actions from YAML text, as if read from `file`.

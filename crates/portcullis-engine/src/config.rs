@@ -232,17 +232,41 @@ impl Config {
     /// # Errors
     /// Every problem found.
     pub fn parse(path: &Path, source: &str) -> Result<Self, Vec<Diagnostic>> {
-        let raw: RawConfig = serde_saphyr::from_str(source).map_err(|e| {
-            let text = e.without_snippet().to_string();
-            let first = text.lines().next().unwrap_or("invalid YAML").trim().to_owned();
-            vec![Diagnostic::at(
-                path,
-                e.location().map(|l| l.line()),
-                format!("invalid config: {first}"),
-            )]
-        })?;
-        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        match Self::parse_all(path, source) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// Validates config text and returns every problem together with the best config that
+    /// could be made of it (broken entries left out or defaulted), so that `portcullis check`
+    /// can go on to check the actions and policies it names. `None` when not even that
+    /// could be made (the file is not a YAML mapping).
+    #[must_use]
+    pub fn parse_all(path: &Path, source: &str) -> (Option<Self>, Vec<Diagnostic>) {
         let mut problems = Vec::new();
+        let raw: RawConfig = match serde_saphyr::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let text = e.without_snippet().to_string();
+                let first = text.lines().next().unwrap_or("invalid YAML").trim().to_owned();
+                problems.push(Diagnostic::at(
+                    path,
+                    e.location().map(|l| l.line()),
+                    format!("invalid config: {first}"),
+                ));
+                match salvage(source) {
+                    Some(raw) => raw,
+                    None => return (None, problems),
+                }
+            }
+        };
+        let config = Self::from_raw(path, source, raw, &mut problems);
+        (Some(config), problems)
+    }
+
+    fn from_raw(path: &Path, source: &str, raw: RawConfig, problems: &mut Vec<Diagnostic>) -> Self {
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let mut report = |needle: &str, msg: String| {
             problems.push(Diagnostic::at(path, portcullis_core::line_of(source, needle), msg));
         };
@@ -336,10 +360,7 @@ impl Config {
                     .collect(),
             })
             .collect();
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Self {
+        Self {
             path: path.to_owned(),
             listen,
             store,
@@ -354,8 +375,25 @@ impl Config {
                 max_depth: raw.limits.max_depth.unwrap_or(json::DEFAULT_MAX_DEPTH),
             },
             entities,
-        })
+        }
     }
+}
+
+/// The keys of a config that failed to deserialize that still deserialize on their own
+/// (an unknown or malformed key is left out), so that one typo doesn't hide the rest.
+fn salvage(source: &str) -> Option<RawConfig> {
+    let Ok(Value::Object(map)) = serde_saphyr::from_str::<Value>(source) else {
+        return None;
+    };
+    let mut kept = Map::new();
+    for (key, value) in map {
+        let mut trial = kept.clone();
+        trial.insert(key, value);
+        if serde_json::from_value::<RawConfig>(Value::Object(trial.clone())).is_ok() {
+            kept = trial;
+        }
+    }
+    serde_json::from_value(Value::Object(kept)).ok()
 }
 
 fn credential(name: &str, c: RawCredential) -> Result<CredentialSpec, String> {

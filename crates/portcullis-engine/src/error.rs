@@ -32,6 +32,9 @@ pub enum IntentError {
     /// No such intent for this agent.
     #[error("intent not found")]
     IntentNotFound,
+    /// The action ran, but its outcome could not be written to the store or the audit log.
+    #[error("the action ran, but its outcome could not be recorded; fetch GET /v1/intents/{0} for the result")]
+    OutcomeNotRecorded(String),
     /// The audit log or the store could not be written: nothing was executed.
     #[error("the gateway's store is unavailable; the action did not run")]
     StoreUnavailable(String),

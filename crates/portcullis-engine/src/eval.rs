@@ -87,8 +87,13 @@ fn decide(loaded: &Loaded, case: &EvalCase, now: time::OffsetDateTime) -> Decisi
     } else {
         case.input.clone()
     };
-    match action.validate(input) {
-        Ok(valid) => loaded.policy.decide(&agent, action, valid, now).decision().clone(),
-        Err(e) => Decision::gateway_deny(e.to_string()),
+    let valid = match action.validate(input) {
+        Ok(v) => v,
+        Err(e) => return Decision::gateway_deny(e.to_string()),
+    };
+    // The gateway refuses an input that can't fill its request slots before deciding.
+    if let Err(e) = portcullis_exec::prepare::render(action, valid.value()) {
+        return Decision::gateway_deny(format!("invalid input: {e}"));
     }
+    loaded.policy.decide(&agent, action, valid, now).decision().clone()
 }

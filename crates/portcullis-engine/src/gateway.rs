@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use portcullis_catalog::{ActionDef, Hints};
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
-use portcullis_exec::Egress;
 use portcullis_exec::prepare::{self, Credential, Rendered};
+use portcullis_exec::{Egress, ExecError};
 use portcullis_redact::{ResponsePolicy, Scrubber};
 use portcullis_secrets::MasterKey;
 use portcullis_store::{Begin, NewIntent, Store};
@@ -215,9 +215,10 @@ impl Gateway {
             )
             .await
         {
-            let _ = self
-                .finish(&id, IntentStatus::Failed, &decision, None, None, Some(e.to_string()))
-                .await;
+            // Nothing ran. Free the idempotency key, so a retry after the outage runs.
+            if let Err(forget) = self.store.abandon_intent(&id).await {
+                tracing::error!(intent = %id, error = %forget, "could not release the intent after an audit failure");
+            }
             return Err(e);
         }
         tracing::info!(intent = %id, agent = %agent, action = %action.name, effect = decision.effect.as_str(), "decided");
@@ -241,8 +242,18 @@ impl Gateway {
         {
             Ok(c) => c,
             Err(e) => {
+                let agent_message =
+                    "the action's credential is unavailable; an operator must fix the gateway's configuration";
                 return self
-                    .fail(&id, agent, &action, &decision, req.dry_run, e.to_string())
+                    .fail(
+                        &id,
+                        agent,
+                        &action,
+                        &decision,
+                        req.dry_run,
+                        agent_message,
+                        e.to_string(),
+                    )
                     .await;
             }
         };
@@ -260,7 +271,12 @@ impl Gateway {
         }
         let prepared = match prepare::prepare(permitted, &action, credential.as_ref()) {
             Ok(p) => p,
-            Err(e) => return self.fail(&id, agent, &action, &decision, false, e.to_string()).await,
+            Err(e) => {
+                let agent_message = "the action could not be prepared; the credential was not sent";
+                return self
+                    .fail(&id, agent, &action, &decision, false, agent_message, e.to_string())
+                    .await;
+            }
         };
         let scrubber = credential
             .as_ref()
@@ -277,24 +293,33 @@ impl Gateway {
                     },
                 );
                 let detail = json!({"status": "executed", "upstream_status": result.status()});
-                self.audit(
-                    AuditKind::Outcome,
-                    &id,
-                    agent,
-                    Some(&action),
-                    Some(&hash),
-                    None,
-                    false,
-                    detail,
-                )
-                .await?;
                 tracing::info!(intent = %id, upstream_status = result.status(), "executed");
-                self.finish(&id, IntentStatus::Executed, &decision, Some(result), None, None)
-                    .await
+                // The action ran: record the result first, so that even if the outcome
+                // event can't be written the agent can fetch what happened.
+                let done = self
+                    .finish(&id, IntentStatus::Executed, &decision, Some(result), None, None)
+                    .await;
+                let audited = self
+                    .audit(
+                        AuditKind::Outcome,
+                        &id,
+                        agent,
+                        Some(&action),
+                        Some(&hash),
+                        None,
+                        false,
+                        detail,
+                    )
+                    .await;
+                match (done, audited) {
+                    (Ok(submitted), Ok(())) => Ok(submitted),
+                    _ => Err(IntentError::OutcomeNotRecorded(id.to_string())),
+                }
             }
             Err(e) => {
-                let message = portcullis_redact::scrub_error(&scrubber, &e.to_string());
-                self.fail(&id, agent, &action, &decision, false, message).await
+                let detail = portcullis_redact::scrub_error(&scrubber, &e.to_string());
+                self.fail(&id, agent, &action, &decision, false, upstream_failure(&e), detail)
+                    .await
             }
         }
     }
@@ -317,11 +342,21 @@ impl Gateway {
                 self.finish(id, IntentStatus::DryRun, decision, None, Some(request_view(r)), None)
                     .await
             }
-            Err(e) => self.fail(id, agent, action, decision, true, e.to_string()).await,
+            Err(e) => {
+                let agent_message = "the action could not be prepared; the credential was not sent";
+                self.fail(id, agent, action, decision, true, agent_message, e.to_string())
+                    .await
+            }
         }
     }
 
-    /// An allowed intent that could not run: audited as a failed outcome.
+    /// An allowed intent that could not run: audited as a failed outcome. The agent gets
+    /// `agent_message`, which names no host, secret or configuration detail; the audit log
+    /// and the gateway's log get the (scrubbed) `detail`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the failure's context, split for agent and operator"
+    )]
     async fn fail(
         &self,
         id: &IntentId,
@@ -329,14 +364,31 @@ impl Gateway {
         action: &ActionDef,
         decision: &Decision,
         dry_run: bool,
-        message: String,
+        agent_message: &str,
+        detail: String,
     ) -> Result<Submitted, IntentError> {
-        tracing::warn!(intent = %id, error = %message, "failed");
-        let detail = json!({"status": "failed", "error": message});
-        self.audit(AuditKind::Outcome, id, agent, Some(action), None, None, dry_run, detail)
-            .await?;
-        self.finish(id, IntentStatus::Failed, decision, None, None, Some(message))
-            .await
+        tracing::warn!(intent = %id, error = %detail, "failed");
+        let audit_detail = json!({"status": "failed", "error": detail});
+        self.audit(
+            AuditKind::Outcome,
+            id,
+            agent,
+            Some(action),
+            None,
+            None,
+            dry_run,
+            audit_detail,
+        )
+        .await?;
+        self.finish(
+            id,
+            IntentStatus::Failed,
+            decision,
+            None,
+            None,
+            Some(agent_message.to_owned()),
+        )
+        .await
     }
 
     async fn reject(
@@ -492,6 +544,20 @@ fn parse_status(s: &str) -> IntentStatus {
         "dry_run" => IntentStatus::DryRun,
         "executing" => IntentStatus::Executing,
         _ => IntentStatus::Failed,
+    }
+}
+
+/// What the agent is told about a failed upstream call: the kind of failure, never the host.
+fn upstream_failure(e: &ExecError) -> &'static str {
+    match e {
+        ExecError::EgressDenied { .. } | ExecError::UnsupportedScheme(_) => {
+            "the upstream destination is not allowed by the gateway's egress rules"
+        }
+        ExecError::Resolve { .. } => "the upstream host name did not resolve",
+        ExecError::Timeout => "the upstream timed out",
+        ExecError::Connect { .. } => "the upstream could not be reached",
+        ExecError::ResponseTooLarge { .. } => "the upstream response exceeded the gateway's size limit",
+        ExecError::Upstream(_) | ExecError::Client(_) => "the upstream call failed",
     }
 }
 

@@ -29,6 +29,16 @@ pub struct Loaded {
 /// # Errors
 /// Every problem found.
 pub fn load(config: Config) -> Result<Loaded, Vec<Diagnostic>> {
+    let (loaded, problems) = load_all(config);
+    match loaded {
+        Some(l) if problems.is_empty() => Ok(l),
+        _ => Err(problems),
+    }
+}
+
+/// Loads as much as can be loaded and reports every problem: a broken action file
+/// doesn't stop the policies from being checked against the actions that did load.
+fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
     if config.action_files.is_empty() {
         problems.push(Diagnostic::at(
@@ -37,13 +47,8 @@ pub fn load(config: Config) -> Result<Loaded, Vec<Diagnostic>> {
             "no action files: set `actions` to at least one glob",
         ));
     }
-    let catalog = match Catalog::load(&config.action_files, config.json_limits) {
-        Ok(c) => c,
-        Err(mut e) => {
-            problems.append(&mut e);
-            Catalog::default()
-        }
-    };
+    let (catalog, mut catalog_problems) = Catalog::load_partial(&config.action_files, config.json_limits);
+    problems.append(&mut catalog_problems);
     let mut projections = HashMap::new();
     for action in catalog.iter() {
         if let Some(name) = &action.credential
@@ -71,27 +76,44 @@ pub fn load(config: Config) -> Result<Loaded, Vec<Diagnostic>> {
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
     let policy = PolicyEngine::load(PolicyInputs {
         catalog: &catalog,
         agents: &config.agents,
         entities: &config.entities,
         policy_files: &config.policy_files,
-    })?;
-    Ok(Loaded {
-        config,
-        catalog,
-        policy,
-        projections,
-    })
+    });
+    let policy = match policy {
+        Ok(p) => Some(p),
+        Err(mut e) => {
+            problems.append(&mut e);
+            None
+        }
+    };
+    (
+        policy.map(|policy| Loaded {
+            config,
+            catalog,
+            policy,
+            projections,
+        }),
+        problems,
+    )
 }
 
-/// Everything `portcullis check` verifies without a store: config, catalog, policies.
+/// Everything `portcullis check` verifies without a store: config, catalog, policies,
+/// with every problem reported at once.
 ///
 /// # Errors
 /// Every problem found.
 pub fn check(path: &std::path::Path) -> Result<Loaded, Vec<Diagnostic>> {
-    load(Config::load(path)?)
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| vec![Diagnostic::at(path, None, format!("cannot read config file: {e}"))])?;
+    let (config, mut problems) = Config::parse_all(path, &source);
+    let Some(config) = config else { return Err(problems) };
+    let (loaded, mut more) = load_all(config);
+    problems.append(&mut more);
+    match loaded {
+        Some(l) if problems.is_empty() => Ok(l),
+        _ => Err(problems),
+    }
 }

@@ -1,11 +1,18 @@
 //! The configuration file: unknown keys, validation messages, and the checked-in schema.
 
+// `cfg(test)` makes clippy treat the helpers as test code (unwrap allowed, as in every test).
+#![cfg(test)]
+
 use std::path::Path;
 
 use portcullis_engine::Config;
 
 fn errors(src: &str) -> Vec<String> {
-    Config::parse(Path::new("portcullis.yaml"), src).unwrap_err().into_iter().map(|d| d.to_string()).collect()
+    Config::parse(Path::new("portcullis.yaml"), src)
+        .unwrap_err()
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect()
 }
 
 #[test]
@@ -15,7 +22,10 @@ fn unknown_keys_are_errors_with_lines() {
     assert!(errs[0].starts_with("portcullis.yaml:2:"), "{errs:?}");
     assert!(errs[0].contains("stroe"), "{errs:?}");
     let nested = errors("egress:\n  allow: []\n  proxy: http://x\n");
-    assert!(nested[0].starts_with("portcullis.yaml:3:") && nested[0].contains("proxy"), "{nested:?}");
+    assert!(
+        nested[0].starts_with("portcullis.yaml:3:") && nested[0].contains("proxy"),
+        "{nested:?}"
+    );
 }
 
 #[test]
@@ -24,7 +34,14 @@ fn every_semantic_problem_is_listed() {
     let errs = errors(src);
     let all = errs.join("\n");
     assert_eq!(errs.len(), 6, "{all}");
-    for needle in ["`listen` `nowhere`", "`store` `mysql://x`", "`master_key` must be", "credential `gh` of kind `header` needs `header`", "10.1.2.3/8", "matches no file"] {
+    for needle in [
+        "`listen` `nowhere`",
+        "`store` `mysql://x`",
+        "`master_key` must be",
+        "credential `gh` of kind `header` needs `header`",
+        "10.1.2.3/8",
+        "matches no file",
+    ] {
         assert!(all.contains(needle), "missing {needle}: {all}");
     }
     assert!(!all.contains("plain-text-key"), "a mistyped key is never echoed: {all}");
@@ -36,10 +53,17 @@ fn paths_resolve_against_the_config_directory() {
     std::fs::create_dir(dir.path().join("actions")).unwrap();
     std::fs::write(dir.path().join("actions/a.yaml"), "").unwrap();
     let path = dir.path().join("portcullis.yaml");
-    std::fs::write(&path, "store: sqlite://state/p.db\nmaster_key: file:keys/master\nactions: [\"actions/*.yaml\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "store: sqlite://state/p.db\nmaster_key: file:keys/master\nactions: [\"actions/*.yaml\"]\n",
+    )
+    .unwrap();
     let c = Config::load(&path).unwrap();
     assert_eq!(c.store, format!("sqlite://{}", dir.path().join("state/p.db").display()));
-    assert_eq!(c.master_key.unwrap(), format!("file:{}", dir.path().join("keys/master").display()));
+    assert_eq!(
+        c.master_key.unwrap(),
+        format!("file:{}", dir.path().join("keys/master").display())
+    );
     assert_eq!(c.action_files, vec![dir.path().join("actions/a.yaml")]);
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
 }
@@ -51,5 +75,9 @@ fn paths_resolve_against_the_config_directory() {
 fn the_checked_in_config_schema_is_current() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/portcullis.schema.json");
     let checked_in: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(checked_in, portcullis_engine::config::json_schema(), "schema/portcullis.schema.json is stale: regenerate it");
+    assert_eq!(
+        checked_in,
+        portcullis_engine::config::json_schema(),
+        "schema/portcullis.schema.json is stale: regenerate it"
+    );
 }

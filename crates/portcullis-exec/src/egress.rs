@@ -77,6 +77,23 @@ impl fmt::Debug for OutboundRequest {
     }
 }
 
+/// Sending without a permit: the escape hatch for tests and tools, kept behind a name
+/// that stands out in review (as rustls does with `.dangerous()`). The gateway never
+/// uses it: it sends only a [`crate::prepare::PreparedRequest`], built from a `Permitted` input.
+#[derive(Debug)]
+pub struct DangerousEgress<'a>(&'a Egress);
+
+impl DangerousEgress<'_> {
+    /// Sends `req` through the same guard (destination checks, limits, no redirects),
+    /// but without proof that policy allowed it.
+    ///
+    /// # Errors
+    /// As [`Egress::execute`](crate::Egress::execute).
+    pub async fn send(&self, req: OutboundRequest) -> Result<RawResponse, ExecError> {
+        self.0.send(req).await
+    }
+}
+
 /// The guarded HTTP client. Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct Egress {
@@ -113,13 +130,19 @@ impl Egress {
         })
     }
 
+    /// Requests that skip the permit requirement; see [`DangerousEgress`].
+    #[must_use]
+    pub fn dangerous(&self) -> DangerousEgress<'_> {
+        DangerousEgress(self)
+    }
+
     /// Checks the destination, then sends the request and reads the response.
     ///
     /// Only `http` and `https` are accepted. An IP-literal host is checked here (hyper skips
     /// the resolver for those); a name is resolved by the guard's resolver, which refuses the
     /// whole answer if any address is forbidden and not allowed, and hands reqwest only the
     /// checked addresses. A 3xx is returned as it is, never followed.
-    pub async fn send(&self, req: OutboundRequest) -> Result<RawResponse, ExecError> {
+    pub(crate) async fn send(&self, req: OutboundRequest) -> Result<RawResponse, ExecError> {
         let host = req.url.host_str().unwrap_or_default().to_owned();
         self.inner.guard.check_url(&req.url)?;
         let response = self

@@ -14,6 +14,6 @@ pub mod net;
 pub mod prepare;
 mod tls;
 
-pub use egress::{Egress, EgressConfig, OutboundRequest};
+pub use egress::{DangerousEgress, Egress, EgressConfig, OutboundRequest};
 pub use error::{ExecError, NetParseError};
 pub use net::{IpNet, forbidden_reason};

@@ -24,15 +24,6 @@ impl<T> Permitted<T> {
         &self.decision
     }
 
-    /// Carries the permission over to a value derived from the permitted one (the request
-    /// built from the permitted input).
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Permitted<U> {
-        Permitted {
-            inner: f(self.inner),
-            decision: self.decision,
-        }
-    }
-
     /// Takes the value out, ending the proof.
     pub fn into_inner(self) -> T {
         self.inner

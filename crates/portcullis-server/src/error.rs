@@ -47,6 +47,12 @@ impl IntoResponse for ApiError {
                 IntentError::IdempotencyInProgress(_) => {
                     (StatusCode::CONFLICT, "idempotency_in_progress", e.to_string(), None)
                 }
+                IntentError::OutcomeNotRecorded(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "outcome_not_recorded",
+                    e.to_string(),
+                    None,
+                ),
                 IntentError::IntentNotFound => (StatusCode::NOT_FOUND, "not_found", e.to_string(), None),
                 // The cause stays in the gateway's log: it may name internal paths.
                 IntentError::StoreUnavailable(_) => {

@@ -173,6 +173,21 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets an intent that never got past its decision record (the audit log could not
+    /// be written, so nothing ran): its idempotency key becomes free again, so a retry
+    /// after the outage runs the action. Only an intent still `executing` is removed.
+    ///
+    /// # Errors
+    /// When the database can't be written.
+    pub async fn abandon_intent(&self, id: &IntentId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM intents WHERE id = ? AND status = 'executing'")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("abandoning an intent"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The intent with this id, if any.
     ///
     /// # Errors

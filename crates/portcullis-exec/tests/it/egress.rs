@@ -80,7 +80,7 @@ async fn ip_literals_in_exotic_notations_are_refused() {
     for (input, host, reason) in cases {
         let url = Url::parse(input).unwrap();
         assert_denied(egress.check_destination(&url).await, host, reason);
-        assert_denied(egress.send(get(url)).await, host, reason);
+        assert_denied(egress.dangerous().send(get(url)).await, host, reason);
     }
 }
 
@@ -101,7 +101,7 @@ async fn only_http_and_https_are_sent() {
     let egress = egress(&[]);
     for input in ["ftp://93.184.215.14/", "file:///etc/passwd", "ws://93.184.215.14/"] {
         let url = Url::parse(input).unwrap();
-        let err = egress.send(get(url)).await.unwrap_err();
+        let err = egress.dangerous().send(get(url)).await.unwrap_err();
         assert!(matches!(err, ExecError::UnsupportedScheme(_)), "{input}: {err:?}");
     }
 }
@@ -119,9 +119,9 @@ async fn a_loopback_server_is_refused_by_default_and_reachable_when_allowed() {
         body: Some(b"payload".to_vec()),
     };
 
-    assert_denied(egress(&[]).send(request()).await, "127.0.0.1", "loopback");
+    assert_denied(egress(&[]).dangerous().send(request()).await, "127.0.0.1", "loopback");
 
-    let response = egress(&["127.0.0.1/32"]).send(request()).await.unwrap();
+    let response = egress(&["127.0.0.1/32"]).dangerous().send(request()).await.unwrap();
     assert_eq!(response.status, 201);
     assert_eq!(response.body, b"hello");
     let header = |name: &str| -> Vec<&str> {
@@ -149,10 +149,18 @@ async fn a_name_resolving_to_loopback_is_refused_by_the_resolver() {
     let mut server = Server::start(ok_response()).await;
     let url = server.url_as("localhost", "/");
 
-    assert_denied(egress(&[]).send(get(url.clone())).await, "localhost", "loopback");
+    assert_denied(
+        egress(&[]).dangerous().send(get(url.clone())).await,
+        "localhost",
+        "loopback",
+    );
     assert!(server.received().is_empty());
 
-    let response = egress(&["127.0.0.1/32", "::1/128"]).send(get(url)).await.unwrap();
+    let response = egress(&["127.0.0.1/32", "::1/128"])
+        .dangerous()
+        .send(get(url))
+        .await
+        .unwrap();
     assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
 }
 
@@ -161,8 +169,16 @@ async fn ipv6_loopback_is_refused_by_default_and_reachable_when_allowed() {
     let Some(server) = Server::start_on("::1", ok_response()).await else {
         return; // no IPv6 loopback on this machine
     };
-    assert_denied(egress(&[]).send(get(server.url("/"))).await, "[::1]", "loopback");
-    let response = egress(&["::1/128"]).send(get(server.url("/"))).await.unwrap();
+    assert_denied(
+        egress(&[]).dangerous().send(get(server.url("/"))).await,
+        "[::1]",
+        "loopback",
+    );
+    let response = egress(&["::1/128"])
+        .dangerous()
+        .send(get(server.url("/")))
+        .await
+        .unwrap();
     assert_eq!(response.status, 200);
 }
 
@@ -173,7 +189,11 @@ async fn redirects_are_returned_not_followed() {
     let redirect = server::response("302 Found", &[("location", &location)], b"");
     let server = Server::start(redirect).await;
 
-    let response = egress(&["127.0.0.1/32"]).send(get(server.url("/start"))).await.unwrap();
+    let response = egress(&["127.0.0.1/32"])
+        .dangerous()
+        .send(get(server.url("/start")))
+        .await
+        .unwrap();
     assert_eq!(response.status, 302);
     assert!(response.headers.contains(&("location".to_owned(), location)));
     assert!(elsewhere.received().is_empty());
@@ -185,14 +205,14 @@ async fn a_response_over_the_cap_is_refused() {
     let announced = Server::start(server::response("200 OK", &[], &[b'a'; 1025])).await;
     let streamed = Server::start(server::chunked(8, 200)).await;
     for server in [&announced, &streamed] {
-        let err = egress.send(get(server.url("/big"))).await.unwrap_err();
+        let err = egress.dangerous().send(get(server.url("/big"))).await.unwrap_err();
         assert!(matches!(err, ExecError::ResponseTooLarge { limit: 1024 }), "{err:?}");
     }
 
     let exact = Server::start(server::response("200 OK", &[], &[b'a'; 1024])).await;
     let exact_streamed = Server::start(server::chunked(4, 256)).await;
     for server in [&exact, &exact_streamed] {
-        let response = egress.send(get(server.url("/fits"))).await.unwrap();
+        let response = egress.dangerous().send(get(server.url("/fits"))).await.unwrap();
         assert_eq!(response.body.len(), 1024);
     }
 }
@@ -209,7 +229,7 @@ async fn a_silent_server_times_out() {
     .unwrap();
     let started = Instant::now();
     let url = Url::parse(&format!("http://{addr}/slow")).unwrap();
-    let err = egress.send(get(url)).await.unwrap_err();
+    let err = egress.dangerous().send(get(url)).await.unwrap_err();
     assert!(matches!(err, ExecError::Timeout), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -218,7 +238,7 @@ async fn a_silent_server_times_out() {
 async fn a_closed_port_is_a_connect_error() {
     let addr = server::closed_port().await;
     let url = Url::parse(&format!("http://{addr}/")).unwrap();
-    let err = egress(&["127.0.0.1/32"]).send(get(url)).await.unwrap_err();
+    let err = egress(&["127.0.0.1/32"]).dangerous().send(get(url)).await.unwrap_err();
     assert!(
         matches!(&err, ExecError::Connect { host } if host == "127.0.0.1"),
         "{err:?}"
@@ -229,7 +249,7 @@ async fn a_closed_port_is_a_connect_error() {
 async fn a_failed_tls_handshake_is_a_connect_error() {
     let addr = server::hanging_up().await;
     let url = Url::parse(&format!("https://{addr}/")).unwrap();
-    let err = egress(&["127.0.0.1/32"]).send(get(url)).await.unwrap_err();
+    let err = egress(&["127.0.0.1/32"]).dangerous().send(get(url)).await.unwrap_err();
     assert!(
         matches!(&err, ExecError::Connect { host } if host == "127.0.0.1"),
         "{err:?}"
@@ -244,14 +264,19 @@ async fn errors_name_the_host_but_never_the_path_or_query() {
     let big = Server::start(server::response("200 OK", &[], &[b'a'; 2048])).await;
 
     let errors = [
-        egress(&[]).send(get(at(big.addr))).await.unwrap_err(),
-        allowed.send(get(at(server::closed_port().await))).await.unwrap_err(),
-        allowed.send(get(big.url(PATH))).await.unwrap_err(),
+        egress(&[]).dangerous().send(get(at(big.addr))).await.unwrap_err(),
+        allowed
+            .dangerous()
+            .send(get(at(server::closed_port().await)))
+            .await
+            .unwrap_err(),
+        allowed.dangerous().send(get(big.url(PATH))).await.unwrap_err(),
         Egress::new(EgressConfig {
             timeout: Duration::from_millis(200),
             ..config_allowing()
         })
         .unwrap()
+        .dangerous()
         .send(get(at(server::silent().await)))
         .await
         .unwrap_err(),

@@ -144,7 +144,6 @@ fn an_unwritable_audit_log_fails_closed_with_503_and_nothing_is_sent() {
 /// it (once). Today the failed attempt is stored under the key and every retry replays a
 /// `failed` result with HTTP 200: the key is burned by an outage the agent can't see.
 #[test]
-#[ignore = "gateway bug: an audit outage burns the idempotency key; see the e2e report"]
 fn a_retry_after_an_audit_outage_runs_the_action_once() {
     let s = standard();
     let intent = json!({

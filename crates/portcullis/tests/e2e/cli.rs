@@ -119,7 +119,6 @@ fn write_broken(env: &Env, config: &str) {
 /// broken action file hides undefined credentials in the others (the cross-check runs over
 /// an empty catalog) and every policy error. Run with `--ignored` once that is fixed.
 #[test]
-#[ignore = "portcullis check stops at the first failing stage; see the e2e report"]
 fn check_lists_every_error_of_a_broken_setup_at_once() {
     let env = Env::new();
     write_broken(&env, BROKEN_CONFIG);

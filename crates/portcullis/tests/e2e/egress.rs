@@ -62,12 +62,28 @@ fn loopback_destinations_are_refused_without_egress_allow() {
         assert_eq!(body["decision"]["effect"], "allow", "{action}: {body}");
         let error = body["error"].as_str().expect("error");
         assert!(
-            error.contains("not allowed") && error.contains(host),
-            "{action}: the error says the destination `{host}` is not allowed: {error}"
+            error.contains("not allowed"),
+            "{action}: the error says the destination is not allowed: {error}"
+        );
+        assert!(
+            !error.contains(host),
+            "{action}: the agent is not told internal host names: {error}"
         );
         assert!(body.get("result").is_none(), "{body}");
         assert_no_secret(&r.raw, &secret, action);
     }
     env.upstream.assert_untouched("egress guard");
+    // The operator sees which destination was refused, in the audit log.
+    let audit = env.audit_tail(20);
+    let refused: Vec<String> = audit
+        .iter()
+        .filter(|e| e["event"]["kind"] == "outcome")
+        .map(|e| e["event"]["detail"]["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(refused.len(), 2, "{audit:?}");
+    assert!(
+        refused[0].contains("127.0.0.1") && refused[1].contains("localhost"),
+        "{refused:?}"
+    );
     assert_no_secret(&gw.log(), &secret, "the gateway's log");
 }
