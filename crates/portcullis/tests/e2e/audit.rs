@@ -39,6 +39,23 @@ fn tampering_with_the_audit_log_is_detected_and_named() {
     assert_eq!(ok.code, Some(0), "{ok:?}");
     assert!(ok.stdout.contains("4 event(s)"), "{ok:?}");
 
+    // `audit export --format jsonl` writes the same events, one per line, to stdout or a file.
+    let exported = env.cli(&["audit", "export", "--format", "jsonl"], None);
+    assert!(exported.success(), "{exported:?}");
+    let lines: Vec<serde_json::Value> = exported
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, events, "export and tail agree");
+    let file = env.dir.path().join("audit.jsonl");
+    let to_file = env.cli(
+        &["audit", "export", "--format", "jsonl", "--out", file.to_str().unwrap()],
+        None,
+    );
+    assert!(to_file.success(), "{to_file:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), exported.stdout);
+
     // With the triggers in place the log is append-only, even for the file's owner.
     for sql in [
         "UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE seq = 2",
