@@ -100,7 +100,7 @@ impl Store {
     }
 }
 
-fn check_token_hash(hash: &str) -> Result<(), StoreError> {
+pub(crate) fn check_token_hash(hash: &str) -> Result<(), StoreError> {
     if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(())
     } else {
