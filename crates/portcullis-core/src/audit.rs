@@ -12,6 +12,12 @@ pub enum AuditKind {
     Decided,
     /// The action ran (or failed to run) after an allow; written after the side effect.
     Outcome,
+    /// A person approved a held intent (`actor` names them).
+    Approval,
+    /// A person denied a held intent (`actor` names them).
+    Denial,
+    /// A held intent expired without enough approvals.
+    Expiry,
 }
 
 /// One audit event. Everything in it is already redacted: it never holds a credential
@@ -22,8 +28,11 @@ pub struct AuditEvent {
     pub kind: AuditKind,
     /// The intent it belongs to.
     pub intent_id: IntentId,
-    /// The authenticated agent.
+    /// The authenticated agent (for approval events: the agent that asked).
     pub agent: AgentId,
+    /// The person who acted, for approval and denial events.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub actor: Option<String>,
     /// The requested action, when it was a valid action name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionName>,

@@ -35,6 +35,19 @@ pub struct Decision {
     /// Ids of the policies that determined the outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
+    /// For a hold: who may approve and how many distinct approvals are needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// What a hold needs before it runs, from the policies' `@approvers` and `@approvals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSpec {
+    /// The approver group that may approve (any approver, and admins, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Distinct approvals needed (at least 1).
+    pub required: u32,
 }
 
 impl Decision {
@@ -46,6 +59,7 @@ impl Decision {
             effect: Effect::Deny,
             reasons: vec![reason.into()],
             policies: Vec::new(),
+            approval: None,
         }
     }
 }

@@ -13,7 +13,7 @@ mod response;
 pub mod secret;
 
 pub use audit::{AuditEvent, AuditKind};
-pub use decision::{Decision, Effect};
+pub use decision::{ApprovalSpec, Decision, Effect};
 pub use diagnostic::{Diagnostic, line_at_offset, line_of};
 pub use ids::{ActionName, AgentId, IntentId, InvalidId};
 pub use response::RawResponse;

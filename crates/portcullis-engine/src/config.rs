@@ -61,7 +61,81 @@ pub struct RawConfig {
     /// Trusted entity data for policies (allow-lists of repositories, payees, domains…).
     #[serde(default)]
     pub entities: Vec<RawEntity>,
+    /// People who approve held intents or administer the gateway, by id. Their login
+    /// tokens are created with `portcullis approvals token ID`.
+    #[serde(default)]
+    pub admins: BTreeMap<String, RawAdmin>,
+    /// Human approval of held intents.
+    #[serde(default)]
+    pub approvals: RawApprovals,
 }
+
+/// What a person may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May approve or deny any held intent.
+    Admin,
+    /// May approve or deny held intents whose policy names one of their groups (or no group).
+    Approver,
+}
+
+/// A person in `admins`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `admin` or `approver`.
+    pub role: Role,
+    /// Approver groups, matched against a policy's `@approvers("GROUP")`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Approval settings.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How long a held intent waits for approval, in seconds. Default 3600.
+    #[serde(default)]
+    pub expiry_seconds: Option<u64>,
+    /// A webhook told about every new hold.
+    #[serde(default)]
+    pub webhook: Option<RawWebhook>,
+}
+
+/// Message format of the hold webhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// A JSON object describing the hold.
+    #[default]
+    Json,
+    /// A Slack-compatible message (`{"text": …}`).
+    Slack,
+}
+
+/// The hold webhook.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Where to POST. It goes through the egress guard like every upstream call.
+    pub url: String,
+    /// The name of a stored secret used as the HMAC-SHA256 key of the
+    /// `X-Portcullis-Signature` header.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `json` (default) or `slack`.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Delivery attempts before giving up (the hold is kept either way). Default 5.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// Default time a hold waits for approval.
+pub const DEFAULT_HOLD_EXPIRY_SECONDS: u64 = 3600;
+/// Default webhook delivery attempts.
+pub const DEFAULT_WEBHOOK_ATTEMPTS: u32 = 5;
 
 /// An agent's policy data.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -214,6 +288,12 @@ pub struct Config {
     pub json_limits: json::Limits,
     /// Trusted entities.
     pub entities: Vec<EntityDecl>,
+    /// People who approve or administer.
+    pub admins: BTreeMap<String, RawAdmin>,
+    /// How long holds wait.
+    pub hold_expiry: Duration,
+    /// The hold webhook.
+    pub webhook: Option<RawWebhook>,
 }
 
 impl Config {
@@ -341,6 +421,40 @@ impl Config {
                 report(&format!("{id}:"), e.to_string());
             }
         }
+        for (id, admin) in &raw.admins {
+            if portcullis_core::AgentId::new(id.clone()).is_err() {
+                report(
+                    &format!("{id}:"),
+                    format!("admin id `{id}` may contain only ASCII letters, digits, `_`, `-` and `.`"),
+                );
+            }
+            if agents.contains_key(id) {
+                report(
+                    &format!("{id}:"),
+                    format!("`{id}` is both an agent and an admin: an agent must never approve"),
+                );
+            }
+            if admin.role == Role::Approver && admin.groups.is_empty() {
+                report(
+                    &format!("{id}:"),
+                    format!("approver `{id}` has no `groups`: it could approve only holds that name no group"),
+                );
+            }
+        }
+        if raw.approvals.expiry_seconds == Some(0) {
+            report(
+                "expiry_seconds",
+                "`approvals.expiry_seconds` must be at least 1".to_owned(),
+            );
+        }
+        if let Some(w) = &raw.approvals.webhook
+            && url::Url::parse(&w.url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            report(
+                "url:",
+                format!("`approvals.webhook.url` `{}` is not an http(s) URL", w.url),
+            );
+        }
         let entities = raw
             .entities
             .into_iter()
@@ -375,6 +489,9 @@ impl Config {
                 max_depth: raw.limits.max_depth.unwrap_or(json::DEFAULT_MAX_DEPTH),
             },
             entities,
+            admins: raw.admins,
+            hold_expiry: Duration::from_secs(raw.approvals.expiry_seconds.unwrap_or(DEFAULT_HOLD_EXPIRY_SECONDS)),
+            webhook: raw.approvals.webhook,
         }
     }
 }

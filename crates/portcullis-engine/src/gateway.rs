@@ -5,10 +5,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use portcullis_catalog::ValidInput;
 use portcullis_catalog::{ActionDef, Hints};
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
 use portcullis_exec::prepare::{self, Credential, Rendered};
 use portcullis_exec::{Egress, ExecError};
+use portcullis_policy::Permitted;
 use portcullis_redact::{ResponsePolicy, Scrubber};
 use portcullis_secrets::MasterKey;
 use portcullis_store::{Begin, NewIntent, Store};
@@ -26,6 +28,7 @@ pub struct Gateway {
     store: Store,
     egress: Egress,
     master_key: Option<MasterKey>,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -71,9 +74,25 @@ impl From<Hints> for HintsView {
     }
 }
 
-/// Added to the reasons of a hold: approvals are a later capability, so a hold fails closed.
-const HOLD_UNAVAILABLE: &str =
-    "human approval is required, and approvals are not enabled in this gateway: the intent was not executed";
+async fn webhook_key(
+    store: &Store,
+    key: Option<&MasterKey>,
+    name: &str,
+) -> Result<portcullis_core::Secret<String>, String> {
+    let key = key.ok_or_else(|| format!("the webhook secret `{name}` needs a `master_key`"))?;
+    let sealed = store
+        .get_secret(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the webhook secret `{name}` is not in the store (`portcullis secret set {name}`)"))?;
+    portcullis_secrets::open(key, &sealed).map_err(|e| e.to_string())
+}
+
+/// What the agent is told when the action's credential can't be resolved.
+const CREDENTIAL_UNAVAILABLE: &str =
+    "the action's credential is unavailable; an operator must fix the gateway's configuration";
+/// What the agent is told when the request can't be assembled after the decision.
+const NOT_PREPARED: &str = "the action could not be prepared; the credential was not sent";
 
 impl Gateway {
     /// Opens the store, loads the master key and builds the egress client.
@@ -85,14 +104,14 @@ impl Gateway {
         let store = Store::open(&loaded.config.store)
             .await
             .map_err(|e| general(e.to_string()))?;
-        Self::with_store(loaded, store)
+        Self::with_store(loaded, store).await
     }
 
     /// Builds a gateway over an already-open store.
     ///
     /// # Errors
     /// When the master key can't be loaded or the egress client can't be built.
-    pub fn with_store(loaded: Loaded, store: Store) -> Result<Self, StartError> {
+    pub async fn with_store(loaded: Loaded, store: Store) -> Result<Self, StartError> {
         let general = |m: String| StartError(vec![Diagnostic::general(m)]);
         let master_key = loaded
             .config
@@ -102,12 +121,31 @@ impl Gateway {
             .transpose()
             .map_err(|e| general(e.to_string()))?;
         let egress = Egress::new(loaded.config.egress.clone()).map_err(|e| general(e.to_string()))?;
+        let notifier = match &loaded.config.webhook {
+            None => None,
+            Some(spec) => {
+                let key = match &spec.secret {
+                    None => None,
+                    Some(name) => Some(webhook_key(&store, master_key.as_ref(), name).await.map_err(general)?),
+                };
+                Some(crate::notify::Notifier::new(spec, key, egress.clone()).map_err(general)?)
+            }
+        };
         Ok(Self {
             loaded,
             store,
             egress,
             master_key,
+            notifier,
         })
+    }
+
+    /// Tells the webhook (if any) about a new hold, without waiting for it.
+    pub(crate) fn notify_hold(&self, hold: &crate::approvals::HoldView) {
+        if let Some(n) = &self.notifier {
+            let ui = format!("http://{}", self.loaded.config.listen);
+            n.notify(hold, Some(&ui));
+        }
     }
 
     /// The loaded configuration, catalog and policies.
@@ -222,59 +260,66 @@ impl Gateway {
             return Err(e);
         }
         tracing::info!(intent = %id, agent = %agent, action = %action.name, effect = decision.effect.as_str(), "decided");
-        let permitted = match decided.into_permitted() {
-            Ok(p) => p,
-            Err(refused) => {
-                let mut d = refused.decision().clone();
-                if d.effect == Effect::Hold {
-                    d.reasons.push(HOLD_UNAVAILABLE.to_owned());
+        if req.dry_run && decision.effect != Effect::Deny {
+            // A dry run shows what would be sent (a hold shows as a hold); nothing is stored.
+            let credential = match self.credential(&action).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return self
+                        .fail(&id, agent, &action, &decision, true, CREDENTIAL_UNAVAILABLE, e)
+                        .await;
                 }
-                return self.finish(&id, IntentStatus::Denied, &d, None, None, None).await;
+            };
+            let input = decided.input().value().clone();
+            return self
+                .dry_run(&id, agent, &action, &decision, &input, credential.as_ref())
+                .await;
+        }
+        match decided.into_permitted() {
+            Ok(permitted) => self.run(&id, agent, &action, &decision, permitted).await,
+            Err(refused) if refused.decision().effect == Effect::Hold => self.hold(&id, agent, &action, *refused).await,
+            Err(refused) => {
+                self.finish(&id, IntentStatus::Denied, refused.decision(), None, None, None)
+                    .await
             }
-        };
-        let credential = match credentials::resolve(
-            &action,
+        }
+    }
+
+    async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
+        credentials::resolve(
+            action,
             &self.loaded.config.credentials,
             self.master_key.as_ref(),
             &self.store,
         )
         .await
-        {
+        .map_err(|e| e.to_string())
+    }
+
+    /// The execution stages for a permitted input: credential → prepare → execute →
+    /// redact → record → audit(outcome). Used for allowed intents and approved holds.
+    pub(crate) async fn run(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decision: &Decision,
+        permitted: Permitted<ValidInput>,
+    ) -> Result<Submitted, IntentError> {
+        let hash = permitted.get().sha256().to_owned();
+        let credential = match self.credential(action).await {
             Ok(c) => c,
             Err(e) => {
-                let agent_message =
-                    "the action's credential is unavailable; an operator must fix the gateway's configuration";
                 return self
-                    .fail(
-                        &id,
-                        agent,
-                        &action,
-                        &decision,
-                        req.dry_run,
-                        agent_message,
-                        e.to_string(),
-                    )
+                    .fail(id, agent, action, decision, false, CREDENTIAL_UNAVAILABLE, e)
                     .await;
             }
         };
-        if req.dry_run {
-            return self
-                .dry_run(
-                    &id,
-                    agent,
-                    &action,
-                    &decision,
-                    permitted.get().value(),
-                    credential.as_ref(),
-                )
-                .await;
-        }
-        let prepared = match prepare::prepare(permitted, &action, credential.as_ref()) {
+        let prepared = match prepare::prepare(permitted, action, credential.as_ref()) {
             Ok(p) => p,
             Err(e) => {
-                let agent_message = "the action could not be prepared; the credential was not sent";
                 return self
-                    .fail(&id, agent, &action, &decision, false, agent_message, e.to_string())
+                    .fail(id, agent, action, decision, false, NOT_PREPARED, e.to_string())
                     .await;
             }
         };
@@ -284,27 +329,24 @@ impl Gateway {
         match self.egress.execute(prepared).await {
             Ok(raw) => {
                 let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
-                let result = portcullis_redact::redact(
-                    raw,
-                    &scrubber,
-                    &ResponsePolicy {
-                        keep,
-                        expose_headers: &action.response.headers,
-                    },
-                );
+                let policy = ResponsePolicy {
+                    keep,
+                    expose_headers: &action.response.headers,
+                };
+                let result = portcullis_redact::redact(raw, &scrubber, &policy);
                 let detail = json!({"status": "executed", "upstream_status": result.status()});
                 tracing::info!(intent = %id, upstream_status = result.status(), "executed");
                 // The action ran: record the result first, so that even if the outcome
                 // event can't be written the agent can fetch what happened.
                 let done = self
-                    .finish(&id, IntentStatus::Executed, &decision, Some(result), None, None)
+                    .finish(id, IntentStatus::Executed, decision, Some(result), None, None)
                     .await;
                 let audited = self
                     .audit(
                         AuditKind::Outcome,
-                        &id,
+                        id,
                         agent,
-                        Some(&action),
+                        Some(action),
                         Some(&hash),
                         None,
                         false,
@@ -318,7 +360,7 @@ impl Gateway {
             }
             Err(e) => {
                 let detail = portcullis_redact::scrub_error(&scrubber, &e.to_string());
-                self.fail(&id, agent, &action, &decision, false, upstream_failure(&e), detail)
+                self.fail(id, agent, action, decision, false, upstream_failure(&e), detail)
                     .await
             }
         }
@@ -357,7 +399,7 @@ impl Gateway {
         clippy::too_many_arguments,
         reason = "the failure's context, split for agent and operator"
     )]
-    async fn fail(
+    pub(crate) async fn fail(
         &self,
         id: &IntentId,
         agent: &AgentId,
@@ -421,7 +463,7 @@ impl Gateway {
         }
     }
 
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         id: &IntentId,
         status: IntentStatus,
@@ -437,8 +479,16 @@ impl Gateway {
             result,
             request,
             error,
+            approval: None,
         };
+        self.record(response).await
+    }
+
+    /// Stores a response as the intent's current state and returns it.
+    pub(crate) async fn record(&self, response: IntentResponse) -> Result<Submitted, IntentError> {
+        let (id, status) = (response.id.clone(), response.status);
         let body = serde_json::to_value(&response).map_err(|e| IntentError::StoreUnavailable(e.to_string()))?;
+        let id = &id;
         self.store
             .finish_intent(id, status.as_str(), &body)
             .await
@@ -450,7 +500,7 @@ impl Gateway {
         clippy::too_many_arguments,
         reason = "an audit event has this many independent parts"
     )]
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         kind: AuditKind,
         id: &IntentId,
@@ -461,7 +511,29 @@ impl Gateway {
         dry_run: bool,
         detail: Value,
     ) -> Result<(), IntentError> {
+        self.audit_as(None, kind, id, agent, action, payload, decision, dry_run, detail)
+            .await
+    }
+
+    /// An audit event naming the person who acted (approvals, denials).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an audit event has this many independent parts"
+    )]
+    pub(crate) async fn audit_as(
+        &self,
+        actor: Option<&str>,
+        kind: AuditKind,
+        id: &IntentId,
+        agent: &AgentId,
+        action: Option<&ActionDef>,
+        payload: Option<&str>,
+        decision: Option<&Decision>,
+        dry_run: bool,
+        detail: Value,
+    ) -> Result<(), IntentError> {
         let event = AuditEvent {
+            actor: actor.map(str::to_owned),
             kind,
             intent_id: id.clone(),
             agent: agent.clone(),
@@ -536,8 +608,9 @@ fn replay(prev: portcullis_store::IntentRecord, sha256: &str, key: String) -> Re
     })
 }
 
-fn parse_status(s: &str) -> IntentStatus {
+pub(crate) fn parse_status(s: &str) -> IntentStatus {
     match s {
+        "expired" => IntentStatus::Expired,
         "executed" => IntentStatus::Executed,
         "denied" => IntentStatus::Denied,
         "pending_approval" => IntentStatus::PendingApproval,
@@ -561,7 +634,7 @@ fn upstream_failure(e: &ExecError) -> &'static str {
     }
 }
 
-fn store_down(e: portcullis_store::StoreError) -> IntentError {
+pub(crate) fn store_down(e: portcullis_store::StoreError) -> IntentError {
     IntentError::StoreUnavailable(e.to_string())
 }
 

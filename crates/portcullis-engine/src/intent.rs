@@ -102,6 +102,8 @@ pub enum IntentStatus {
     Failed,
     /// A dry run: decided and rendered, not executed.
     DryRun,
+    /// Held, and not approved before its expiry.
+    Expired,
 }
 
 impl IntentStatus {
@@ -115,6 +117,7 @@ impl IntentStatus {
             Self::PendingApproval => "pending_approval",
             Self::Failed => "failed",
             Self::DryRun => "dry_run",
+            Self::Expired => "expired",
         }
     }
 }
@@ -170,4 +173,7 @@ pub struct IntentResponse {
     /// For failures: what went wrong, redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For holds: what the approval needs and when it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
 }

@@ -10,6 +10,7 @@
 //! policy engine builds, and the agent only ever receives an `AgentResult`, which only the
 //! redactor builds.
 
+mod approvals;
 pub mod config;
 mod credentials;
 mod error;
@@ -17,7 +18,9 @@ mod eval;
 mod gateway;
 mod intent;
 mod load;
+mod notify;
 
+pub use approvals::{ApprovalError, HoldView, MAX_WAIT, Person, VoteResult};
 pub use config::Config;
 pub use error::{IntentError, StartError};
 pub use eval::{EvalCase, EvalOutcome, evaluate_cases};

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use portcullis_catalog::template::Part;
 use portcullis_catalog::{ActionDef, Catalog, ValidInput};
-use portcullis_core::{AgentId, Decision, Diagnostic, Effect, line_at_offset};
+use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_at_offset};
 
 use crate::context::{self, derivation};
 use crate::entities::{self, AgentEntity, EntityDecl};
@@ -63,6 +63,25 @@ impl Decided {
         &self.input
     }
 
+    /// The proof of an allow for a held intent that the required people approved: a hold
+    /// (re-decided at execution time) becomes permitted; a deny stays refused. The caller
+    /// (the gateway) has checked the approvals in the store: distinct approvers, the same
+    /// payload hash, not expired, claimed for execution exactly once.
+    ///
+    /// # Errors
+    /// When the effect is deny.
+    pub fn into_permitted_after_approval(self, approved_by: &[String]) -> Result<Permitted<ValidInput>, Box<Self>> {
+        match self.decision.effect {
+            Effect::Allow | Effect::Hold if !approved_by.is_empty() => {
+                let mut decision = self.decision;
+                decision.effect = Effect::Allow;
+                decision.reasons.push(format!("approved by {}", approved_by.join(", ")));
+                Ok(Permitted::new(self.input, decision))
+            }
+            _ => Err(Box::new(self)),
+        }
+    }
+
     /// The proof of an allow, or the decision back when it was not an allow.
     ///
     /// # Errors
@@ -78,6 +97,13 @@ impl Decided {
 
 /// The annotation that turns a permit into a hold.
 pub const HOLD_ANNOTATION: &str = "hold";
+/// The annotation naming the approver group of a hold.
+pub const APPROVERS_ANNOTATION: &str = "approvers";
+/// The annotation giving the number of distinct approvals a hold needs.
+pub const APPROVALS_ANNOTATION: &str = "approvals";
+/// The most approvals a hold may require.
+pub const MAX_APPROVALS: u32 = 10;
+
 /// The annotation whose text becomes the reason of a decision.
 pub const REASON_ANNOTATION: &str = "reason";
 /// The annotation that names a policy.
@@ -210,22 +236,27 @@ impl PolicyEngine {
         let ids = determining.iter().map(|p| p.id().to_string()).collect();
         Ok(match response.decision() {
             cedar_policy::Decision::Allow => {
-                let holds: Vec<String> = determining
+                let holding: Vec<&&Policy> = determining
                     .iter()
-                    .filter_map(|p| p.annotation(HOLD_ANNOTATION))
-                    .map(str::to_owned)
+                    .filter(|p| p.annotation(HOLD_ANNOTATION).is_some())
                     .collect();
-                if holds.is_empty() {
+                if holding.is_empty() {
                     Decision {
                         effect: Effect::Allow,
                         reasons: reasons(&determining, "permitted by policy"),
                         policies: ids,
+                        approval: None,
                     }
                 } else {
                     Decision {
                         effect: Effect::Hold,
-                        reasons: holds,
+                        reasons: holding
+                            .iter()
+                            .filter_map(|p| p.annotation(HOLD_ANNOTATION))
+                            .map(str::to_owned)
+                            .collect(),
                         policies: ids,
+                        approval: Some(approval_spec(&holding)),
                     }
                 }
             }
@@ -233,13 +264,28 @@ impl PolicyEngine {
                 effect: Effect::Deny,
                 reasons: vec![format!("no policy permits agent `{agent}` to run `{}`", action.name)],
                 policies: ids,
+                approval: None,
             },
             cedar_policy::Decision::Deny => Decision {
                 effect: Effect::Deny,
                 reasons: reasons(&determining, "forbidden by policy"),
                 policies: ids,
+                approval: None,
             },
         })
+    }
+
+    /// Every approver group named by an `@approvers` annotation, with the policy naming it,
+    /// so that the configuration can check the group exists.
+    #[must_use]
+    pub fn approver_groups(&self) -> Vec<(String, String)> {
+        self.policies
+            .policies()
+            .filter_map(|p| {
+                p.annotation(APPROVERS_ANNOTATION)
+                    .map(|g| (p.id().to_string(), g.to_owned()))
+            })
+            .collect()
     }
 
     /// Whether some permit policy's scope admits `agent` and `action`: the actions an agent
@@ -271,6 +317,29 @@ impl PolicyEngine {
             .policies()
             .filter(|p| p.effect() == cedar_policy::Effect::Permit)
             .any(|p| principal_ok(p.principal_constraint()) && action_ok(p.action_constraint()))
+    }
+}
+
+/// What the holding permits ask for: the largest `@approvals` count (1 when none says), and
+/// the `@approvers` group of the first holding policy by id.
+fn approval_spec(holding: &[&&Policy]) -> ApprovalSpec {
+    let required = holding
+        .iter()
+        .filter_map(|p| {
+            p.annotation(APPROVALS_ANNOTATION)
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        })
+        .max()
+        .unwrap_or(1)
+        .clamp(1, MAX_APPROVALS);
+    let mut groups: Vec<(String, &str)> = holding
+        .iter()
+        .filter_map(|p| p.annotation(APPROVERS_ANNOTATION).map(|g| (p.id().to_string(), g)))
+        .collect();
+    groups.sort();
+    ApprovalSpec {
+        group: groups.first().map(|(_, g)| (*g).to_owned()),
+        required,
     }
 }
 
@@ -411,6 +480,7 @@ fn load_file(
                 ));
             }
         }
+        check_approval_annotations(policy, &id, file, line, problems);
         let pid = PolicyId::new(&id);
         if sources.contains_key(&pid) {
             problems.push(Diagnostic::at(file, line, format!("policy id `{id}` is used twice")));
@@ -421,6 +491,47 @@ fn load_file(
             continue;
         }
         sources.insert(pid, (file.to_owned(), src.clone()));
+    }
+}
+
+fn check_approval_annotations(
+    policy: &Policy,
+    id: &str,
+    file: &Path,
+    line: Option<u64>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    let holds = policy.annotation(HOLD_ANNOTATION).is_some();
+    for key in [APPROVERS_ANNOTATION, APPROVALS_ANNOTATION] {
+        if policy.annotation(key).is_some() && !holds {
+            problems.push(Diagnostic::at(
+                file,
+                line,
+                format!("policy `{id}`: `@{key}` only applies with `@hold`"),
+            ));
+        }
+    }
+    if let Some(n) = policy.annotation(APPROVALS_ANNOTATION) {
+        let ok = n.trim().parse::<u32>().is_ok_and(|n| (1..=MAX_APPROVALS).contains(&n));
+        if !ok {
+            problems.push(Diagnostic::at(
+                file,
+                line,
+                format!("policy `{id}`: `@approvals(\"{n}\")` must be a whole number from 1 to {MAX_APPROVALS}"),
+            ));
+        }
+    }
+    if let Some(g) = policy.annotation(APPROVERS_ANNOTATION)
+        && (g.is_empty()
+            || !g
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        problems.push(Diagnostic::at(
+            file,
+            line,
+            format!("policy `{id}`: `@approvers(\"{g}\")` is not a group name"),
+        ));
     }
 }
 

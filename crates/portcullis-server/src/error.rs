@@ -5,13 +5,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use portcullis_engine::IntentError;
+use portcullis_engine::{ApprovalError, IntentError};
 
 /// An error response: `{"error": {"code", "message", "details"?}}`.
 #[derive(Debug)]
 pub enum ApiError {
     /// A pipeline error.
     Intent(IntentError),
+    /// An approvals error.
+    Approval(ApprovalError),
     /// The body is not `application/json`.
     UnsupportedMediaType,
     /// The body is larger than `limits.max_body_bytes`.
@@ -25,6 +27,12 @@ pub enum ApiError {
 impl From<IntentError> for ApiError {
     fn from(e: IntentError) -> Self {
         Self::Intent(e)
+    }
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> Self {
+        Self::Approval(e)
     }
 }
 
@@ -59,6 +67,21 @@ impl IntoResponse for ApiError {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), None)
                 }
             },
+            Self::Approval(e) => {
+                let (status, code) = match &e {
+                    ApprovalError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                    ApprovalError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+                    ApprovalError::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
+                    ApprovalError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                    ApprovalError::PayloadMismatch(_) => (StatusCode::CONFLICT, "payload_mismatch"),
+                    ApprovalError::AlreadyVoted => (StatusCode::CONFLICT, "already_voted"),
+                    ApprovalError::NotPending(_) => (StatusCode::CONFLICT, "not_pending"),
+                    ApprovalError::Expired => (StatusCode::GONE, "expired"),
+                    ApprovalError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                    ApprovalError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                };
+                (status, code, e.to_string(), None)
+            }
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -4,6 +4,7 @@
 //! exhaustive `match`, so a new error kind forces a decision about its status code and
 //! about what of it may reach the agent.
 
+mod admin;
 mod error;
 mod rest;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,10 @@ pub fn router(gateway: Shared) -> Router {
         .route("/v1/intents", post(submit))
         .route("/v1/intents/{id}", get(get_intent))
         .route("/v1/actions", get(list_actions))
+        .route("/v1/approvals", get(crate::admin::list))
+        .route("/v1/approvals/{id}", get(crate::admin::show))
+        .route("/v1/approvals/{id}/approve", post(crate::admin::approve))
+        .route("/v1/approvals/{id}/deny", post(crate::admin::deny))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NoRoute })
@@ -30,13 +34,17 @@ pub fn router(gateway: Shared) -> Router {
         .with_state(gateway)
 }
 
-async fn agent(gw: &Gateway, headers: &HeaderMap) -> Result<AgentId, ApiError> {
-    let token = headers
+/// The bearer token of a request.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or(ApiError::Intent(IntentError::Unauthenticated))?;
+}
+
+async fn agent(gw: &Gateway, headers: &HeaderMap) -> Result<AgentId, ApiError> {
+    let token = bearer(headers).ok_or(ApiError::Intent(IntentError::Unauthenticated))?;
     Ok(gw.authenticate(token).await?)
 }
 
@@ -70,13 +78,29 @@ async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Res
     Ok(submitted(gw.submit(&agent, request).await?))
 }
 
+/// `?wait=SECONDS` on `GET /v1/intents/{id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
 async fn get_intent(
     State(gw): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let agent = agent(&gw, &headers).await?;
-    Ok(submitted(gw.intent(&agent, &id).await?))
+    let Ok(Query(q)) = query else {
+        return Err(IntentError::Malformed("`wait` must be a whole number of seconds".into()).into());
+    };
+    let result = match q.wait {
+        Some(s) if s > 0 => gw.wait_intent(&agent, &id, std::time::Duration::from_secs(s)).await?,
+        _ => gw.intent(&agent, &id).await?,
+    };
+    Ok(submitted(result))
 }
 
 async fn list_actions(State(gw): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -100,7 +124,7 @@ fn submitted(s: Submitted) -> Response {
         IntentStatus::Executed | IntentStatus::Failed | IntentStatus::DryRun | IntentStatus::Executing => {
             StatusCode::OK
         }
-        IntentStatus::Denied => StatusCode::FORBIDDEN,
+        IntentStatus::Denied | IntentStatus::Expired => StatusCode::FORBIDDEN,
         IntentStatus::PendingApproval => StatusCode::ACCEPTED,
     };
     (status, Json(s.body)).into_response()

@@ -128,7 +128,21 @@ pub struct NewVote<'a> {
     pub now_unix: i64,
 }
 
-type HoldRow = (String, String, String, String, String, String, Option<String>, i64, String, String, i64, String, Option<String>);
+type HoldRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
 
 macro_rules! hold_columns {
     () => {
@@ -169,11 +183,12 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn get_hold(&self, id: &IntentId) -> Result<Option<HoldRecord>, StoreError> {
-        let row: Option<HoldRow> = sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds WHERE intent_id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("reading a hold"))?;
+        let row: Option<HoldRow> =
+            sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds WHERE intent_id = ?"))
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db("reading a hold"))?;
         match row {
             Some(row) => Ok(Some(self.hold_record(row).await?)),
             None => Ok(None),
@@ -185,12 +200,15 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn list_holds(&self, states: &[&str], limit: u32) -> Result<Vec<HoldRecord>, StoreError> {
-        let rows: Vec<HoldRow> =
-            sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds ORDER BY created_at DESC, intent_id LIMIT ?"))
-                .bind(i64::from(limit.saturating_mul(4).max(limit)))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::db("listing holds"))?;
+        let rows: Vec<HoldRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            hold_columns!(),
+            " FROM holds ORDER BY created_at DESC, intent_id LIMIT ?"
+        ))
+        .bind(i64::from(limit.saturating_mul(4).max(limit)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("listing holds"))?;
         let mut out = Vec::new();
         for row in rows {
             if states.is_empty() || states.contains(&row.8.as_str()) {
@@ -213,7 +231,10 @@ impl Store {
     pub async fn vote(&self, v: &NewVote<'_>) -> Result<VoteOutcome, StoreError> {
         const CONTEXT: &str = "recording an approval vote";
         let mut conn = self.pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db(CONTEXT))?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
         let row: Option<(String, String, i64, i64)> =
             sqlx::query_as("SELECT state, payload_sha256, required, expires_unix FROM holds WHERE intent_id = ?")
                 .bind(v.intent_id.as_str())
@@ -352,11 +373,21 @@ impl Store {
         .await
         .map_err(StoreError::db(CONTEXT))?;
         let json = |what: &'static str, text: &str| {
-            serde_json::from_str(text).map_err(|e| StoreError::Corrupt { context: CONTEXT, what: what.to_owned(), reason: e.to_string() })
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+                context: CONTEXT,
+                what: what.to_owned(),
+                reason: e.to_string(),
+            })
         };
         let votes = votes
             .into_iter()
-            .map(|(approver, verdict, reason, payload_sha256, at)| Vote { approver, verdict, reason, payload_sha256, at })
+            .map(|(approver, verdict, reason, payload_sha256, at)| Vote {
+                approver,
+                verdict,
+                reason,
+                payload_sha256,
+                at,
+            })
             .collect();
         Ok(HoldRecord {
             input: json("hold input", &row.4)?,

@@ -64,6 +64,69 @@ pub enum Command {
     /// Inspect and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Review held intents: list, show, approve, deny (through the running gateway), and
+    /// create login tokens for the people in `admins`.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// List held intents you may decide (pending ones unless `--all`).
+    List {
+        /// Include decided, executed and expired ones.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one held intent: the action, the agent, the reasons and the exact payload.
+    Show {
+        /// The intent id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a held intent. Without `--sha256`, the payload is fetched and shown first
+    /// and the approval is bound to its hash.
+    Approve {
+        /// The intent id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// The payload hash you reviewed; the approval fails if the held payload differs.
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Deny a held intent (final).
+    Deny {
+        /// The intent id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create (or replace) the login token of a person listed under `admins`; printed once.
+    Token {
+        /// The person's id in `admins`.
+        name: String,
+    },
+}
+
+/// Where the gateway is and who you are.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// The gateway's URL (default: `http://` + `listen` from the config).
+    #[arg(long, env = "PORTCULLIS_URL")]
+    pub url: Option<String>,
+    /// Your login token (from `portcullis approvals token NAME`).
+    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +201,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(cmd) => secret(&cli.config, cmd).await,
         Command::Agent(cmd) => agent(&cli.config, cmd).await,
         Command::Audit(cmd) => crate::audit_cmd::run(&open_store(&cli.config).await?, cmd).await,
+        Command::Approvals(cmd) => crate::approvals_cmd::run(&cli.config, cmd).await,
     }
 }
 

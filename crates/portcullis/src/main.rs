@@ -1,5 +1,6 @@
 //! `portcullis`: the gateway and its operator commands.
 
+mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod eval_cmd;

@@ -17,12 +17,19 @@ pub async fn run(config: &Path, listen: Option<String>) -> anyhow::Result<ExitCo
         None => loaded.config.listen,
     };
     let gateway = Arc::new(Gateway::open(loaded).await?);
+    // Holds approved before a restart run now; ones a crash interrupted are settled.
+    gateway.recover().await;
+    let maintenance = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move { gateway.maintain().await })
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("portcullis listening on http://{local}");
     portcullis_server::serve(gateway, listener, shutdown_signal()).await?;
+    maintenance.abort();
     eprintln!("portcullis stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,7 @@ async fn tamper(path: &Path, sql: &'static str) {
 
 fn event(n: usize) -> AuditEvent {
     AuditEvent {
+        actor: None,
         kind: AuditKind::Decided,
         intent_id: IntentId::from_random([u8::try_from(n % 256).unwrap(); 16]),
         agent: AgentId::new(format!("agent-{n}")).unwrap(),
@@ -313,7 +314,7 @@ async fn a_newer_schema_is_refused_with_a_clear_error() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1,
+                supported: portcullis_store::SCHEMA_VERSION,
                 ..
             }
         ),
@@ -322,9 +323,10 @@ async fn a_newer_schema_is_refused_with_a_clear_error() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the store at `{}` has schema version 99, but this build knows only up to 1: upgrade \
+            "the store at `{}` has schema version 99, but this build knows only up to {}: upgrade \
              Portcullis, or restore a backup made by this version",
-            db.path.display()
+            db.path.display(),
+            portcullis_store::SCHEMA_VERSION
         )
     );
 }

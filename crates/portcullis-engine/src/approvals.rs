@@ -1,0 +1,606 @@
+//! The hold path: a held intent is stored with its payload hash, people vote on it, and the
+//! gateway itself executes it exactly once when the quorum is reached.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use portcullis_catalog::ActionDef;
+use portcullis_core::{AgentId, AuditKind, Decision, IntentId};
+use portcullis_policy::Decided;
+use portcullis_store::{HoldRecord, NewHold, NewVote, VoteOutcome};
+
+use crate::IntentError;
+use crate::config::Role;
+use crate::gateway::{Gateway, Submitted, store_down};
+use crate::intent::{DecisionView, IntentResponse, IntentStatus};
+
+/// The longest a long-poll waits.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How often a long-poll looks again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// An authenticated person (from `admins` in the config).
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    /// Their id.
+    pub id: String,
+    /// What they may do.
+    #[serde(skip)]
+    pub role: Role,
+    /// Their approver groups.
+    pub groups: Vec<String>,
+}
+
+impl Person {
+    fn may_decide(&self, hold: &HoldRecord) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Approver => hold.approver_group.as_ref().is_none_or(|g| self.groups.contains(g)),
+        }
+    }
+}
+
+/// Why an approval request was refused. Each maps to one HTTP status in the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// No valid login token.
+    #[error("missing or invalid login token")]
+    Unauthenticated,
+    /// The person may not decide this hold (not in its approver group).
+    #[error("you are not an approver for this hold")]
+    Forbidden,
+    /// The agent that asked can't approve its own intent.
+    #[error("the agent that asked can't approve its own intent")]
+    SelfApproval,
+    /// No such hold (or not visible to this person).
+    #[error("no held intent `{0}`")]
+    NotFound(String),
+    /// The payload hash the approver saw is not the held one.
+    #[error("the payload you saw (sha256 `{0}`) is not the held payload; reload it and decide again")]
+    PayloadMismatch(String),
+    /// This person already voted on this hold.
+    #[error("you have already decided on this intent; a second approval must come from someone else")]
+    AlreadyVoted,
+    /// The hold was already decided.
+    #[error("this intent is already {0}")]
+    NotPending(String),
+    /// The hold expired before it was approved.
+    #[error("this intent expired before it was approved")]
+    Expired,
+    /// A malformed request.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed; nothing changed.
+    #[error("the gateway's store is unavailable")]
+    Store(String),
+}
+
+impl From<IntentError> for ApprovalError {
+    fn from(e: IntentError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+fn store(e: portcullis_store::StoreError) -> ApprovalError {
+    ApprovalError::Store(e.to_string())
+}
+
+/// A held intent as approvers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldView {
+    /// The intent id.
+    pub id: String,
+    /// The agent that asked.
+    pub agent: String,
+    /// The action.
+    pub action: String,
+    /// `pending`, `approved`, `executing`, `executed`, `failed`, `denied` or `expired`.
+    pub state: String,
+    /// The policies' reasons for holding it.
+    pub reasons: Vec<String>,
+    /// Who may approve.
+    pub approver_group: Option<String>,
+    /// Distinct approvals needed.
+    pub required: u32,
+    /// The votes so far.
+    pub votes: Vec<portcullis_store::Vote>,
+    /// SHA-256 of the canonical payload: an approval must name it.
+    pub payload_sha256: String,
+    /// The payload that will be sent on approval.
+    pub payload: Value,
+    /// When it was held.
+    pub created_at: String,
+    /// When it expires.
+    pub expires_at: String,
+    /// When it was decided.
+    pub decided_at: Option<String>,
+}
+
+impl From<HoldRecord> for HoldView {
+    fn from(h: HoldRecord) -> Self {
+        let reasons = h
+            .decision
+            .get("reasons")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |r| {
+                r.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            });
+        Self {
+            id: h.intent_id,
+            agent: h.agent,
+            action: h.action,
+            state: h.state,
+            reasons,
+            approver_group: h.approver_group,
+            required: h.required,
+            votes: h.votes,
+            payload_sha256: h.payload_sha256,
+            payload: h.input,
+            created_at: h.created_at,
+            expires_at: h.expires_at,
+            decided_at: h.decided_at,
+        }
+    }
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteResult {
+    /// The hold's state after the vote.
+    pub state: String,
+    /// Approvals so far.
+    pub approvals: u32,
+    /// Approvals needed.
+    pub required: u32,
+    /// When the vote completed the quorum and the gateway executed the intent: its result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Value>,
+}
+
+impl Gateway {
+    /// Stores a held intent and answers `pending_approval`. The decision was audited before.
+    pub(crate) async fn hold(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decided: Decided,
+    ) -> Result<Submitted, IntentError> {
+        let decision = decided.decision().clone();
+        let spec = decision.approval.clone().unwrap_or(portcullis_core::ApprovalSpec {
+            group: None,
+            required: 1,
+        });
+        let expiry = time::OffsetDateTime::now_utc() + self.loaded().config.hold_expiry;
+        let expires_at = portcullis_core::format_rfc3339(expiry);
+        let hold = NewHold {
+            intent_id: id.clone(),
+            agent: agent.to_string(),
+            action: action.name.to_string(),
+            payload_sha256: decided.input().sha256().to_owned(),
+            input: decided.input().canonical_json().to_owned(),
+            decision: serde_json::to_value(&decision).unwrap_or(Value::Null),
+            approver_group: spec.group.clone(),
+            required: spec.required,
+            expires_at: expires_at.clone(),
+            expires_unix: expiry.unix_timestamp(),
+        };
+        self.store().put_hold(&hold).await.map_err(store_down)?;
+        let approval = json!({
+            "payload_sha256": hold.payload_sha256,
+            "approver_group": spec.group,
+            "required": spec.required,
+            "expires_at": expires_at,
+        });
+        tracing::info!(intent = %id, action = %action.name, "held for approval");
+        let response = IntentResponse {
+            id: id.clone(),
+            status: IntentStatus::PendingApproval,
+            decision: DecisionView::from(&decision),
+            result: None,
+            request: None,
+            error: None,
+            approval: Some(approval),
+        };
+        let submitted = self.record(response).await?;
+        if let Ok(Some(h)) = self.store().get_hold(id).await {
+            self.notify_hold(&HoldView::from(h));
+        }
+        Ok(submitted)
+    }
+
+    /// The person a login token belongs to, with their role from the configuration.
+    ///
+    /// # Errors
+    /// [`ApprovalError::Unauthenticated`] for unknown tokens and for people no longer in `admins`.
+    pub async fn authenticate_person(&self, token: &str) -> Result<Person, ApprovalError> {
+        if token.is_empty() || token.len() > 512 {
+            return Err(ApprovalError::Unauthenticated);
+        }
+        let hash = portcullis_core::sha256_hex(token.as_bytes());
+        let id = self
+            .store()
+            .person_for_token_hash(&hash)
+            .await
+            .map_err(store)?
+            .ok_or(ApprovalError::Unauthenticated)?;
+        let admin = self
+            .loaded()
+            .config
+            .admins
+            .get(&id)
+            .ok_or(ApprovalError::Unauthenticated)?;
+        Ok(Person {
+            id,
+            role: admin.role,
+            groups: admin.groups.clone(),
+        })
+    }
+
+    /// Held intents this person may decide, newest first. `pending_only` limits to pending ones.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn approvals_for(&self, person: &Person, pending_only: bool) -> Result<Vec<HoldView>, ApprovalError> {
+        self.sweep().await;
+        let states: &[&str] = if pending_only { &["pending"] } else { &[] };
+        let holds = self.store().list_holds(states, 200).await.map_err(store)?;
+        Ok(holds
+            .into_iter()
+            .filter(|h| person.may_decide(h))
+            .map(HoldView::from)
+            .collect())
+    }
+
+    /// One held intent, if this person may decide it.
+    ///
+    /// # Errors
+    /// [`ApprovalError::NotFound`] when it doesn't exist or isn't theirs to decide.
+    pub async fn approval(&self, person: &Person, id: &str) -> Result<HoldView, ApprovalError> {
+        self.sweep().await;
+        let hold = self.visible_hold(person, id).await?;
+        Ok(HoldView::from(hold))
+    }
+
+    async fn visible_hold(&self, person: &Person, id: &str) -> Result<HoldRecord, ApprovalError> {
+        let intent = IntentId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
+        let hold = self
+            .store()
+            .get_hold(&intent)
+            .await
+            .map_err(store)?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        if !person.may_decide(&hold) {
+            return Err(ApprovalError::NotFound(id.to_owned()));
+        }
+        Ok(hold)
+    }
+
+    /// Approves or denies a held intent. The approver names the payload hash they saw; it
+    /// must be the held one. When the vote completes the quorum, the gateway executes the
+    /// stored payload (once, whoever else votes at the same moment) and returns its result.
+    ///
+    /// # Errors
+    /// For every rule that refuses the vote; nothing changes then.
+    pub async fn vote(
+        &self,
+        person: &Person,
+        id: &str,
+        approve: bool,
+        reason: &str,
+        payload_sha256: &str,
+    ) -> Result<VoteResult, ApprovalError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 2000 {
+            return Err(ApprovalError::Invalid(
+                "a reason of 1 to 2000 characters is required".into(),
+            ));
+        }
+        let hold = self.visible_hold(person, id).await?;
+        if person.id == hold.agent {
+            return Err(ApprovalError::SelfApproval);
+        }
+        let intent = IntentId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
+        let agent = AgentId::new(hold.agent.clone()).map_err(|e| ApprovalError::Store(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let vote = NewVote {
+            intent_id: &intent,
+            approver: &person.id,
+            approve,
+            reason,
+            payload_sha256,
+            now_unix: now,
+        };
+        let outcome = self.store().vote(&vote).await.map_err(store)?;
+        let detail = json!({"reason": reason, "payload_sha256": payload_sha256});
+        let action = self.loaded().catalog.get(&hold.action).cloned();
+        let kind = if approve {
+            AuditKind::Approval
+        } else {
+            AuditKind::Denial
+        };
+        let (state, approvals, intent_result) = match outcome {
+            VoteOutcome::NotFound => return Err(ApprovalError::NotFound(id.to_owned())),
+            VoteOutcome::NotPending(s) => return Err(ApprovalError::NotPending(s)),
+            VoteOutcome::PayloadMismatch => return Err(ApprovalError::PayloadMismatch(payload_sha256.to_owned())),
+            VoteOutcome::AlreadyVoted => return Err(ApprovalError::AlreadyVoted),
+            VoteOutcome::Expired => {
+                self.expired(&hold).await;
+                return Err(ApprovalError::Expired);
+            }
+            VoteOutcome::Recorded { have, .. } => {
+                self.audit_as(
+                    Some(&person.id),
+                    kind,
+                    &intent,
+                    &agent,
+                    action.as_deref(),
+                    Some(&hold.payload_sha256),
+                    None,
+                    false,
+                    detail,
+                )
+                .await?;
+                ("pending".to_owned(), have, None)
+            }
+            VoteOutcome::Denied => {
+                self.audit_as(
+                    Some(&person.id),
+                    kind,
+                    &intent,
+                    &agent,
+                    action.as_deref(),
+                    Some(&hold.payload_sha256),
+                    None,
+                    false,
+                    detail,
+                )
+                .await?;
+                let mut decision: Decision =
+                    serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("denied"));
+                decision.effect = portcullis_core::Effect::Deny;
+                decision.reasons.push(format!("denied by {}: {reason}", person.id));
+                self.finish(&intent, IntentStatus::Denied, &decision, None, None, None)
+                    .await?;
+                ("denied".to_owned(), approved_count(&hold), None)
+            }
+            VoteOutcome::Approved(approvers) => {
+                self.audit_as(
+                    Some(&person.id),
+                    kind,
+                    &intent,
+                    &agent,
+                    action.as_deref(),
+                    Some(&hold.payload_sha256),
+                    None,
+                    false,
+                    detail,
+                )
+                .await?;
+                let n = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
+                let result = self.execute_approved(&intent, &approvers).await?;
+                let state = self
+                    .store()
+                    .get_hold(&intent)
+                    .await
+                    .map_err(store)?
+                    .map_or_else(|| "approved".to_owned(), |h| h.state);
+                (state, n, result.map(|s| s.body))
+            }
+        };
+        Ok(VoteResult {
+            state,
+            approvals,
+            required: hold.required,
+            intent: intent_result,
+        })
+    }
+
+    /// Executes an approved hold if this call wins the claim; `None` when another call
+    /// (another approver, another instance, recovery) already runs it.
+    pub(crate) async fn execute_approved(
+        &self,
+        id: &IntentId,
+        approvers: &[String],
+    ) -> Result<Option<Submitted>, IntentError> {
+        if !self.store().claim_execution(id).await.map_err(store_down)? {
+            return Ok(None);
+        }
+        let Some(hold) = self.store().get_hold(id).await.map_err(store_down)? else {
+            return Ok(None);
+        };
+        let submitted = self.run_hold(id, &hold, approvers).await;
+        let state = match &submitted {
+            Ok(s) if s.status == IntentStatus::Executed => "executed",
+            _ => "failed",
+        };
+        if let Err(e) = self.store().finish_hold(id, state).await {
+            tracing::error!(intent = %id, error = %e, "could not record the hold's final state");
+        }
+        submitted.map(Some)
+    }
+
+    async fn run_hold(&self, id: &IntentId, hold: &HoldRecord, approvers: &[String]) -> Result<Submitted, IntentError> {
+        let agent = AgentId::new(hold.agent.clone()).map_err(|e| IntentError::StoreUnavailable(e.to_string()))?;
+        let held: Decision =
+            serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("unreadable"));
+        let Some(action) = self.loaded().catalog.get(&hold.action).cloned() else {
+            let d = Decision::gateway_deny(format!("action `{}` is no longer in the catalog", hold.action));
+            return self
+                .finish(id, IntentStatus::Failed, &d, None, None, Some(d.reasons[0].clone()))
+                .await;
+        };
+        // Re-validate and re-decide on the stored payload: the catalog or the policies may
+        // have changed since the hold, and the approval covers exactly this payload.
+        let input = match action.validate(hold.input.clone()) {
+            Ok(i) if i.sha256() == hold.payload_sha256 => i,
+            _ => {
+                let message = "the held payload no longer validates to the approved payload; it was not executed";
+                return self
+                    .finish(id, IntentStatus::Failed, &held, None, None, Some(message.to_owned()))
+                    .await;
+            }
+        };
+        let decided = self
+            .loaded()
+            .policy
+            .decide(&agent, &action, input, time::OffsetDateTime::now_utc());
+        match decided.into_permitted_after_approval(approvers) {
+            Ok(permitted) => {
+                let decision = permitted.decision().clone();
+                let hash = hold.payload_sha256.clone();
+                self.audit(
+                    AuditKind::Decided,
+                    id,
+                    &agent,
+                    Some(&action),
+                    Some(&hash),
+                    Some(&decision),
+                    false,
+                    json!({"approved_by": approvers}),
+                )
+                .await?;
+                self.run(id, &agent, &action, &decision, permitted).await
+            }
+            Err(refused) => {
+                let decision = refused.decision().clone();
+                self.audit(
+                    AuditKind::Decided,
+                    id,
+                    &agent,
+                    Some(&action),
+                    Some(&hold.payload_sha256),
+                    Some(&decision),
+                    false,
+                    Value::Null,
+                )
+                .await?;
+                self.finish(id, IntentStatus::Denied, &decision, None, None, None).await
+            }
+        }
+    }
+
+    /// Marks due holds expired, audits each expiry and settles their intents.
+    pub async fn sweep(&self) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match self.store().expire_due(now).await {
+            Ok(expired) => {
+                for hold in expired {
+                    self.expired(&hold).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not expire holds"),
+        }
+    }
+
+    async fn expired(&self, hold: &HoldRecord) {
+        let (Ok(id), Ok(agent)) = (IntentId::new(hold.intent_id.clone()), AgentId::new(hold.agent.clone())) else {
+            return;
+        };
+        let action = self.loaded().catalog.get(&hold.action).cloned();
+        let detail = json!({"expires_at": hold.expires_at});
+        if let Err(e) = self
+            .audit_as(
+                Some("gateway"),
+                AuditKind::Expiry,
+                &id,
+                &agent,
+                action.as_deref(),
+                Some(&hold.payload_sha256),
+                None,
+                false,
+                detail,
+            )
+            .await
+        {
+            tracing::error!(intent = %id, error = %e, "could not audit an expiry");
+        }
+        let mut decision: Decision =
+            serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("expired"));
+        decision
+            .reasons
+            .push(format!("not approved before {}", hold.expires_at));
+        let message = Some("the approval window expired; the intent was not executed".to_owned());
+        if let Err(e) = self
+            .finish(&id, IntentStatus::Expired, &decision, None, None, message)
+            .await
+        {
+            tracing::error!(intent = %id, error = %e, "could not record an expiry");
+        }
+    }
+
+    /// At start-up: executes holds approved before a restart, and settles holds whose
+    /// execution a crash interrupted as failed (they are never run twice).
+    pub async fn recover(&self) {
+        match self.store().holds_in_state("executing").await {
+            Ok(holds) => {
+                for hold in holds {
+                    let Ok(id) = IntentId::new(hold.intent_id.clone()) else {
+                        continue;
+                    };
+                    let held: Decision = serde_json::from_value(hold.decision.clone())
+                        .unwrap_or_else(|_| Decision::gateway_deny("interrupted"));
+                    let message = "the gateway stopped while this intent was executing; it was not run again, to avoid running it twice";
+                    let _ = self
+                        .finish(&id, IntentStatus::Failed, &held, None, None, Some(message.to_owned()))
+                        .await;
+                    let _ = self.store().finish_hold(&id, "failed").await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not list interrupted holds"),
+        }
+        match self.store().holds_in_state("approved").await {
+            Ok(holds) => {
+                for hold in holds {
+                    let Ok(id) = IntentId::new(hold.intent_id.clone()) else {
+                        continue;
+                    };
+                    let approvers: Vec<String> = hold
+                        .votes
+                        .iter()
+                        .filter(|v| v.verdict == "approve")
+                        .map(|v| v.approver.clone())
+                        .collect();
+                    if let Err(e) = self.execute_approved(&id, &approvers).await {
+                        tracing::error!(intent = %id, error = %e, "could not execute an approved hold");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not list approved holds"),
+        }
+        self.sweep().await;
+    }
+
+    /// Runs forever: expires due holds every second. Spawn it beside the server.
+    pub async fn maintain(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.sweep().await;
+        }
+    }
+
+    /// An intent of `agent`, waiting up to `wait` while it is pending or executing.
+    ///
+    /// # Errors
+    /// As [`Gateway::intent`].
+    pub async fn wait_intent(&self, agent: &AgentId, id: &str, wait: Duration) -> Result<Submitted, IntentError> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        loop {
+            let current = self.intent(agent, id).await?;
+            let settled = !matches!(current.status, IntentStatus::PendingApproval | IntentStatus::Executing);
+            if settled || tokio::time::Instant::now() >= deadline {
+                return Ok(current);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+            if current.status == IntentStatus::PendingApproval {
+                self.sweep().await;
+            }
+        }
+    }
+}
+
+fn approved_count(hold: &HoldRecord) -> u32 {
+    u32::try_from(hold.votes.iter().filter(|v| v.verdict == "approve").count()).unwrap_or(u32::MAX)
+}
