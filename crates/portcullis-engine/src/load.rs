@@ -83,7 +83,18 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
         policy_files: &config.policy_files,
     });
     let policy = match policy {
-        Ok(p) => Some(p),
+        Ok(p) => {
+            let groups: std::collections::BTreeSet<&String> =
+                config.admins.values().flat_map(|a| a.groups.iter()).collect();
+            for (id, group) in p.approver_groups() {
+                if !groups.contains(&group) {
+                    problems.push(Diagnostic::general(format!(
+                        "policy `{id}`: `@approvers(\"{group}\")` names a group no person in `admins` belongs to"
+                    )));
+                }
+            }
+            Some(p)
+        }
         Err(mut e) => {
             problems.append(&mut e);
             None
