@@ -32,6 +32,7 @@ upstream_token="demo-token-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'
 printf '%s' "$upstream_token" | "$bin" secret set tracker_token
 "$bin" secret list
 agent_token=$("$bin" agent add support-bot)
+lead_token=$("$bin" approvals token lena)
 
 step "portcullis check"
 "$bin" check
@@ -55,6 +56,19 @@ intent '{"action": "tickets.create", "input": {"project": "website", "title": "E
 
 step "3. dry run: the request that would be sent, credential shown as <redacted>"
 intent '{"action": "tickets.create", "input": {"project": "docs", "title": "Typo"}, "dry_run": true}'
+
+step "4. held for a person: a high-priority ticket waits for a support lead"
+held=$(curl -s -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' -X POST "$gw/v1/intents" \
+  -d '{"action": "tickets.create", "input": {"project": "website", "title": "Checkout fails", "priority": "high"}}')
+echo "$held"
+held_id=$(printf '%s' "$held" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+# The agent long-polls for the outcome while the lead reviews and approves from the CLI.
+curl -s -H "Authorization: Bearer $agent_token" "$gw/v1/intents/$held_id?wait=30" > held.result &
+poll=$!
+PORTCULLIS_URL="$gw" PORTCULLIS_TOKEN="$lead_token" "$bin" approvals approve "$held_id" --reason "customer-facing outage" > /dev/null
+wait "$poll"
+echo "the agent's long-poll returned:"
+cat held.result; echo
 
 step "what the upstream received (the credential arrived; the agent never saw it)"
 curl -s "http://127.0.0.1:$port/__requests" | python3 -c '
