@@ -94,8 +94,11 @@ async fn vote(
     let value =
         portcullis_core::json::parse_strict(&body, limits).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
     let body: VoteBody = serde_json::from_value(value).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
-    let result = gw
-        .vote(&person, &id, approve, &body.reason, &body.payload_sha256)
-        .await?;
+    // The vote that completes the quorum executes the intent. It runs in its own task so
+    // that it finishes, and its outcome is recorded, even when this approver hangs up:
+    // hyper drops a handler's future when its client disconnects.
+    let result = tokio::spawn(async move { gw.vote(&person, &id, approve, &body.reason, &body.payload_sha256).await })
+        .await
+        .map_err(|e| ApprovalError::Store(format!("the approval task failed: {e}")))??;
     Ok(Json(result).into_response())
 }

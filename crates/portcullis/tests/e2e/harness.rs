@@ -118,6 +118,11 @@ impl Gateway {
     pub fn get(&self, path: &str, token: Option<&str>) -> Response {
         http::get(self.addr, path, token)
     }
+
+    /// The base URL, for `PORTCULLIS_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// The outcome of one CLI run.
@@ -195,6 +200,40 @@ impl Env {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `portcullis --config portcullis.yaml ARGS…` with extra environment variables
+    /// (`PORTCULLIS_URL` and `PORTCULLIS_TOKEN` are taken only from `envs`).
+    pub fn cli_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let out = Command::new(PORTCULLIS)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("PORTCULLIS_LOG")
+            .env_remove("PORTCULLIS_URL")
+            .env_remove("PORTCULLIS_TOKEN")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn portcullis");
+        Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `portcullis approvals token NAME`; returns the login token printed on standard output.
+    pub fn person_token(&self, name: &str) -> String {
+        let out = self.cli(&["approvals", "token", name], None);
+        assert!(out.success(), "approvals token {name} failed: {out:?}");
+        let token = out.stdout.trim().to_owned();
+        assert!(
+            !token.is_empty() && !token.contains(char::is_whitespace),
+            "token: {token:?}"
+        );
+        token
     }
 
     /// `portcullis secret set NAME` with the value on standard input.
