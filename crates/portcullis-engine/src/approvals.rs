@@ -239,6 +239,18 @@ impl Gateway {
         })
     }
 
+    /// The person with this id as the configuration describes them now, or `None` when
+    /// they are no longer in `admins`. The web UI re-checks its sessions with it on every
+    /// request, so removing a person (or changing their role) takes effect at once.
+    #[must_use]
+    pub fn person_by_id(&self, id: &str) -> Option<Person> {
+        self.loaded().config.admins.get(id).map(|admin| Person {
+            id: id.to_owned(),
+            role: admin.role,
+            groups: admin.groups.clone(),
+        })
+    }
+
     /// Held intents this person may decide, newest first. `pending_only` limits to pending ones.
     ///
     /// # Errors

@@ -68,18 +68,7 @@ impl IntoResponse for ApiError {
                 }
             },
             Self::Approval(e) => {
-                let (status, code) = match &e {
-                    ApprovalError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-                    ApprovalError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-                    ApprovalError::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
-                    ApprovalError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-                    ApprovalError::PayloadMismatch(_) => (StatusCode::CONFLICT, "payload_mismatch"),
-                    ApprovalError::AlreadyVoted => (StatusCode::CONFLICT, "already_voted"),
-                    ApprovalError::NotPending(_) => (StatusCode::CONFLICT, "not_pending"),
-                    ApprovalError::Expired => (StatusCode::GONE, "expired"),
-                    ApprovalError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                    ApprovalError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                };
+                let (status, code) = approval_status(&e);
                 (status, code, e.to_string(), None)
             }
             Self::UnsupportedMediaType => (
@@ -114,5 +103,22 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// The HTTP status and error code of an approvals error, for the REST API and the web UI
+/// alike.
+pub(crate) fn approval_status(e: &ApprovalError) -> (StatusCode, &'static str) {
+    match e {
+        ApprovalError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        ApprovalError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        ApprovalError::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
+        ApprovalError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ApprovalError::PayloadMismatch(_) => (StatusCode::CONFLICT, "payload_mismatch"),
+        ApprovalError::AlreadyVoted => (StatusCode::CONFLICT, "already_voted"),
+        ApprovalError::NotPending(_) => (StatusCode::CONFLICT, "not_pending"),
+        ApprovalError::Expired => (StatusCode::GONE, "expired"),
+        ApprovalError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        ApprovalError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     }
 }

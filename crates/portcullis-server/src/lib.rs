@@ -1,4 +1,5 @@
-//! HTTP adapters for Portcullis: the agent REST API and health endpoints.
+//! HTTP adapters for Portcullis: the agent REST API, the approvals API, the approvals web UI
+//! (`/ui`) and health endpoints.
 //!
 //! Every error an agent can see is built in one place, [`error::ApiError`], from one
 //! exhaustive `match`, so a new error kind forces a decision about its status code and
@@ -7,6 +8,7 @@
 mod admin;
 mod error;
 mod rest;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,8 +17,10 @@ use crate::error::ApiError;
 
 type Shared = Arc<Gateway>;
 
-/// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, `/healthz`, `/readyz`.
+/// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, the approvals
+/// API under `/v1/approvals`, `/healthz`, `/readyz`, and the approvals web UI under `/ui`.
 pub fn router(gateway: Shared) -> Router {
+    let ui = crate::ui::routes(Arc::clone(&gateway));
     Router::new()
         .route("/v1/intents", post(submit))
         .route("/v1/intents/{id}", get(get_intent))
@@ -32,6 +34,7 @@ pub fn router(gateway: Shared) -> Router {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(gateway)
+        .merge(ui)
 }
 
 /// The bearer token of a request.

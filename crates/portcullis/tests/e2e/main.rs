@@ -20,6 +20,7 @@ mod fixtures;
 mod approvals;
 mod audit;
 mod bad_input;
+mod browser;
 mod cli;
 mod egress;
 mod hostile;
