@@ -101,6 +101,10 @@ pub struct RawApprovals {
     /// A webhook told about every new hold.
     #[serde(default)]
     pub webhook: Option<RawWebhook>,
+    /// The URL people use to reach this gateway (for links to `/ui` in notifications), e.g.
+    /// `https://portcullis.example.com`. Default: `http://` and the address `serve` listens on.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// Message format of the hold webhook.
@@ -294,6 +298,8 @@ pub struct Config {
     pub hold_expiry: Duration,
     /// The hold webhook.
     pub webhook: Option<RawWebhook>,
+    /// The public URL of the gateway, for links in notifications.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -441,6 +447,14 @@ impl Config {
                 );
             }
         }
+        if let Some(u) = &raw.approvals.public_url
+            && url::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            report(
+                "public_url",
+                format!("`approvals.public_url` `{u}` is not an http(s) URL"),
+            );
+        }
         if raw.approvals.expiry_seconds == Some(0) {
             report(
                 "expiry_seconds",
@@ -492,6 +506,7 @@ impl Config {
             admins: raw.admins,
             hold_expiry: Duration::from_secs(raw.approvals.expiry_seconds.unwrap_or(DEFAULT_HOLD_EXPIRY_SECONDS)),
             webhook: raw.approvals.webhook,
+            public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
         }
     }
 }

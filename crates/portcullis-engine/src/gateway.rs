@@ -29,6 +29,7 @@ pub struct Gateway {
     egress: Egress,
     master_key: Option<MasterKey>,
     notifier: Option<crate::notify::Notifier>,
+    served_at: std::sync::OnceLock<String>,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -137,14 +138,27 @@ impl Gateway {
             egress,
             master_key,
             notifier,
+            served_at: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records the address the server actually listens on (links in notifications use it
+    /// unless `approvals.public_url` is set).
+    pub fn set_served_at(&self, addr: std::net::SocketAddr) {
+        let _ = self.served_at.set(format!("http://{addr}"));
     }
 
     /// Tells the webhook (if any) about a new hold, without waiting for it.
     pub(crate) fn notify_hold(&self, hold: &crate::approvals::HoldView) {
         if let Some(n) = &self.notifier {
-            let ui = format!("http://{}", self.loaded.config.listen);
-            n.notify(hold, Some(&ui));
+            let base = self
+                .loaded
+                .config
+                .public_url
+                .clone()
+                .or_else(|| self.served_at.get().cloned());
+            let base = base.unwrap_or_else(|| format!("http://{}", self.loaded.config.listen));
+            n.notify(hold, Some(&base));
         }
     }
 

@@ -78,7 +78,14 @@ async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Res
         Ok(r) => r,
         Err(e) => return Err(gw.reject_request(&agent, e).await.into()),
     };
-    Ok(submitted(gw.submit(&agent, request).await?))
+    // The pipeline runs in its own task so that an intent that reached the upstream is
+    // finished and audited even when the agent hangs up: hyper drops a handler's future when
+    // its client disconnects.
+    let task = tokio::spawn(async move { gw.submit(&agent, request).await });
+    let outcome = task
+        .await
+        .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?;
+    Ok(submitted(outcome?))
 }
 
 /// `?wait=SECONDS` on `GET /v1/intents/{id}`.

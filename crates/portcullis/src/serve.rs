@@ -27,6 +27,7 @@ pub async fn run(config: &Path, listen: Option<String>) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    gateway.set_served_at(local);
     eprintln!("portcullis listening on http://{local}");
     portcullis_server::serve(gateway, listener, shutdown_signal()).await?;
     maintenance.abort();

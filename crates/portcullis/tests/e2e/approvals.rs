@@ -1266,7 +1266,6 @@ fn an_approver_hanging_up_during_execution_does_not_lose_the_outcome() {
 /// (`portcullis-server/src/rest.rs`, `submit`) awaits `Gateway::submit` in the request's
 /// future, so the execution is cancelled after the upstream call was sent.
 #[test]
-#[ignore = "bug: an agent hanging up mid-execution leaves the intent `executing` for ever: no outcome audit event, idempotency key stuck `idempotency_in_progress` (rest.rs submit is not spawned)"]
 fn an_agent_hanging_up_during_execution_does_not_lose_the_outcome() {
     let (upstream, hits) = slow_upstream(Duration::from_millis(1500));
     let (env, [token, ..]) = prepare("");
@@ -1294,7 +1293,6 @@ fn an_agent_hanging_up_during_execution_does_not_lose_the_outcome() {
 }
 
 #[test]
-#[ignore = "bug: the Slack message links to `listen` from the config (127.0.0.1:8080), not the address the gateway serves on (`serve --listen`); notify_hold in portcullis-engine/src/gateway.rs"]
 fn the_slack_message_links_to_the_gateway_that_holds_the_intent() {
     let receiver = Receiver::start(Answer::FailFirst(0));
     let (w, _) = webhook_world(&format!("http://{}/slack", receiver.addr), "slack", 1);
