@@ -343,30 +343,26 @@ impl Gateway {
                 return Err(ApprovalError::Expired);
             }
             VoteOutcome::Recorded { have, .. } => {
-                self.audit_as(
-                    Some(&person.id),
+                self.audit_vote(
+                    person,
                     kind,
                     &intent,
                     &agent,
                     action.as_deref(),
-                    Some(&hold.payload_sha256),
-                    None,
-                    false,
+                    &hold.payload_sha256,
                     detail,
                 )
                 .await?;
                 ("pending".to_owned(), have, None)
             }
             VoteOutcome::Denied => {
-                self.audit_as(
-                    Some(&person.id),
+                self.audit_vote(
+                    person,
                     kind,
                     &intent,
                     &agent,
                     action.as_deref(),
-                    Some(&hold.payload_sha256),
-                    None,
-                    false,
+                    &hold.payload_sha256,
                     detail,
                 )
                 .await?;
@@ -379,15 +375,13 @@ impl Gateway {
                 ("denied".to_owned(), approved_count(&hold), None)
             }
             VoteOutcome::Approved(approvers) => {
-                self.audit_as(
-                    Some(&person.id),
+                self.audit_vote(
+                    person,
                     kind,
                     &intent,
                     &agent,
                     action.as_deref(),
-                    Some(&hold.payload_sha256),
-                    None,
-                    false,
+                    &hold.payload_sha256,
                     detail,
                 )
                 .await?;
@@ -408,6 +402,44 @@ impl Gateway {
             required: hold.required,
             intent: intent_result,
         })
+    }
+
+    /// Audits a recorded vote; when the event can't be written, the vote is taken back so
+    /// that no approval or denial stands (or runs) without its audit event.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an audit event has this many independent parts"
+    )]
+    async fn audit_vote(
+        &self,
+        person: &Person,
+        kind: AuditKind,
+        intent: &IntentId,
+        agent: &AgentId,
+        action: Option<&ActionDef>,
+        payload_sha256: &str,
+        detail: Value,
+    ) -> Result<(), ApprovalError> {
+        let audited = self
+            .audit_as(
+                Some(&person.id),
+                kind,
+                intent,
+                agent,
+                action,
+                Some(payload_sha256),
+                None,
+                false,
+                detail,
+            )
+            .await;
+        if let Err(e) = audited {
+            if let Err(undo) = self.store().retract_vote(intent, &person.id).await {
+                tracing::error!(intent = %intent, error = %undo, "could not take back an unaudited vote");
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Executes an approved hold if this call wins the claim; `None` when another call

@@ -296,6 +296,33 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Takes back a vote that could not be written to the audit log, so that no decision
+    /// stands without its audit event: the vote is deleted and a hold it approved or denied
+    /// is pending again (unless it has been claimed for execution meanwhile).
+    ///
+    /// # Errors
+    /// When the database can't be written.
+    pub async fn retract_vote(&self, id: &IntentId, approver: &str) -> Result<(), StoreError> {
+        const CONTEXT: &str = "retracting an unaudited vote";
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        sqlx::query("DELETE FROM approval_votes WHERE intent_id = ? AND approver = ?")
+            .bind(id.as_str())
+            .bind(approver)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        sqlx::query("UPDATE holds SET state = 'pending', decided_at = NULL WHERE intent_id = ? AND state IN ('approved', 'denied')")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        tx.commit().await.map_err(StoreError::db(CONTEXT))
+    }
+
     /// Claims the right to execute an approved hold: `approved → executing`, true for
     /// exactly one caller.
     ///

@@ -1325,3 +1325,26 @@ fn retrying_a_held_intent_with_its_idempotency_key_returns_the_same_hold_then_th
     assert_eq!(after.json(), w.intent(&id).json());
     assert_eq!(w.tickets().len(), 1, "executed once");
 }
+
+#[test]
+fn an_approval_that_cannot_be_audited_is_taken_back_and_nothing_runs() {
+    let w = world("");
+    let (id, _) = w.hold(&refund());
+    // The audit log refuses every new event (as a full disk or a broken database would).
+    assert!(w.env.sqlite(crate::audit::BREAK_AUDIT).success());
+    let r = vote(&w.gateway, &w.alice, &id, "approve", "looks fine", REFUND_SHA256);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(error_code(&r), "unavailable");
+    w.env.upstream.assert_untouched("an unaudited approval");
+    assert!(w.env.sqlite(crate::audit::REPAIR_AUDIT).success());
+    let hold = show(&w.gateway, &w.alice, &id).json();
+    assert_eq!(hold["state"], "pending", "the vote was taken back: {hold}");
+    assert_eq!(hold["votes"], json!([]), "{hold}");
+
+    // Once the log is writable again the same person can approve, and it runs once.
+    let r = vote(&w.gateway, &w.alice, &id, "approve", "looks fine", REFUND_SHA256);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "executed");
+    assert_eq!(w.tickets().len(), 1);
+    assert_eq!(w.env.audit_verify().code, Some(0));
+}

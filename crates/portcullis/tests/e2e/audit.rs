@@ -108,13 +108,13 @@ fn deleting_an_audit_event_is_detected_and_named() {
     );
 }
 
-const BREAK_AUDIT: &str = "import sqlite3, sys
+pub(crate) const BREAK_AUDIT: &str = "import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], timeout=10)
 db.execute(\"CREATE TRIGGER audit_events_broken BEFORE INSERT ON audit_events \\
 BEGIN SELECT RAISE(ABORT, 'disk on fire'); END\")
 db.commit()";
 
-const REPAIR_AUDIT: &str = "import sqlite3, sys
+pub(crate) const REPAIR_AUDIT: &str = "import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], timeout=10)
 db.execute('DROP TRIGGER audit_events_broken')
 db.commit()";
