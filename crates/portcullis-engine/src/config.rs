@@ -68,6 +68,38 @@ pub struct RawConfig {
     /// Human approval of held intents.
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// The MCP endpoint `/mcp` of `serve`.
+    #[serde(default)]
+    pub mcp: RawMcp,
+}
+
+/// Which `Host` and `Origin` values the MCP endpoint accepts (DNS-rebinding protection).
+///
+/// `/mcp` always accepts the `Host` values `127.0.0.1:PORT`, `localhost:PORT` and
+/// `[::1]:PORT` of the port `serve` listens on (and `IP:PORT` of a specific listen
+/// address), and the origins `http://` + each of them. A request with any other `Host` is
+/// refused with 403, and so is one whose `Origin` header names any other origin; requests
+/// without an `Origin` (every non-browser client) are not affected by the origin list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// More `Host` values to accept, as `host:port` (or `host` for any port), e.g. the name
+    /// clients use behind a reverse proxy: `gateway.example.com:443`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// More browser origins to accept, as `scheme://host[:port]`, e.g.
+    /// `https://agents.example.com` (the scheme's default port is implied).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The validated MCP settings.
+#[derive(Debug, Clone, Default)]
+pub struct McpSettings {
+    /// Extra `Host` values (`host` or `host:port`), lowercase.
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins as `scheme://host:port`, with the port always written out.
+    pub allowed_origins: Vec<String>,
 }
 
 /// What a person may do.
@@ -300,6 +332,8 @@ pub struct Config {
     pub webhook: Option<RawWebhook>,
     /// The public URL of the gateway, for links in notifications.
     pub public_url: Option<String>,
+    /// The MCP endpoint's extra allowed hosts and origins.
+    pub mcp: McpSettings,
 }
 
 impl Config {
@@ -469,6 +503,7 @@ impl Config {
                 format!("`approvals.webhook.url` `{}` is not an http(s) URL", w.url),
             );
         }
+        let mcp = mcp_settings(&raw.mcp, &mut report);
         let entities = raw
             .entities
             .into_iter()
@@ -507,8 +542,50 @@ impl Config {
             hold_expiry: Duration::from_secs(raw.approvals.expiry_seconds.unwrap_or(DEFAULT_HOLD_EXPIRY_SECONDS)),
             webhook: raw.approvals.webhook,
             public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            mcp,
         }
     }
+}
+
+/// Checks the MCP host and origin lists; origins get their port written out, so that
+/// `https://a.example` means port 443 and not "any port".
+fn mcp_settings(raw: &RawMcp, report: &mut dyn FnMut(&str, String)) -> McpSettings {
+    let mut settings = McpSettings::default();
+    for h in &raw.allowed_hosts {
+        let ok = !h.is_empty()
+            && !h.contains(['/', '@', '?', '#'])
+            && !h.chars().any(char::is_whitespace)
+            && url::Url::parse(&format!("http://{h}/")).is_ok_and(|u| u.host().is_some());
+        if ok {
+            settings.allowed_hosts.push(h.to_ascii_lowercase());
+        } else {
+            report(
+                h,
+                format!("`mcp.allowed_hosts` entry `{h}` is not a `host` or `host:port`"),
+            );
+        }
+    }
+    for o in &raw.allowed_origins {
+        match url::Url::parse(o) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && !o.ends_with('/')
+                    && u.username().is_empty()
+                    && u.query().is_none() =>
+            {
+                let (scheme, host) = (u.scheme(), u.host_str().unwrap_or_default());
+                let port = u.port_or_known_default().unwrap_or(80);
+                settings.allowed_origins.push(format!("{scheme}://{host}:{port}"));
+            }
+            _ => report(
+                o,
+                format!("`mcp.allowed_origins` entry `{o}` is not an origin like `https://app.example.com`"),
+            ),
+        }
+    }
+    settings
 }
 
 /// The keys of a config that failed to deserialize that still deserialize on their own

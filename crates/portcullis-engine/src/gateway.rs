@@ -206,6 +206,17 @@ impl Gateway {
             .collect()
     }
 
+    /// Whether some intent of `agent` may be held for approval: a permit annotated `@hold`
+    /// has a scope that admits this agent and one of the catalog's actions. Adapters use it
+    /// to offer a way to fetch held outcomes only to agents that can have any.
+    #[must_use]
+    pub fn may_hold(&self, agent: &AgentId) -> bool {
+        self.loaded
+            .catalog
+            .iter()
+            .any(|a| self.loaded.policy.may_hold(agent, a))
+    }
+
     /// Stage 2: the action, if it exists and this agent may see it. Both failures look the same.
     fn resolve(&self, agent: &AgentId, name: &str) -> Option<Arc<ActionDef>> {
         self.loaded

@@ -292,6 +292,21 @@ impl PolicyEngine {
     /// may call are the ones it is shown. Conditions are not evaluated (they need an input).
     #[must_use]
     pub fn visible(&self, agent: &AgentId, action: &ActionDef) -> bool {
+        self.some_permit_admits(agent, action, |_| true)
+    }
+
+    /// Whether some permit annotated `@hold` has a scope that admits `agent` and `action`,
+    /// so that an intent of this agent may be held for approval (conditions are not
+    /// evaluated: this says "may", not "will"). The MCP server lists its intent-status tool
+    /// only to agents for whom this holds for some action.
+    #[must_use]
+    pub fn may_hold(&self, agent: &AgentId, action: &ActionDef) -> bool {
+        self.some_permit_admits(agent, action, |p| p.annotation(HOLD_ANNOTATION).is_some())
+    }
+
+    /// Whether a permit policy accepted by `filter` has a scope (principal and action
+    /// constraints) that admits `agent` and `action`.
+    fn some_permit_admits(&self, agent: &AgentId, action: &ActionDef, filter: impl Fn(&Policy) -> bool) -> bool {
         let (Ok(me), Ok(act)) = (uid("Agent", agent.as_str()), uid("Action", action.name.as_str())) else {
             return false;
         };
@@ -315,7 +330,7 @@ impl PolicyEngine {
         };
         self.policies
             .policies()
-            .filter(|p| p.effect() == cedar_policy::Effect::Permit)
+            .filter(|p| p.effect() == cedar_policy::Effect::Permit && filter(p))
             .any(|p| principal_ok(p.principal_constraint()) && action_ok(p.action_constraint()))
     }
 }

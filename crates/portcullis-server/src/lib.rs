@@ -1,5 +1,5 @@
-//! HTTP adapters for Portcullis: the agent REST API, the approvals API, the approvals web UI
-//! (`/ui`) and health endpoints.
+//! Adapters for Portcullis: the agent REST API, the MCP server (`/mcp` over streamable HTTP,
+//! and stdio), the approvals API, the approvals web UI (`/ui`) and health endpoints.
 //!
 //! Every error an agent can see is built in one place, [`error::ApiError`], from one
 //! exhaustive `match`, so a new error kind forces a decision about its status code and
@@ -7,6 +7,7 @@
 
 mod admin;
 mod error;
+mod mcp;
 mod rest;
 mod ui;
 
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use portcullis_engine::Gateway;
 
 pub use error::ApiError;
-pub use rest::router;
+pub use mcp::{Served, serve_stdio};
+pub use rest::{router, router_at};
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
 ///
@@ -27,7 +29,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway))
+    let served = Served {
+        addr: listener.local_addr()?,
+        public_url: gateway.loaded().config.public_url.clone(),
+    };
+    axum::serve(listener, router_at(gateway, &served))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -17,10 +17,21 @@ use crate::error::ApiError;
 
 type Shared = Arc<Gateway>;
 
-/// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, the approvals
-/// API under `/v1/approvals`, `/healthz`, `/readyz`, and the approvals web UI under `/ui`.
+/// The router as served on the configured `listen` address (see [`router_at`]).
 pub fn router(gateway: Shared) -> Router {
+    let served = crate::Served {
+        addr: gateway.loaded().config.listen,
+        public_url: gateway.loaded().config.public_url.clone(),
+    };
+    router_at(gateway, &served)
+}
+
+/// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, the approvals
+/// API under `/v1/approvals`, `/healthz`, `/readyz`, the approvals web UI under `/ui`, and
+/// MCP at `/mcp` (its allowed `Host` and `Origin` values follow `served`).
+pub fn router_at(gateway: Shared, served: &crate::Served) -> Router {
     let ui = crate::ui::routes(Arc::clone(&gateway));
+    let mcp = crate::mcp::routes(Arc::clone(&gateway), served);
     Router::new()
         .route("/v1/intents", post(submit))
         .route("/v1/intents/{id}", get(get_intent))
@@ -35,6 +46,7 @@ pub fn router(gateway: Shared) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(gateway)
         .merge(ui)
+        .merge(mcp)
 }
 
 /// The bearer token of a request.

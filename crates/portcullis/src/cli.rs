@@ -34,12 +34,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway (REST API, health endpoints).
+    /// Run the gateway (REST API, MCP at `/mcp`, approvals UI, health endpoints).
     Serve {
         /// Listen address, overriding `listen` in the config.
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Serve MCP over standard input and output (for desktop clients), as the agent whose
+    /// token is in the environment variable PORTCULLIS_AGENT_TOKEN. Logs go to standard error.
+    Mcp,
     /// Validate the configuration, actions, credential references and policies.
     Check {
         /// Print the Cedar schema generated from the catalog.
@@ -193,6 +196,7 @@ pub enum ExportFormat {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { listen } => crate::serve::run(&cli.config, listen).await,
+        Command::Mcp => crate::mcp_cmd::run(&cli.config).await,
         Command::Check {
             print_schema,
             config_schema,

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod cli;
 mod eval_cmd;
 mod keys;
+mod mcp_cmd;
 mod serve;
 
 use std::process::ExitCode;

@@ -1,0 +1,139 @@
+//! `/mcp` over streamable HTTP: bearer authentication in front of rmcp's stateless service,
+//! its DNS-rebinding protection (allowed `Host` and `Origin` values), and the OAuth
+//! protected-resource metadata (RFC 9728) that 401 answers point to.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+
+use portcullis_engine::{Gateway, IntentError};
+
+use super::Served;
+use super::handler::McpHandler;
+use crate::error::ApiError;
+
+/// Where the protected-resource metadata is published (RFC 9728 §3).
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// Room for the JSON-RPC envelope around a tool call's arguments, on top of
+/// `limits.max_body_bytes`.
+const ENVELOPE_BYTES: usize = 16 * 1024;
+
+#[derive(Debug)]
+struct McpState {
+    gateway: Arc<Gateway>,
+    /// `BASE/mcp`: the protected resource.
+    resource: String,
+    /// `BASE/.well-known/oauth-protected-resource`, named in every 401.
+    metadata_url: String,
+}
+
+/// The routes of the MCP endpoint: `/mcp` (any method; POST is the protocol, GET and
+/// DELETE answer 405 in stateless mode) and the protected-resource metadata.
+pub fn routes(gateway: Arc<Gateway>, served: &Served) -> Router {
+    let base = served.base_url();
+    let state = Arc::new(McpState {
+        gateway: Arc::clone(&gateway),
+        resource: format!("{base}/mcp"),
+        metadata_url: format!("{base}{METADATA_PATH}"),
+    });
+    let max_body = gateway.loaded().config.max_body_bytes.saturating_add(ENVELOPE_BYTES);
+    let config = StreamableHttpServerConfig::default()
+        // Stateless: no session survives a request, so any instance serves any request.
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_allowed_hosts(allowed_hosts(&gateway, served))
+        .with_allowed_origins(allowed_origins(&gateway, served))
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(max_body);
+    let service = StreamableHttpService::new(
+        move || Ok(McpHandler::over_http(Arc::clone(&gateway))),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), authenticate))
+        .route(METADATA_PATH, get(metadata))
+        .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
+        .with_state(state)
+}
+
+/// The `Host` values `/mcp` accepts: the loopback names of the port served, the specific
+/// address served (when not a wildcard), and `mcp.allowed_hosts`.
+fn allowed_hosts(gateway: &Gateway, served: &Served) -> Vec<String> {
+    let port = served.addr.port();
+    let mut hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    if !served.addr.ip().is_unspecified() && !served.addr.ip().is_loopback() {
+        hosts.push(served.addr.to_string());
+    }
+    hosts.extend(gateway.loaded().config.mcp.allowed_hosts.iter().cloned());
+    hosts
+}
+
+/// The `Origin` values `/mcp` accepts: `http://` and each loopback host above, and
+/// `mcp.allowed_origins`. Requests without an `Origin` (non-browser clients) pass.
+fn allowed_origins(gateway: &Gateway, served: &Served) -> Vec<String> {
+    let port = served.addr.port();
+    let mut origins = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ];
+    if !served.addr.ip().is_unspecified() && !served.addr.ip().is_loopback() {
+        origins.push(format!("http://{}", served.addr));
+    }
+    origins.extend(gateway.loaded().config.mcp.allowed_origins.iter().cloned());
+    origins
+}
+
+/// Authenticates the agent by its bearer token and hands its id to the handler through the
+/// request's extensions (rmcp passes the HTTP request parts on to the handler).
+async fn authenticate(State(state): State<Arc<McpState>>, mut request: Request, next: Next) -> Response {
+    let Some(token) = crate::rest::bearer(request.headers()) else {
+        return unauthorized(&state, false);
+    };
+    match state.gateway.authenticate(token).await {
+        Ok(agent) => {
+            request.extensions_mut().insert(agent);
+            next.run(request).await
+        }
+        Err(IntentError::Unauthenticated) => unauthorized(&state, true),
+        Err(e) => ApiError::Intent(e).into_response(),
+    }
+}
+
+/// 401 with `WWW-Authenticate: Bearer resource_metadata="…"` (RFC 9728 §5.1), and
+/// `error="invalid_token"` when a token was sent (RFC 6750 §3.1).
+fn unauthorized(state: &McpState, token_sent: bool) -> Response {
+    let mut response = ApiError::Intent(IntentError::Unauthenticated).into_response();
+    let error = if token_sent { ", error=\"invalid_token\"" } else { "" };
+    let challenge = format!("Bearer resource_metadata=\"{}\"{error}", state.metadata_url);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// RFC 9728 protected-resource metadata. No authorization server yet: agents present
+/// tokens made with `portcullis agent add`.
+async fn metadata(State(state): State<Arc<McpState>>) -> Response {
+    let body = json!({
+        "resource": state.resource,
+        "authorization_servers": [],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Portcullis",
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
