@@ -45,19 +45,20 @@ pub(crate) fn outcome(s: &Submitted) -> CallToolResult {
     tagged(result, id)
 }
 
-/// An executed intent: the redacted, projected upstream body as structured content (wrapped
-/// in `{"status", "headers"?, "body"}` unless it is an object and no header is exposed), and
-/// the same as pretty JSON text. An upstream error status makes it a tool error.
+/// An executed intent: the redacted, projected upstream body as structured content, and the
+/// same as pretty JSON text. Structured content must be an object, so a body that isn't one
+/// is wrapped as `{"status", "body"}`; so is any body when the action exposes response
+/// headers (other than `content-type`), which then come along as `headers`. An upstream
+/// error status makes it a tool error.
 fn executed(body: &Value) -> CallToolResult {
     let result = &body["result"];
     let upstream = result["status"].as_u64().unwrap_or(0);
-    let headers = result
-        .get("headers")
-        .filter(|h| h.as_object().is_some_and(|m| !m.is_empty()));
-    let structured = match (&result["body"], headers) {
-        (b @ Value::Object(_), None) => b.clone(),
-        (b, None) => json!({"status": upstream, "body": b}),
-        (b, Some(h)) => json!({"status": upstream, "headers": h, "body": b}),
+    let mut headers = result["headers"].as_object().cloned().unwrap_or_default();
+    headers.retain(|name, _| !name.eq_ignore_ascii_case("content-type"));
+    let structured = match &result["body"] {
+        b @ Value::Object(_) if headers.is_empty() => b.clone(),
+        b if headers.is_empty() => json!({"status": upstream, "body": b}),
+        b => json!({"status": upstream, "headers": headers, "body": b}),
     };
     if upstream >= 400 {
         let text = format!("the upstream answered HTTP {upstream}:\n{}", pretty(&structured));

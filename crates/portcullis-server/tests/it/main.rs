@@ -4,4 +4,5 @@
 // `cfg(test)` makes clippy treat the helpers as test code (unwrap allowed, as in every test).
 #![cfg(test)]
 
+mod mcp;
 mod ui;
