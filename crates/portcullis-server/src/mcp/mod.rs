@@ -37,10 +37,12 @@ pub async fn serve_stdio(
     use rmcp::ServiceExt as _;
     let handler = handler::McpHandler::for_agent(gateway, agent);
     let in_flight = handler.in_flight();
-    let running = handler
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let running = match handler.serve(rmcp::transport::stdio()).await {
+        Ok(r) => r,
+        // A client that hangs up before saying anything ends the session; that is no error.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
     let _ = running.waiting().await;
     if tokio::time::timeout(drain, in_flight.write()).await.is_err() {
         tracing::warn!("tool calls were still executing when the client went away");

@@ -25,4 +25,5 @@ mod cli;
 mod egress;
 mod hostile;
 mod intents;
+mod mcp;
 mod smuggling;
