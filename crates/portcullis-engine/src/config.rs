@@ -669,3 +669,26 @@ fn expand(dir: &Path, key: &str, patterns: &[String], report: &mut dyn FnMut(&st
 pub fn json_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or(Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcp_hosts_and_origins_are_checked_and_origins_get_their_port() {
+        let src = "mcp:\n  allowed_hosts: [Gateway.Example.com, \"gw.example.com:8443\", \"bad/host\"]\n  \
+                   allowed_origins: [\"https://agents.example.com\", \"http://a.example:8080\", \"https://x.example/path\", \"ftp://y.example\"]\n";
+        let (config, problems) = Config::parse_all(Path::new("portcullis.yaml"), src);
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("`bad/host`"), "{messages:?}");
+        assert!(messages[1].contains("`https://x.example/path`"), "{messages:?}");
+        assert!(messages[2].contains("`ftp://y.example`"), "{messages:?}");
+        let mcp = config.map(|c| c.mcp).unwrap_or_default();
+        assert_eq!(mcp.allowed_hosts, ["gateway.example.com", "gw.example.com:8443"]);
+        assert_eq!(
+            mcp.allowed_origins,
+            ["https://agents.example.com:443", "http://a.example:8080"]
+        );
+    }
+}

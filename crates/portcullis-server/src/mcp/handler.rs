@@ -163,7 +163,14 @@ impl ServerHandler for McpHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let agent = self.agent(&ctx)?;
-        let mut tools: Vec<Tool> = self.gateway.actions_for(&agent).into_iter().map(action_tool).collect();
+        // The gateway's own tool name is reserved: an action of that name is not offered.
+        let mut tools: Vec<Tool> = self
+            .gateway
+            .actions_for(&agent)
+            .into_iter()
+            .filter(|a| a.name != status::NAME)
+            .map(action_tool)
+            .collect();
         if self.gateway.may_hold(&agent) {
             tools.push(status::tool());
         }

@@ -37,6 +37,9 @@ struct McpState {
 
 /// The routes of the MCP endpoint: `/mcp` (any method; POST is the protocol, GET and
 /// DELETE answer 405 in stateless mode) and the protected-resource metadata.
+///
+/// The bearer token is checked first (401 without a valid one), then rmcp checks `Host`
+/// and `Origin` (403), the media types and the JSON-RPC message.
 pub fn routes(gateway: Arc<Gateway>, served: &Served) -> Router {
     let base = served.base_url();
     let state = Arc::new(McpState {
