@@ -6,14 +6,15 @@ This proxy forwards every request to the gateway unchanged (method, path, body, 
 `Host` and `Origin` headers, so the gateway's DNS-rebinding check sees what the suite sent)
 and adds `Authorization: Bearer $PORTCULLIS_AGENT_TOKEN`.
 
-Usage: proxy.py GATEWAY_PORT PORT_FILE
+Usage: proxy.py GATEWAY_PORT_FILE PORT_FILE   (the gateway port is read on each request,
+so the proxy can start first and the gateway can be told the proxy's address)
 """
 import http.client
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-TARGET_PORT = int(sys.argv[1])
+TARGET_PORT_FILE = sys.argv[1]
 TOKEN = os.environ["PORTCULLIS_AGENT_TOKEN"]
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
 
@@ -29,7 +30,9 @@ class Proxy(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"authorization"}}
         headers["Authorization"] = f"Bearer {TOKEN}"
-        conn = http.client.HTTPConnection("127.0.0.1", TARGET_PORT, timeout=60)
+        with open(TARGET_PORT_FILE) as f:
+            target = int(f.read().strip())
+        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=60)
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         for k, v in headers.items():
             conn.putheader(k, v)

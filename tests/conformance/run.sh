@@ -35,13 +35,22 @@ sed -i "s/UPSTREAM_PORT/$(cat "$work/upstream.port")/g" actions/*.yaml
 printf 'conformance-demo-token' | "$bin" secret set demo_token 2>/dev/null
 PORTCULLIS_AGENT_TOKEN=$("$bin" agent add conformance-bot 2>/dev/null)
 export PORTCULLIS_AGENT_TOKEN
+# The proxy starts first, so that the gateway can be told the address the suite uses.
+python3 "$here/proxy.py" "$work/gateway.port" "$work/proxy.port" 2> "$work/proxy.log" & pids+=($!)
+wait_file "$work/proxy.port"
+proxy_port=$(cat "$work/proxy.port")
+cat >> portcullis.yaml <<YAML
+mcp:
+  # The suite reaches /mcp as localhost:$proxy_port (through the proxy); nothing else.
+  allowed_hosts: ["localhost:$proxy_port"]
+  allowed_origins: ["http://localhost:$proxy_port"]
+YAML
 "$bin" check
 "$bin" serve --listen 127.0.0.1:0 2> serve.log & pids+=($!)
 for _ in $(seq 100); do grep -q 'listening on' serve.log 2>/dev/null && break; sleep 0.1; done
 gw_port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' serve.log | head -1)
 [ -n "$gw_port" ] || { cat serve.log; exit 1; }
-python3 "$here/proxy.py" "$gw_port" "$work/proxy.port" & pids+=($!)
-wait_file "$work/proxy.port"
+echo "$gw_port" > "$work/gateway.port"
 url="http://localhost:$(cat "$work/proxy.port")/mcp"
 
 passed=0
@@ -52,7 +61,7 @@ for scenario in "${applicable[@]}"; do
     passed=$((passed + 1))
   else
     echo "FAIL $scenario"
-    sed -n '/Checks:/,/=== Failed Checks ===/p;/=== Failed Checks ===/,/^$/p' "$work/$scenario.log" | head -40
+    grep -v "^\s*$" "$work/$scenario.log" | grep -A4 -E "Error|FAILURE" | head -30
     failed=$((failed + 1))
   fi
 done
