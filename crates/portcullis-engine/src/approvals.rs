@@ -333,6 +333,22 @@ impl Gateway {
         } else {
             AuditKind::Denial
         };
+        // A vote that counted is audited before anything follows from it.
+        if matches!(
+            outcome,
+            VoteOutcome::Recorded { .. } | VoteOutcome::Denied | VoteOutcome::Approved(_)
+        ) {
+            self.audit_vote(
+                person,
+                kind,
+                &intent,
+                &agent,
+                action.as_deref(),
+                &hold.payload_sha256,
+                detail,
+            )
+            .await?;
+        }
         let (state, approvals, intent_result) = match outcome {
             VoteOutcome::NotFound => return Err(ApprovalError::NotFound(id.to_owned())),
             VoteOutcome::NotPending(s) => return Err(ApprovalError::NotPending(s)),
@@ -342,30 +358,8 @@ impl Gateway {
                 self.expired(&hold).await;
                 return Err(ApprovalError::Expired);
             }
-            VoteOutcome::Recorded { have, .. } => {
-                self.audit_vote(
-                    person,
-                    kind,
-                    &intent,
-                    &agent,
-                    action.as_deref(),
-                    &hold.payload_sha256,
-                    detail,
-                )
-                .await?;
-                ("pending".to_owned(), have, None)
-            }
+            VoteOutcome::Recorded { have, .. } => ("pending".to_owned(), have, None),
             VoteOutcome::Denied => {
-                self.audit_vote(
-                    person,
-                    kind,
-                    &intent,
-                    &agent,
-                    action.as_deref(),
-                    &hold.payload_sha256,
-                    detail,
-                )
-                .await?;
                 let mut decision: Decision =
                     serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("denied"));
                 decision.effect = portcullis_core::Effect::Deny;
@@ -375,16 +369,6 @@ impl Gateway {
                 ("denied".to_owned(), approved_count(&hold), None)
             }
             VoteOutcome::Approved(approvers) => {
-                self.audit_vote(
-                    person,
-                    kind,
-                    &intent,
-                    &agent,
-                    action.as_deref(),
-                    &hold.payload_sha256,
-                    detail,
-                )
-                .await?;
                 let n = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
                 let result = self.execute_approved(&intent, &approvers).await?;
                 let state = self
