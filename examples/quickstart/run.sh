@@ -6,8 +6,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-cargo build --quiet --release -p portcullis --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/portcullis"
+# PORTCULLIS_BIN names an already-built binary (CI reuses the one its tests built).
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+  bin=$(cd "$(dirname "$PORTCULLIS_BIN")" && pwd)/$(basename "$PORTCULLIS_BIN")
+else
+  cargo build --quiet --release -p portcullis --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/portcullis"
+fi
 
 work=$(mktemp -d)
 pids=()
