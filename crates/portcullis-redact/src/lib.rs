@@ -10,7 +10,8 @@
 //! [`AgentResult`], the only response type the agent layer may return: it scrubs the body and
 //! the exposed headers and keeps only the paths the action declares with a [`Projection`].
 //!
-//! Detectors for secrets and PII that the gateway did not inject are a later, separate pass.
+//! [`detect`] finds secrets and personal data the gateway did not inject, by named rules; it is
+//! not yet applied to responses.
 
 mod decoded;
 mod error;
@@ -19,6 +20,8 @@ mod patterns;
 mod projection;
 mod response;
 mod scrub;
+
+pub mod detect;
 
 pub use error::ProjectionError;
 pub use projection::Projection;

@@ -1,0 +1,211 @@
+//! Detection of secrets and personal data that the gateway did not inject.
+//!
+//! A [`Rule`] names one format (a provider's token, a card number, a private key block) as a
+//! regular expression, a few keywords and an optional validator. A [`Detector`] runs a rule
+//! set over text: an Aho-Corasick pass over every rule's keywords decides which regexes can
+//! match at all, each of those runs once, candidates failing their rule's validator (a
+//! checksum, an entropy floor, a known documentation example) are dropped, and the rest are
+//! reduced to non-overlapping findings, leftmost first and longest at each position.
+//!
+//! Regexes use the `regex` crate, which never backtracks, so the time a rule takes is linear
+//! in the text whatever the text is.
+//!
+//! Two capture-group names carry meaning:
+//! - `v`: the value to report and redact, when the regex also matches context around it
+//!   (`password=` before a value, the user name before a URL password);
+//! - `fp`: context that marks the match as a known false positive (`version 1.2.3.4`); a
+//!   match in which it participates is dropped.
+
+mod check;
+mod pii;
+mod secrets;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+
+/// What kind of data a rule finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// A credential: a token, a key, a password.
+    Secret,
+    /// Personal data: an email address, a card number, a phone number.
+    Pii,
+}
+
+/// One detectable format.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Stable identifier, used in findings and in the redaction placeholder.
+    pub id: &'static str,
+    /// Whether the rule finds secrets or personal data.
+    pub category: Category,
+    /// One line saying what the rule finds.
+    pub description: &'static str,
+    /// ASCII strings (matched case-insensitively), at least one of which occurs in every match;
+    /// empty means the regex runs on every text.
+    pub keywords: &'static [&'static str],
+    /// The pattern, in `regex` crate syntax; see the module docs for the `v` and `fp` groups.
+    pub regex: &'static str,
+    /// Further check on the value (checksum, entropy, example exclusion); `false` drops it.
+    pub validate: Option<fn(&str) -> bool>,
+    /// Texts in which this rule must find something.
+    pub examples_true: &'static [&'static str],
+    /// Texts in which no builtin rule may find anything.
+    pub examples_false: &'static [&'static str],
+}
+
+/// One match of one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The [`Rule::id`] of the rule that matched.
+    pub rule_id: &'static str,
+    /// The [`Rule::category`] of the rule that matched.
+    pub category: Category,
+    /// Byte range of the value in the searched text.
+    pub range: Range<usize>,
+}
+
+/// Every builtin rule: secrets first, then personal data.
+pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
+    secrets::RULES.iter().chain(pii::RULES.iter())
+}
+
+/// A compiled rule set.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Vec<Compiled>,
+    /// Keyword automaton; `None` when building it failed, and then every rule runs.
+    prefilter: Option<AhoCorasick>,
+    /// For each keyword pattern of `prefilter`, the index of its rule in `rules`.
+    keyword_owner: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    rule: Rule,
+    regex: Regex,
+}
+
+impl Detector {
+    /// A detector with every builtin rule.
+    pub fn builtin() -> Self {
+        Self::new(builtin_rules().copied())
+    }
+
+    /// A detector for `rules`; a rule whose regex does not compile is left out (the builtin
+    /// rules are all checked by a test).
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
+        let rules: Vec<Compiled> = rules
+            .into_iter()
+            .filter_map(|rule| {
+                Some(Compiled {
+                    regex: Regex::new(rule.regex).ok()?,
+                    rule,
+                })
+            })
+            .collect();
+        let mut keywords = Vec::new();
+        let mut keyword_owner = Vec::new();
+        for (index, compiled) in rules.iter().enumerate() {
+            for keyword in compiled.rule.keywords {
+                keywords.push(*keyword);
+                keyword_owner.push(index);
+            }
+        }
+        let prefilter = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&keywords)
+            .ok();
+        Self {
+            rules,
+            prefilter,
+            keyword_owner,
+        }
+    }
+
+    /// The ids of the rules this detector runs.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.rules.iter().map(|compiled| compiled.rule.id)
+    }
+
+    /// Every finding in `text`, sorted by position and never overlapping.
+    pub fn find(&self, text: &str) -> Vec<Finding> {
+        let active = self.active_rules(text);
+        let mut candidates: Vec<(usize, Finding)> = Vec::new();
+        for (index, compiled) in self.rules.iter().enumerate() {
+            if active[index] {
+                candidates.extend(compiled.candidates(text).map(|finding| (index, finding)));
+            }
+        }
+        leftmost_longest(candidates)
+    }
+
+    /// `text` with each finding replaced by `<redacted:RULE_ID>`; borrowed when nothing matched.
+    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let findings = self.find(text);
+        if findings.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        for finding in findings {
+            out.push_str(&text[copied..finding.range.start]);
+            out.push_str("<redacted:");
+            out.push_str(finding.rule_id);
+            out.push('>');
+            copied = finding.range.end;
+        }
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+
+    /// Which rules can match `text`: those without keywords, and those with a keyword in it.
+    fn active_rules(&self, text: &str) -> Vec<bool> {
+        let Some(prefilter) = &self.prefilter else {
+            return vec![true; self.rules.len()];
+        };
+        let mut active: Vec<bool> = self.rules.iter().map(|c| c.rule.keywords.is_empty()).collect();
+        for found in prefilter.find_overlapping_iter(text) {
+            if let Some(&owner) = self.keyword_owner.get(found.pattern().as_usize()) {
+                active[owner] = true;
+            }
+        }
+        active
+    }
+}
+
+impl Compiled {
+    /// The validated matches of this rule in `text`.
+    fn candidates<'a>(&'a self, text: &'a str) -> impl Iterator<Item = Finding> + 'a {
+        self.regex.captures_iter(text).filter_map(|captures| {
+            if captures.name("fp").is_some() {
+                return None;
+            }
+            let value = captures.name("v").or_else(|| captures.get(0))?;
+            let valid = self.rule.validate.is_none_or(|validate| validate(value.as_str()));
+            (valid && !value.is_empty()).then(|| Finding {
+                rule_id: self.rule.id,
+                category: self.rule.category,
+                range: value.range(),
+            })
+        })
+    }
+}
+
+/// Keeps the earliest-starting candidate, the longest among those starting together (the
+/// earlier rule on a tie), and drops every candidate overlapping one already kept.
+fn leftmost_longest(mut candidates: Vec<(usize, Finding)>) -> Vec<Finding> {
+    candidates.sort_by_key(|(rule, f)| (f.range.start, std::cmp::Reverse(f.range.end), *rule));
+    let mut kept: Vec<Finding> = Vec::new();
+    for (_, finding) in candidates {
+        if kept.last().is_none_or(|last| finding.range.start >= last.range.end) {
+            kept.push(finding);
+        }
+    }
+    kept
+}

@@ -1,0 +1,147 @@
+use std::collections::BTreeSet;
+
+use super::{Detector, Rule, builtin_rules, check};
+
+/// Texts that look like secrets or personal data to a naive pattern but are neither.
+const HARD_NEGATIVES: &[&str] = &[
+    "id: 123e4567-e89b-12d3-a456-426614174000",
+    "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "Merge pull request #42 from org/feature",
+    "the 12345678901234 items",
+    "requires rustc 1.94.0 or later",
+    "release 2.0.1.7 is out",
+    "{\"user\": \"jane\", \"count\": 3, \"ok\": true}",
+];
+
+fn rule(id: &str) -> &'static Rule {
+    builtin_rules().find(|rule| rule.id == id).unwrap()
+}
+
+#[test]
+fn every_builtin_regex_compiles() {
+    for rule in builtin_rules() {
+        assert!(
+            regex::Regex::new(rule.regex).is_ok(),
+            "rule `{}` does not compile",
+            rule.id
+        );
+    }
+    assert_eq!(Detector::builtin().rule_ids().count(), builtin_rules().count());
+}
+
+#[test]
+fn rule_ids_are_unique_and_every_rule_has_examples() {
+    let mut ids = BTreeSet::new();
+    for rule in builtin_rules() {
+        assert!(ids.insert(rule.id), "duplicate rule id `{}`", rule.id);
+        assert!(!rule.examples_true.is_empty(), "rule `{}` has no true example", rule.id);
+        assert!(!rule.description.is_empty());
+    }
+}
+
+#[test]
+fn every_true_example_is_found_and_no_false_example_is() {
+    let detector = Detector::builtin();
+    for rule in builtin_rules() {
+        for example in rule.examples_true {
+            let found = detector.find(example);
+            assert!(
+                found.iter().any(|finding| finding.rule_id == rule.id),
+                "rule `{}` misses {example:?}; found {found:?}",
+                rule.id
+            );
+        }
+    }
+    let negatives = builtin_rules().flat_map(|rule| rule.examples_false.iter());
+    for example in negatives.chain(HARD_NEGATIVES) {
+        assert_eq!(detector.find(example), [], "false positive in {example:?}");
+    }
+}
+
+#[test]
+fn each_true_example_is_found_by_its_rule_alone() {
+    // The keyword prefilter must let a rule run on its own examples.
+    for rule in builtin_rules() {
+        let detector = Detector::new([*rule]);
+        for example in rule.examples_true {
+            assert!(
+                !detector.find(example).is_empty(),
+                "`{}` alone misses {example:?}",
+                rule.id
+            );
+        }
+    }
+}
+
+#[test]
+fn redaction_removes_the_value_and_is_idempotent() {
+    let detector = Detector::builtin();
+    for rule in builtin_rules() {
+        for example in rule.examples_true {
+            let once = detector.redact(example);
+            let marker = format!("<redacted:{}>", rule.id);
+            assert!(once.contains(&marker), "{example:?} became {once:?}");
+            assert_eq!(detector.redact(&once), once, "redacting {example:?} twice");
+        }
+    }
+}
+
+#[test]
+fn redaction_replaces_only_the_value() {
+    let detector = Detector::builtin();
+    assert_eq!(
+        detector.redact("db: postgres://app:Zq8v!t2LmR@db.internal/app, mail ops@example.com"),
+        "db: postgres://app:<redacted:url-password>@db.internal/app, mail <redacted:email>"
+    );
+    assert!(matches!(detector.redact("nothing here"), std::borrow::Cow::Borrowed(_)));
+}
+
+#[test]
+fn findings_do_not_overlap_and_the_longest_wins() {
+    let detector = Detector::builtin();
+    let text = "token: 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 and 4111-1111-1111-1111";
+    let found = detector.find(text);
+    let ids: Vec<_> = found.iter().map(|f| f.rule_id).collect();
+    assert_eq!(ids, ["github-pat", "payment-card"]);
+    assert!(found.windows(2).all(|pair| pair[0].range.end <= pair[1].range.start));
+}
+
+#[test]
+fn the_github_checksum_is_the_base62_crc32_of_the_random_part() {
+    assert_eq!(check::crc32(b"123456789"), 0xCBF4_3926);
+    let body = "Portcullis0Synthetic0Example01";
+    let checksum = check::base62_6(check::crc32(body.as_bytes()));
+    let token = format!("ghp_{body}{}", std::str::from_utf8(&checksum).unwrap());
+    assert!(check::github_checksum(&token));
+    assert!(
+        Detector::builtin()
+            .find(&token)
+            .iter()
+            .any(|f| f.rule_id == "github-pat")
+    );
+    assert!(!check::github_checksum(&token.replace("ghp_P", "ghp_Q")));
+}
+
+#[test]
+fn validators_accept_and_reject_known_values() {
+    assert!(check::luhn(b"79927398713"));
+    assert!(!check::luhn(b"79927398710"));
+    assert!(check::iban("GB82WEST12345698765432"));
+    assert!(!check::iban("GB82WEST12345698765431"));
+    assert!(check::shannon_entropy("aaaa") < 0.01);
+    assert!((check::shannon_entropy("abcd") - 2.0).abs() < 1e-9);
+    assert!(check::jwt("eyJhbGciOiJub25lIn0"));
+    assert!(!check::jwt("eyJub3QiOiJqd3QifQ"));
+}
+
+#[test]
+fn a_rule_with_a_broken_regex_is_skipped() {
+    let broken = Rule {
+        id: "broken",
+        regex: "(",
+        ..*rule("email")
+    };
+    let detector = Detector::new([broken, *rule("email")]);
+    assert_eq!(detector.rule_ids().collect::<Vec<_>>(), ["email"]);
+}
