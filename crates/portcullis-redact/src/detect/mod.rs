@@ -18,6 +18,7 @@
 
 mod check;
 mod pii;
+mod saas;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -71,8 +72,12 @@ pub struct Finding {
 }
 
 /// Every builtin rule: secrets first, then personal data.
+///
+/// The order matters only when two rules find exactly the same range: the earlier one is
+/// reported. The generic assignment rule therefore comes after every named format.
 pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
-    secrets::RULES.iter().chain(pii::RULES.iter())
+    let (named, generic) = secrets::RULES.split_at(secrets::RULES.len().saturating_sub(1));
+    named.iter().chain(saas::RULES).chain(generic).chain(pii::RULES)
 }
 
 /// A compiled rule set.
