@@ -151,22 +151,20 @@ impl Detector {
     }
 
     /// `text` with each finding replaced by `<redacted:RULE_ID>`; borrowed when nothing matched.
+    ///
+    /// A placeholder changes the context of its neighbours (a phone number glued to a token
+    /// is found only once the token is replaced), so redaction repeats until nothing more is
+    /// found, at most [`MAX_REDACTION_PASSES`] times; that makes it idempotent in practice.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        let findings = self.find(text);
-        if findings.is_empty() {
-            return Cow::Borrowed(text);
+        let mut out = Cow::Borrowed(text);
+        for _ in 0..MAX_REDACTION_PASSES {
+            let findings = self.find(&out);
+            if findings.is_empty() {
+                break;
+            }
+            out = Cow::Owned(replace(&out, &findings));
         }
-        let mut out = String::with_capacity(text.len());
-        let mut copied = 0;
-        for finding in findings {
-            out.push_str(&text[copied..finding.range.start]);
-            out.push_str("<redacted:");
-            out.push_str(finding.rule_id);
-            out.push('>');
-            copied = finding.range.end;
-        }
-        out.push_str(&text[copied..]);
-        Cow::Owned(out)
+        out
     }
 
     /// Which rules can match `text`: those without keywords, and those with a keyword in it.
@@ -200,6 +198,24 @@ impl Compiled {
             })
         })
     }
+}
+
+/// How many times [`Detector::redact`] re-scans its own output.
+const MAX_REDACTION_PASSES: usize = 4;
+
+/// `text` with each of `findings` (sorted, disjoint) replaced by its placeholder.
+fn replace(text: &str, findings: &[Finding]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for finding in findings {
+        out.push_str(&text[copied..finding.range.start]);
+        out.push_str("<redacted:");
+        out.push_str(finding.rule_id);
+        out.push('>');
+        copied = finding.range.end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Keeps the earliest-starting candidate, the longest among those starting together (the

@@ -145,3 +145,51 @@ fn a_rule_with_a_broken_regex_is_skipped() {
     let detector = Detector::new([broken, *rule("email")]);
     assert_eq!(detector.rule_ids().collect::<Vec<_>>(), ["email"]);
 }
+
+mod properties {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+
+    use super::{Detector, builtin_rules};
+
+    static DETECTOR: LazyLock<Detector> = LazyLock::new(Detector::builtin);
+
+    /// Text made of true examples, false examples and arbitrary filler, so that findings,
+    /// near-misses and their boundaries meet.
+    fn mixed_text() -> impl Strategy<Value = String> {
+        let examples: Vec<&'static str> = builtin_rules()
+            .flat_map(|rule| rule.examples_true.iter().chain(rule.examples_false))
+            .copied()
+            .collect();
+        let piece = prop_oneof![
+            proptest::sample::select(examples).prop_map(String::from),
+            any::<String>(),
+            "[ \n\",:=;@./a-zA-Z0-9+-]{0,12}",
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn findings_are_sorted_disjoint_char_ranges(text in mixed_text()) {
+            let found = DETECTOR.find(&text);
+            for finding in &found {
+                prop_assert!(finding.range.start < finding.range.end);
+                prop_assert!(text.get(finding.range.clone()).is_some());
+            }
+            prop_assert!(found.windows(2).all(|w| w[0].range.end <= w[1].range.start));
+        }
+
+        #[test]
+        fn redaction_is_idempotent(text in mixed_text()) {
+            let once = DETECTOR.redact(&text).into_owned();
+            prop_assert_eq!(DETECTOR.redact(&once), once.as_str());
+        }
+
+        #[test]
+        fn redaction_never_panics_on_arbitrary_text(text in any::<String>()) {
+            let _ = DETECTOR.redact(&text);
+        }
+    }
+}
