@@ -94,6 +94,8 @@ pub struct Detector {
 struct Compiled {
     rule: Rule,
     regex: Regex,
+    /// Whether the regex has a `v` or `fp` group; without one the faster `find_iter` does.
+    has_groups: bool,
 }
 
 impl Detector {
@@ -105,15 +107,7 @@ impl Detector {
     /// A detector for `rules`; a rule whose regex does not compile is left out (the builtin
     /// rules are all checked by a test).
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
-        let rules: Vec<Compiled> = rules
-            .into_iter()
-            .filter_map(|rule| {
-                Some(Compiled {
-                    regex: Regex::new(rule.regex).ok()?,
-                    rule,
-                })
-            })
-            .collect();
+        let rules: Vec<Compiled> = rules.into_iter().filter_map(|rule| Compiled::new(rule).ok()).collect();
         let mut keywords = Vec::new();
         let mut keyword_owner = Vec::new();
         for (index, compiled) in rules.iter().enumerate() {
@@ -141,11 +135,9 @@ impl Detector {
     /// Every finding in `text`, sorted by position and never overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let active = self.active_rules(text);
-        let mut candidates: Vec<(usize, Finding)> = Vec::new();
-        for (index, compiled) in self.rules.iter().enumerate() {
-            if active[index] {
-                candidates.extend(compiled.candidates(text).map(|finding| (index, finding)));
-            }
+        let mut candidates = Vec::new();
+        for (compiled, _) in self.rules.iter().zip(active).filter(|(_, active)| *active) {
+            compiled.candidates(text, &mut candidates);
         }
         leftmost_longest(candidates)
     }
@@ -183,20 +175,42 @@ impl Detector {
 }
 
 impl Compiled {
+    fn new(rule: Rule) -> Result<Self, regex::Error> {
+        let regex = Regex::new(rule.regex)?;
+        let has_groups = regex.capture_names().flatten().any(|name| name == "v" || name == "fp");
+        Ok(Self {
+            rule,
+            regex,
+            has_groups,
+        })
+    }
+
     /// The validated matches of this rule in `text`.
-    fn candidates<'a>(&'a self, text: &'a str) -> impl Iterator<Item = Finding> + 'a {
-        self.regex.captures_iter(text).filter_map(|captures| {
-            if captures.name("fp").is_some() {
-                return None;
+    fn candidates(&self, text: &str, out: &mut Vec<Finding>) {
+        if self.has_groups {
+            for captures in self.regex.captures_iter(text) {
+                if captures.name("fp").is_none()
+                    && let Some(value) = captures.name("v").or_else(|| captures.get(0))
+                {
+                    self.push_if_valid(value, out);
+                }
             }
-            let value = captures.name("v").or_else(|| captures.get(0))?;
-            let valid = self.rule.validate.is_none_or(|validate| validate(value.as_str()));
-            (valid && !value.is_empty()).then(|| Finding {
+        } else {
+            for value in self.regex.find_iter(text) {
+                self.push_if_valid(value, out);
+            }
+        }
+    }
+
+    fn push_if_valid(&self, value: regex::Match<'_>, out: &mut Vec<Finding>) {
+        let valid = self.rule.validate.is_none_or(|validate| validate(value.as_str()));
+        if valid && !value.is_empty() {
+            out.push(Finding {
                 rule_id: self.rule.id,
                 category: self.rule.category,
                 range: value.range(),
-            })
-        })
+            });
+        }
     }
 }
 
@@ -220,10 +234,11 @@ fn replace(text: &str, findings: &[Finding]) -> String {
 
 /// Keeps the earliest-starting candidate, the longest among those starting together (the
 /// earlier rule on a tie), and drops every candidate overlapping one already kept.
-fn leftmost_longest(mut candidates: Vec<(usize, Finding)>) -> Vec<Finding> {
-    candidates.sort_by_key(|(rule, f)| (f.range.start, std::cmp::Reverse(f.range.end), *rule));
+fn leftmost_longest(mut candidates: Vec<Finding>) -> Vec<Finding> {
+    // Stable, so candidates with the same range stay in rule order.
+    candidates.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
     let mut kept: Vec<Finding> = Vec::new();
-    for (_, finding) in candidates {
+    for finding in candidates {
         if kept.last().is_none_or(|last| finding.range.start >= last.range.end) {
             kept.push(finding);
         }
