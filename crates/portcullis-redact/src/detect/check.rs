@@ -196,3 +196,8 @@ pub(crate) fn password(s: &str) -> bool {
 pub(crate) fn high_entropy_value(s: &str) -> bool {
     shannon_entropy(s) >= 3.5 && !placeholder(s) && !hash_or_uuid(s)
 }
+
+/// An IPv6 address with at least four hex digits, so that `a::b` and `::` in code are not one.
+pub(crate) fn ipv6(s: &str) -> bool {
+    s.parse::<std::net::Ipv6Addr>().is_ok() && s.bytes().filter(u8::is_ascii_hexdigit).count() >= 4
+}
