@@ -17,6 +17,7 @@
 //!   match in which it participates is dropped.
 
 mod check;
+mod credentials;
 mod pii;
 mod saas;
 mod secrets;
@@ -74,10 +75,13 @@ pub struct Finding {
 /// Every builtin rule: secrets first, then personal data.
 ///
 /// The order matters only when two rules find exactly the same range: the earlier one is
-/// reported. The generic assignment rule therefore comes after every named format.
+/// reported, so named formats come before the generic ones of [`credentials`].
 pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
-    let (named, generic) = secrets::RULES.split_at(secrets::RULES.len().saturating_sub(1));
-    named.iter().chain(saas::RULES).chain(generic).chain(pii::RULES)
+    secrets::RULES
+        .iter()
+        .chain(saas::RULES)
+        .chain(credentials::RULES)
+        .chain(pii::RULES)
 }
 
 /// A compiled rule set.
