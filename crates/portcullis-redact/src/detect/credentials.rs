@@ -14,11 +14,13 @@ pub(crate) static RULES: &[Rule] = &[
         category: Secret,
         description: "PEM private key block (PKCS#1, PKCS#8, SEC1, DSA, encrypted)",
         keywords: &["private key-----"],
-        regex: r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----[A-Za-z0-9+/=\s:,-]*?-----END (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----",
+        regex: r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----[A-Za-z0-9+/=\s:,\\-]*?-----END (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----",
         validate: None,
         examples_true: &[
             "-----BEGIN PRIVATE KEY-----\nU3ludGhldGljIGtleSBtYXRlcmlhbCBmb3IgdGVzdHM=\n-----END PRIVATE KEY-----",
             "-----BEGIN RSA PRIVATE KEY-----\r\nU3ludGhldGlj\r\n-----END RSA PRIVATE KEY-----\r\n",
+            // Inside a JSON string as it appears in a raw log line, newlines escaped.
+            r#"{"key":"-----BEGIN EC PRIVATE KEY-----\nU3ludGhldGlj\n-----END EC PRIVATE KEY-----\n"}"#,
         ],
         examples_false: &[
             "-----BEGIN PUBLIC KEY-----\nU3ludGhldGlj\n-----END PUBLIC KEY-----",
@@ -30,7 +32,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Secret,
         description: "OpenSSH private key block",
         keywords: &["openssh private key"],
-        regex: r"-----BEGIN OPENSSH PRIVATE KEY-----[A-Za-z0-9+/=\s]*?-----END OPENSSH PRIVATE KEY-----",
+        regex: r"-----BEGIN OPENSSH PRIVATE KEY-----[A-Za-z0-9+/=\s\\]*?-----END OPENSSH PRIVATE KEY-----",
         validate: None,
         examples_true: &[
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
