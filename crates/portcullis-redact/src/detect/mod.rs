@@ -150,7 +150,7 @@ impl Detector {
     ///
     /// A placeholder changes the context of its neighbours (a phone number glued to a token
     /// is found only once the token is replaced), so redaction repeats until nothing more is
-    /// found, at most [`MAX_REDACTION_PASSES`] times; that makes it idempotent in practice.
+    /// found, at most four times; that makes it idempotent in practice.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
         for _ in 0..MAX_REDACTION_PASSES {
