@@ -75,7 +75,7 @@ pub struct Finding {
 /// Every builtin rule: secrets first, then personal data.
 ///
 /// The order matters only when two rules find exactly the same range: the earlier one is
-/// reported, so named formats come before the generic ones of [`credentials`].
+/// reported, so named formats come before the generic password and assignment rules.
 pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
     secrets::RULES
         .iter()
