@@ -50,7 +50,7 @@ fn scrub_keys(scrubber: &Scrubber, members: &mut Map<String, Value>) {
 
 /// `key`, or `key#2`, `key#3`… when it is taken: two keys that differed only in their secret
 /// become equal once scrubbed, and the second must not overwrite the first.
-fn unique_key(members: &Map<String, Value>, key: String) -> String {
+pub(crate) fn unique_key(members: &Map<String, Value>, key: String) -> String {
     if !members.contains_key(&key) {
         return key;
     }

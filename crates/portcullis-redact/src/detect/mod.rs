@@ -18,6 +18,9 @@
 
 mod check;
 mod credentials;
+mod custom;
+mod json;
+mod phone;
 mod pii;
 mod saas;
 mod secrets;
@@ -27,16 +30,31 @@ mod tests;
 use std::borrow::Cow;
 use std::ops::Range;
 
+pub use custom::{CustomRule, RuleError};
+pub use json::{JsonFinding, SENSITIVE_KEY, Treatment, is_sensitive_key};
+
 use aho_corasick::AhoCorasick;
 use regex::Regex;
 
 /// What kind of data a rule finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Category {
     /// A credential: a token, a key, a password.
     Secret,
     /// Personal data: an email address, a card number, a phone number.
     Pii,
+}
+
+impl Category {
+    /// `"secret"` or `"pii"`, as policies and findings spell it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Pii => "pii",
+        }
+    }
 }
 
 /// One detectable format.
@@ -64,8 +82,8 @@ pub struct Rule {
 /// One match of one rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// The [`Rule::id`] of the rule that matched.
-    pub rule_id: &'static str,
+    /// The id of the rule that matched.
+    pub rule_id: Cow<'static, str>,
     /// The [`Rule::category`] of the rule that matched.
     pub category: Category,
     /// Byte range of the value in the searched text.
@@ -82,6 +100,7 @@ pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
         .chain(saas::RULES)
         .chain(credentials::RULES)
         .chain(pii::RULES)
+        .chain(phone::RULES)
 }
 
 /// A compiled rule set.
@@ -96,7 +115,10 @@ pub struct Detector {
 
 #[derive(Debug)]
 struct Compiled {
-    rule: Rule,
+    id: Cow<'static, str>,
+    category: Category,
+    keywords: Vec<Cow<'static, str>>,
+    validate: Option<fn(&str) -> bool>,
     regex: Regex,
     /// Whether the regex has a `v` or `fp` group; without one the faster `find_iter` does.
     has_groups: bool,
@@ -111,12 +133,50 @@ impl Detector {
     /// A detector for `rules`; a rule whose regex does not compile is left out (the builtin
     /// rules are all checked by a test).
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
-        let rules: Vec<Compiled> = rules.into_iter().filter_map(|rule| Compiled::new(rule).ok()).collect();
-        let mut keywords = Vec::new();
+        Self::from_compiled(
+            rules
+                .into_iter()
+                .filter_map(|rule| Compiled::builtin(rule).ok())
+                .collect(),
+        )
+    }
+
+    /// The builtin rules minus those whose ids are in `disable`, plus `custom`.
+    ///
+    /// # Errors
+    /// Every problem at once: an unknown id in `disable`, and each custom rule that is
+    /// malformed or does not behave as its own examples say (see [`CustomRule`]).
+    pub fn configure(disable: &[String], custom: &[CustomRule]) -> Result<Self, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        for id in disable {
+            if !builtin_rules().any(|rule| rule.id == id) {
+                errors.push(RuleError::new(id, "is not a builtin rule, so it can't be disabled"));
+            }
+        }
+        let mut compiled: Vec<Compiled> = builtin_rules()
+            .filter(|rule| !disable.iter().any(|id| id == rule.id))
+            .filter_map(|rule| Compiled::builtin(*rule).ok())
+            .collect();
+        for (index, rule) in custom.iter().enumerate() {
+            let earlier = custom.get(..index).unwrap_or_default();
+            match custom::compile(rule, earlier) {
+                Ok(rule) => compiled.push(rule),
+                Err(problems) => errors.extend(problems),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self::from_compiled(compiled))
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn from_compiled(rules: Vec<Compiled>) -> Self {
+        let mut keywords: Vec<&str> = Vec::new();
         let mut keyword_owner = Vec::new();
         for (index, compiled) in rules.iter().enumerate() {
-            for keyword in compiled.rule.keywords {
-                keywords.push(*keyword);
+            for keyword in &compiled.keywords {
+                keywords.push(keyword);
                 keyword_owner.push(index);
             }
         }
@@ -132,8 +192,8 @@ impl Detector {
     }
 
     /// The ids of the rules this detector runs.
-    pub fn rule_ids(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.rules.iter().map(|compiled| compiled.rule.id)
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rules.iter().map(|compiled| &*compiled.id)
     }
 
     /// Every finding in `text`, sorted by position and never overlapping.
@@ -146,7 +206,7 @@ impl Detector {
         leftmost_longest(candidates)
     }
 
-    /// `text` with each finding replaced by `<redacted:RULE_ID>`; borrowed when nothing matched.
+    /// `text` with each finding replaced by `[REDACTED:RULE_ID]`; borrowed when nothing matched.
     ///
     /// A placeholder changes the context of its neighbours (a phone number glued to a token
     /// is found only once the token is replaced), so redaction repeats until nothing more is
@@ -168,7 +228,7 @@ impl Detector {
         let Some(prefilter) = &self.prefilter else {
             return vec![true; self.rules.len()];
         };
-        let mut active: Vec<bool> = self.rules.iter().map(|c| c.rule.keywords.is_empty()).collect();
+        let mut active: Vec<bool> = self.rules.iter().map(|c| c.keywords.is_empty()).collect();
         for found in prefilter.find_overlapping_iter(text) {
             if let Some(&owner) = self.keyword_owner.get(found.pattern().as_usize()) {
                 active[owner] = true;
@@ -179,14 +239,33 @@ impl Detector {
 }
 
 impl Compiled {
-    fn new(rule: Rule) -> Result<Self, regex::Error> {
+    fn builtin(rule: Rule) -> Result<Self, regex::Error> {
         let regex = Regex::new(rule.regex)?;
+        Ok(Self::new(
+            Cow::Borrowed(rule.id),
+            rule.category,
+            rule.keywords.iter().map(|k| Cow::Borrowed(*k)).collect(),
+            rule.validate,
+            regex,
+        ))
+    }
+
+    fn new(
+        id: Cow<'static, str>,
+        category: Category,
+        keywords: Vec<Cow<'static, str>>,
+        validate: Option<fn(&str) -> bool>,
+        regex: Regex,
+    ) -> Self {
         let has_groups = regex.capture_names().flatten().any(|name| name == "v" || name == "fp");
-        Ok(Self {
-            rule,
+        Self {
+            id,
+            category,
+            keywords,
+            validate,
             regex,
             has_groups,
-        })
+        }
     }
 
     /// The validated matches of this rule in `text`.
@@ -207,11 +286,11 @@ impl Compiled {
     }
 
     fn push_if_valid(&self, value: regex::Match<'_>, out: &mut Vec<Finding>) {
-        let valid = self.rule.validate.is_none_or(|validate| validate(value.as_str()));
+        let valid = self.validate.is_none_or(|validate| validate(value.as_str()));
         if valid && !value.is_empty() {
             out.push(Finding {
-                rule_id: self.rule.id,
-                category: self.rule.category,
+                rule_id: self.id.clone(),
+                category: self.category,
                 range: value.range(),
             });
         }
@@ -227,13 +306,25 @@ fn replace(text: &str, findings: &[Finding]) -> String {
     let mut copied = 0;
     for finding in findings {
         out.push_str(&text[copied..finding.range.start]);
-        out.push_str("<redacted:");
-        out.push_str(finding.rule_id);
-        out.push('>');
+        push_placeholder(&mut out, &finding.rule_id);
         copied = finding.range.end;
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// The text that replaces a finding of `kind`: `[REDACTED:kind]`.
+#[must_use]
+pub fn placeholder(kind: &str) -> String {
+    let mut out = String::with_capacity(kind.len() + 11);
+    push_placeholder(&mut out, kind);
+    out
+}
+
+fn push_placeholder(out: &mut String, kind: &str) {
+    out.push_str("[REDACTED:");
+    out.push_str(kind);
+    out.push(']');
 }
 
 /// Keeps the earliest-starting candidate, the longest among those starting together (the

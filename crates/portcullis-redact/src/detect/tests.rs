@@ -80,7 +80,7 @@ fn redaction_removes_the_value_and_is_idempotent() {
     for rule in builtin_rules() {
         for example in rule.examples_true {
             let once = detector.redact(example);
-            let marker = format!("<redacted:{}>", rule.id);
+            let marker = format!("[REDACTED:{}]", rule.id);
             assert!(once.contains(&marker), "{example:?} became {once:?}");
             assert_eq!(detector.redact(&once), once, "redacting {example:?} twice");
         }
@@ -92,7 +92,7 @@ fn redaction_replaces_only_the_value() {
     let detector = Detector::builtin();
     assert_eq!(
         detector.redact("db: postgres://app:Zq8v!t2LmR@db.internal/app, mail ops@example.com"),
-        "db: postgres://app:<redacted:url-password>@db.internal/app, mail <redacted:email>"
+        "db: postgres://app:[REDACTED:url-password]@db.internal/app, mail [REDACTED:email]"
     );
     assert!(matches!(detector.redact("nothing here"), std::borrow::Cow::Borrowed(_)));
 }
@@ -102,7 +102,7 @@ fn findings_do_not_overlap_and_the_longest_wins() {
     let detector = Detector::builtin();
     let text = "token: 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 and 4111-1111-1111-1111";
     let found = detector.find(text);
-    let ids: Vec<_> = found.iter().map(|f| f.rule_id).collect();
+    let ids: Vec<_> = found.iter().map(|f| f.rule_id.clone()).collect();
     assert_eq!(ids, ["github-pat", "payment-card"]);
     assert!(found.windows(2).all(|pair| pair[0].range.end <= pair[1].range.start));
 }

@@ -1,0 +1,392 @@
+//! Detection inside JSON: every string value, the digits of every number, every object key,
+//! and the whole value of members whose key names a credential (`password`, `api_key`…).
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Category, Detector, placeholder};
+use crate::json::unique_key;
+
+/// The kind reported for a member redacted because of its key's name.
+pub const SENSITIVE_KEY: &str = "sensitive-key";
+
+/// Normalized key names (lowercase, letters and digits only) that always hold a credential.
+const SENSITIVE_NAMES: &[&str] = &[
+    "token",
+    "pwd",
+    "pass",
+    "secret",
+    "authorization",
+    "cookie",
+    "credentials",
+];
+
+/// Endings of normalized key names that hold a credential (`client_secret`, `githubToken`…,
+/// but not `max_tokens` or `token_type`).
+const SENSITIVE_ENDINGS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "apitoken",
+    "accesstoken",
+    "refreshtoken",
+    "authtoken",
+    "sessiontoken",
+    "idtoken",
+    "bearertoken",
+    "privatekey",
+    "secretkey",
+    "signingkey",
+    "accesskeysecret",
+    "connectionstring",
+];
+
+/// Whether a member named `key` holds a credential whatever its value looks like.
+#[must_use]
+pub fn is_sensitive_key(key: &str) -> bool {
+    let normalized: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SENSITIVE_NAMES.contains(&normalized.as_str()) || SENSITIVE_ENDINGS.iter().any(|end| normalized.ends_with(end))
+}
+
+/// One finding in a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct JsonFinding {
+    /// The rule id, or [`SENSITIVE_KEY`].
+    pub kind: Cow<'static, str>,
+    /// Secret or personal data.
+    pub category: Category,
+    /// RFC 6901 pointer to the value (object keys along the way already redacted).
+    pub pointer: String,
+}
+
+/// What to do with a value in which something was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Treatment {
+    /// Replace what was found with `[REDACTED:kind]`; a sensitive member's whole value.
+    #[default]
+    Mask,
+    /// Remove the object member or array element holding it; a bare top-level value
+    /// becomes `null`.
+    Drop,
+}
+
+impl Detector {
+    /// Every finding in `value`, without changing it; sorted and without duplicates.
+    #[must_use]
+    pub fn scan_json(&self, value: &Value) -> Vec<JsonFinding> {
+        let mut out = Vec::new();
+        let mut copy = value.clone();
+        self.visit(&mut copy, &mut String::new(), None, &mut out);
+        finish(out)
+    }
+
+    /// Redacts `value` in place with `treatment` and returns what was found, sorted and
+    /// without duplicates.
+    pub fn redact_json(&self, value: &mut Value, treatment: Treatment) -> Vec<JsonFinding> {
+        let mut out = Vec::new();
+        if self.visit(value, &mut String::new(), Some(treatment), &mut out) {
+            *value = Value::Null;
+        }
+        finish(out)
+    }
+
+    /// Visits `value` at `pointer`; returns whether it must be removed from its parent.
+    /// Recursion depth is that of the value, which `serde_json` bounds when parsing.
+    fn visit(
+        &self,
+        value: &mut Value,
+        pointer: &mut String,
+        treatment: Option<Treatment>,
+        out: &mut Vec<JsonFinding>,
+    ) -> bool {
+        match value {
+            Value::String(text) => self.visit_text(text, pointer, treatment, out).is_some_and(|masked| {
+                if let Some(masked) = masked {
+                    *text = masked;
+                }
+                treatment == Some(Treatment::Drop)
+            }),
+            Value::Number(number) => {
+                let digits = number.to_string();
+                self.visit_text(&digits, pointer, treatment, out).is_some_and(|masked| {
+                    if let Some(masked) = masked {
+                        *value = Value::String(masked);
+                    }
+                    treatment == Some(Treatment::Drop)
+                })
+            }
+            Value::Array(items) => {
+                let mut keep = Vec::with_capacity(items.len());
+                for (index, item) in items.iter_mut().enumerate() {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&index.to_string());
+                    keep.push(!self.visit(item, pointer, treatment, out));
+                    pointer.truncate(len);
+                }
+                if keep.contains(&false) {
+                    let mut flags = keep.into_iter();
+                    items.retain(|_| flags.next().unwrap_or(true));
+                }
+                false
+            }
+            Value::Object(members) => {
+                self.visit_members(members, pointer, treatment, out);
+                false
+            }
+            Value::Bool(_) | Value::Null => false,
+        }
+    }
+
+    fn visit_members(
+        &self,
+        members: &mut Map<String, Value>,
+        pointer: &mut String,
+        treatment: Option<Treatment>,
+        out: &mut Vec<JsonFinding>,
+    ) {
+        let mut rebuilt = Map::with_capacity(members.len());
+        for (key, mut member) in std::mem::take(members) {
+            let key_findings = self.find(&key);
+            let shown_key = if key_findings.is_empty() {
+                Cow::Borrowed(key.as_str())
+            } else {
+                self.redact(&key)
+            };
+            let len = pointer.len();
+            pointer.push('/');
+            push_escaped(pointer, &shown_key);
+            let mut remove = false;
+            for finding in key_findings {
+                out.push(JsonFinding {
+                    kind: finding.rule_id,
+                    category: finding.category,
+                    pointer: pointer.clone(),
+                });
+                remove |= treatment == Some(Treatment::Drop);
+            }
+            if is_sensitive_key(&key) && holds_a_value(&member) {
+                out.push(JsonFinding {
+                    kind: Cow::Borrowed(SENSITIVE_KEY),
+                    category: Category::Secret,
+                    pointer: pointer.clone(),
+                });
+                match treatment {
+                    Some(Treatment::Mask) => member = Value::String(placeholder(SENSITIVE_KEY)),
+                    Some(Treatment::Drop) => remove = true,
+                    None => {}
+                }
+            } else {
+                remove |= self.visit(&mut member, pointer, treatment, out);
+            }
+            pointer.truncate(len);
+            if remove {
+                continue;
+            }
+            let shown_key = match shown_key {
+                Cow::Borrowed(_) => key,
+                Cow::Owned(masked) => unique_key(&rebuilt, masked),
+            };
+            rebuilt.insert(shown_key, member);
+        }
+        *members = rebuilt;
+    }
+
+    /// Records the findings in `text`. `None` when there are none; otherwise `Some` of the
+    /// masked text when masking.
+    fn visit_text(
+        &self,
+        text: &str,
+        pointer: &str,
+        treatment: Option<Treatment>,
+        out: &mut Vec<JsonFinding>,
+    ) -> Option<Option<String>> {
+        let findings = self.find(text);
+        if findings.is_empty() {
+            return None;
+        }
+        let mut kinds = BTreeSet::new();
+        for finding in findings {
+            if kinds.insert(finding.rule_id.clone()) {
+                out.push(JsonFinding {
+                    kind: finding.rule_id,
+                    category: finding.category,
+                    pointer: pointer.to_owned(),
+                });
+            }
+        }
+        Some((treatment == Some(Treatment::Mask)).then(|| self.redact(text).into_owned()))
+    }
+}
+
+/// A member whose key names a credential is redacted unless its value is empty, `null` or a
+/// boolean (`"password": null`, `"token": ""`, `"secret": false` reveal nothing).
+fn holds_a_value(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) => false,
+        Value::String(text) => !text.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(members) => !members.is_empty(),
+        Value::Number(_) => true,
+    }
+}
+
+/// RFC 6901: `~` becomes `~0` and `/` becomes `~1`.
+fn push_escaped(pointer: &mut String, key: &str) {
+    for c in key.chars() {
+        match c {
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
+        }
+    }
+}
+
+fn finish(mut out: Vec<JsonFinding>) -> Vec<JsonFinding> {
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn kinds(found: &[JsonFinding]) -> Vec<(String, String)> {
+        found.iter().map(|f| (f.kind.to_string(), f.pointer.clone())).collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut out: Vec<_> = expected
+            .iter()
+            .map(|(k, p)| ((*k).to_owned(), (*p).to_owned()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    fn sample() -> Value {
+        json!({
+            "id": 7,
+            "owner": {"email": "jane@example.com", "name": "Jane"},
+            "cards": [{"pan": 4_111_111_111_111_111_u64}, {"pan": "4111 1111 1111 1111", "note": "ok"}, "fine"],
+            "api_key": "looks-harmless",
+            "password": null,
+            "max_tokens": 100,
+            "by/user": {"ops@example.com": "on call"},
+            "text": "mail ops@example.com or call +14155550123",
+        })
+    }
+
+    #[test]
+    fn scanning_reports_kind_and_pointer_and_changes_nothing() {
+        let value = sample();
+        let found = Detector::builtin().scan_json(&value);
+        assert_eq!(
+            kinds(&found),
+            pairs(&[
+                ("email", "/owner/email"),
+                ("payment-card", "/cards/0/pan"),
+                ("payment-card", "/cards/1/pan"),
+                ("sensitive-key", "/api_key"),
+                ("email", "/by~1user/[REDACTED:email]"),
+                ("email", "/text"),
+                ("phone-e164", "/text"),
+            ])
+        );
+        assert_eq!(value, sample());
+    }
+
+    #[test]
+    fn masking_replaces_values_and_whole_sensitive_members() {
+        let mut value = sample();
+        Detector::builtin().redact_json(&mut value, Treatment::Mask);
+        assert_eq!(
+            value,
+            json!({
+                "id": 7,
+                "owner": {"email": "[REDACTED:email]", "name": "Jane"},
+                "cards": [{"pan": "[REDACTED:payment-card]"}, {"pan": "[REDACTED:payment-card]", "note": "ok"}, "fine"],
+                "api_key": "[REDACTED:sensitive-key]",
+                "password": null,
+                "max_tokens": 100,
+                "by/user": {"[REDACTED:email]": "on call"},
+                "text": "mail [REDACTED:email] or call [REDACTED:phone-e164]",
+            })
+        );
+        let again = value.clone();
+        assert!(
+            Detector::builtin()
+                .redact_json(&mut value, Treatment::Mask)
+                .iter()
+                .all(|f| f.kind == SENSITIVE_KEY)
+        );
+        assert_eq!(value, again, "masking is idempotent");
+    }
+
+    #[test]
+    fn dropping_removes_the_members_and_elements() {
+        let mut value = sample();
+        Detector::builtin().redact_json(&mut value, Treatment::Drop);
+        assert_eq!(
+            value,
+            json!({
+                "id": 7,
+                "owner": {"name": "Jane"},
+                "cards": [{}, {"note": "ok"}, "fine"],
+                "password": null,
+                "max_tokens": 100,
+                "by/user": {},
+            })
+        );
+        let mut bare = json!("jane@example.com");
+        Detector::builtin().redact_json(&mut bare, Treatment::Drop);
+        assert_eq!(bare, Value::Null);
+    }
+
+    #[test]
+    fn colliding_masked_keys_are_kept_apart() {
+        let mut value = json!({"a@example.com": 1, "b@example.com": 2});
+        Detector::builtin().redact_json(&mut value, Treatment::Mask);
+        assert_eq!(value, json!({"[REDACTED:email]": 1, "[REDACTED:email]#2": 2}));
+    }
+
+    #[test]
+    fn sensitive_key_names() {
+        for key in [
+            "password",
+            "db_password",
+            "clientSecret",
+            "api-key",
+            "X-Api-Key",
+            "token",
+            "accessToken",
+            "private_key",
+        ] {
+            assert!(is_sensitive_key(key), "{key}");
+        }
+        for key in [
+            "max_tokens",
+            "token_type",
+            "tokens",
+            "passage",
+            "secretary",
+            "keyboard",
+            "author",
+        ] {
+            assert!(!is_sensitive_key(key), "{key}");
+        }
+    }
+}
