@@ -163,6 +163,17 @@ pub(crate) fn not_aws_example(s: &str) -> bool {
     !s.contains("EXAMPLE")
 }
 
+/// An AWS secret access key: 40 base64 characters of 30 random bytes, so mixed case and
+/// digits; not a hex digest (a git SHA is also 40 characters) nor a documented example.
+pub(crate) fn aws_secret(s: &str) -> bool {
+    let has = |pred: fn(&u8) -> bool| s.bytes().any(|b| pred(&b));
+    not_aws_example(s)
+        && has(u8::is_ascii_uppercase)
+        && has(u8::is_ascii_lowercase)
+        && has(u8::is_ascii_digit)
+        && shannon_entropy(s) >= 4.0
+}
+
 /// A value that looks like a template variable, a mask or a redaction rather than a secret.
 fn placeholder(s: &str) -> bool {
     s.starts_with(['$', '<', '{', '%', '['])
@@ -200,4 +211,19 @@ pub(crate) fn high_entropy_value(s: &str) -> bool {
 /// An IPv6 address with at least four hex digits, so that `a::b` and `::` in code are not one.
 pub(crate) fn ipv6(s: &str) -> bool {
     s.parse::<std::net::Ipv6Addr>().is_ok() && s.bytes().filter(u8::is_ascii_hexdigit).count() >= 4
+}
+
+/// The body of a PEM block cut short: a run of at least 32 base64 characters after the header
+/// line (prose after a quoted header has spaces every few letters), lines raw or escaped.
+pub(crate) fn pem_body(s: &str) -> bool {
+    let body = s.rsplit("-----").next().unwrap_or_default();
+    let body = body.replace("\\n", " ").replace("\\r", " ");
+    body.split_whitespace()
+        .any(|run| run.len() >= 32 && run.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
+}
+
+/// A national phone number has 9 to 13 digits with its trunk `0` or country code; fewer is an
+/// hour range or a short code.
+pub(crate) fn national_phone(s: &str) -> bool {
+    (9..=13).contains(&s.bytes().filter(u8::is_ascii_digit).count())
 }

@@ -40,6 +40,24 @@ pub(crate) static RULES: &[Rule] = &[
         examples_false: &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 deploy-key"],
     },
     Rule {
+        id: "private-key-truncated",
+        category: Secret,
+        description: "Beginning of a PEM or OpenSSH private key block whose END line is cut off",
+        keywords: &["private key-----"],
+        // A complete block is longer, so the rules above win it; this one catches a block a
+        // log line or an excerpt cut short. The body excludes `--` so it stops before an END.
+        regex: r"-----BEGIN (?:(?:RSA|EC|DSA|ENCRYPTED|OPENSSH) )?PRIVATE KEY-----(?:[A-Za-z0-9+/=\s:,\\]|-[A-Za-z0-9])*",
+        validate: Some(check::pem_body),
+        examples_true: &[
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA3OlHRzHweboupcgINz46mToP8lJicCBMxpCcur+qDmUiH8iZ\nNvzLhQ27bMsgKS2bGvzXn/JAtDqQL62h",
+            "key: \"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\\n",
+        ],
+        examples_false: &[
+            "-----BEGIN RSA PRIVATE KEY-----\n...\n",
+            "Look for -----BEGIN PRIVATE KEY----- in the file.",
+        ],
+    },
+    Rule {
         id: "pgp-private-key",
         category: Secret,
         description: "PGP private key block",

@@ -12,6 +12,14 @@ const HARD_NEGATIVES: &[&str] = &[
     "requires rustc 1.94.0 or later",
     "release 2.0.1.7 is out",
     "{\"user\": \"jane\", \"count\": 3, \"ok\": true}",
+    // AWS's documentation key pair.
+    "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "etag: d41d8cd98f00b204e9800998ecf8427e",
+    "card 4111 1111 1111 1112 was declined",
+    "2026-05-12T08:15:00Z start, 10:30 - 12:45 break, 01/02/2026 due",
+    "upgraded from v2.14.0-rc.1 to 2.15.0 (build 20260512.3)",
+    "ISBN 978-0-306-40615-7, total 1 234 567,89 EUR",
+    "the run took 0.012 s over 04 05 2026",
 ];
 
 fn rule(id: &str) -> &'static Rule {
