@@ -154,6 +154,13 @@ fn a_rule_with_a_broken_regex_is_skipped() {
     assert_eq!(detector.rule_ids().collect::<Vec<_>>(), ["email"]);
 }
 
+#[test]
+#[ignore = "known miss: pii.rs's card regex takes the following digit group, then fails the separator check"]
+fn a_card_number_followed_by_a_digit_group_is_found() {
+    let found = Detector::builtin().find("card 3782-822463-10005 0 items");
+    assert!(found.iter().any(|f| f.rule_id == "payment-card"), "{found:?}");
+}
+
 mod properties {
     use std::sync::LazyLock;
 
@@ -162,6 +169,8 @@ mod properties {
     use super::{Detector, builtin_rules};
 
     static DETECTOR: LazyLock<Detector> = LazyLock::new(Detector::builtin);
+    static PLACEHOLDER: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"\[REDACTED:[a-z0-9-]+\]").unwrap());
 
     /// Text made of true examples, false examples and arbitrary filler, so that findings,
     /// near-misses and their boundaries meet.
@@ -178,7 +187,89 @@ mod properties {
         proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
     }
 
+    /// Every true example with the value its own rule finds in it.
+    fn examples_with_values() -> Vec<(&'static str, String)> {
+        builtin_rules()
+            .flat_map(|rule| rule.examples_true.iter().map(move |example| (rule.id, *example)))
+            .filter_map(|(id, example)| {
+                let finding = DETECTOR.find(example).into_iter().find(|f| f.rule_id == id)?;
+                Some((example, example[finding.range].to_owned()))
+            })
+            .collect()
+    }
+
+    /// Filler around an example: arbitrary text or text made of the characters tokens and
+    /// their context are made of, separated from the example by a line break or a space.
+    fn filler() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "[ -~]{0,24}", "[ \n\",:=;@./a-zA-Z0-9+_-]{0,16}"]
+    }
+
+    /// The length in characters of the longest part of `value` that occurs in `text`.
+    fn exposure(text: &str, value: &str) -> usize {
+        let bounds: Vec<usize> = value.char_indices().map(|(i, _)| i).chain([value.len()]).collect();
+        let mut longest = 0;
+        for (a, &start) in bounds.iter().enumerate() {
+            for (b, &end) in bounds.iter().enumerate().skip(a + longest + 1) {
+                if !text.contains(&value[start..end]) {
+                    break;
+                }
+                longest = b - a;
+            }
+        }
+        longest
+    }
+
     proptest! {
+        #[test]
+        fn redaction_never_exposes_more_of_a_secret_than_cutting_it_out(
+            (example, value) in proptest::sample::select(examples_with_values()),
+            before in filler(),
+            after in filler(),
+            // Not a bare space: see `a_card_number_followed_by_a_digit_group_is_found`.
+            separator in prop_oneof![Just(", "), Just("\n"), Just("\t")],
+        ) {
+            let text = format!("{before}{separator}{example}{separator}{after}");
+            let redacted = DETECTOR.redact(&text);
+            prop_assert!(!redacted.contains(value.as_str()), "{value:?} survives in {redacted:?}");
+            // The best any redaction can do is to cut the value out of the example; what the
+            // filler and the example's context happen to share with the value stays visible.
+            // Placeholders are the detector's own text (a rule id can share `key-` with a value).
+            let cut = format!("{before}{separator}{}{separator}{after}", example.replacen(value.as_str(), "\u{0}", 1));
+            let shown = PLACEHOLDER.replace_all(&redacted, "\u{0}");
+            prop_assert!(
+                exposure(&shown, &value) <= exposure(&cut, &value),
+                "{redacted:?} shows more of {value:?} than {cut:?}"
+            );
+        }
+
+        #[test]
+        fn redaction_is_idempotent_on_arbitrary_text(text in any::<String>()) {
+            let once = DETECTOR.redact(&text).into_owned();
+            prop_assert_eq!(DETECTOR.redact(&once), once.as_str());
+        }
+
+        #[test]
+        fn lossily_decoded_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let found = DETECTOR.find(&text);
+            prop_assert!(found.iter().all(|f| text.get(f.range.clone()).is_some()));
+            let _ = DETECTOR.redact(&text);
+        }
+
+        #[test]
+        fn lossily_decoded_examples_with_invalid_bytes_never_panic(
+            example in proptest::sample::select(examples_with_values()),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+            at in any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = example.0.as_bytes().to_vec();
+            let at = at.index(bytes.len() + 1);
+            bytes.splice(at..at, noise);
+            let text = String::from_utf8_lossy(&bytes);
+            let once = DETECTOR.redact(&text).into_owned();
+            prop_assert_eq!(DETECTOR.redact(&once), once.as_str());
+        }
+
         #[test]
         fn findings_are_sorted_disjoint_char_ranges(text in mixed_text()) {
             let found = DETECTOR.find(&text);
