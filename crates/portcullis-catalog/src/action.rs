@@ -70,6 +70,10 @@ pub struct RequestSpec {
     pub headers: Vec<(String, TemplateString)>,
     /// The JSON body template, if any.
     pub body: Option<BodyTemplate>,
+    /// Mask the secrets and personal data the detector finds in the input before the
+    /// request is rendered (policy still decides on, and the audit log hashes, the input
+    /// as sent by the agent).
+    pub redact: bool,
 }
 
 /// The Cedar resource entity an intent for this action acts on.
@@ -88,6 +92,25 @@ pub struct ResponseSpec {
     pub keep: Option<Vec<String>>,
     /// Response header names (lowercase) the agent may see besides `content-type`.
     pub headers: Vec<String>,
+    /// What happens to secrets and personal data found in what the agent would see.
+    pub redact: ResponseRedaction,
+    /// Finding kinds (rule ids, or `sensitive-key`) this action may return as they are.
+    pub allow: Vec<String>,
+}
+
+/// What happens to a response in which the detector finds secrets or personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseRedaction {
+    /// Each finding is replaced with `[REDACTED:kind]`; a member whose key names a
+    /// credential (`password`, `api_key`…) has its whole value replaced.
+    #[default]
+    Mask,
+    /// The JSON member or array element holding a finding is removed.
+    Drop,
+    /// The agent gets no result at all, only an error naming the kinds found and where;
+    /// the audit log records why. The upstream call has been made.
+    Block,
 }
 
 /// Hints for clients (MCP tool annotations), derived from the method unless given.
@@ -192,6 +215,8 @@ impl ActionDef {
         let response = ResponseSpec {
             keep: raw.response.keep,
             headers: raw.response.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            redact: raw.response.redact,
+            allow: raw.response.allow,
         };
         for p in response.keep.iter().flatten() {
             if !(p.is_empty() || p.starts_with('/')) {
@@ -328,6 +353,7 @@ fn parse_request(raw: RawRequest, label: &str) -> Result<RequestSpec, String> {
         url,
         headers,
         body,
+        redact: raw.redact,
     })
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct RawRequest {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    #[serde(default)]
+    pub redact: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +53,10 @@ pub(crate) struct RawResponseSpec {
     pub keep: Option<Vec<String>>,
     #[serde(default)]
     pub headers: Vec<String>,
+    #[serde(default)]
+    pub redact: crate::action::ResponseRedaction,
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]

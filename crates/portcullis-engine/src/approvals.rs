@@ -471,10 +471,11 @@ impl Gateway {
                     .await;
             }
         };
+        let findings = self.detector().scan_json(input.value());
         let decided = self
             .loaded()
             .policy
-            .decide(&agent, &action, input, time::OffsetDateTime::now_utc());
+            .decide(&agent, &action, input, &findings, time::OffsetDateTime::now_utc());
         match decided.into_permitted_after_approval(approvers) {
             Ok(permitted) => {
                 let decision = permitted.decision().clone();
@@ -490,7 +491,7 @@ impl Gateway {
                     json!({"approved_by": approvers}),
                 )
                 .await?;
-                self.run(id, &agent, &action, &decision, permitted).await
+                self.run(id, &agent, &action, &decision, permitted, &findings).await
             }
             Err(refused) => {
                 let decision = refused.decision().clone();

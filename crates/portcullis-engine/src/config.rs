@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 use portcullis_core::{Diagnostic, json};
 use portcullis_exec::{EgressConfig, IpNet};
 use portcullis_policy::{AgentEntity, EntityDecl, EntityRef};
+use portcullis_redact::detect::{Category, CustomRule, Detector};
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -71,6 +73,55 @@ pub struct RawConfig {
     /// The MCP endpoint `/mcp` of `serve`.
     #[serde(default)]
     pub mcp: RawMcp,
+    /// Detection of secrets and personal data in payloads, responses, logs and the audit log.
+    #[serde(default)]
+    pub redaction: RawRedaction,
+}
+
+/// The detector's rule set: every builtin rule unless disabled, plus the operator's own.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedaction {
+    /// Ids of builtin rules to turn off (`portcullis check` lists unknown ids), e.g. `[ipv4]`.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// More rules. Each is checked at load against its own examples.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// An operator's detection rule.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Lowercase letters, digits and dashes; shown as `[REDACTED:ID]` and in findings.
+    pub id: String,
+    /// `secret` or `pii`.
+    pub category: RuleCategory,
+    /// What the rule finds.
+    #[serde(default)]
+    pub description: String,
+    /// ASCII strings (case-insensitive), one of which occurs in every match: the pre-filter
+    /// runs the regex only on texts containing one.
+    pub keywords: Vec<String>,
+    /// The pattern (Rust `regex` syntax, linear time). A group named `v` narrows what is
+    /// redacted to that group; a match in which a group named `fp` takes part is ignored.
+    pub regex: String,
+    /// Texts in which the rule must find something (at least one).
+    pub examples_true: Vec<String>,
+    /// Texts in which the rule must find nothing.
+    #[serde(default)]
+    pub examples_false: Vec<String>,
+}
+
+/// The category of an operator's rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleCategory {
+    /// A credential.
+    Secret,
+    /// Personal data.
+    Pii,
 }
 
 /// Which `Host` and `Origin` values the MCP endpoint accepts (DNS-rebinding protection).
@@ -334,6 +385,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The MCP endpoint's extra allowed hosts and origins.
     pub mcp: McpSettings,
+    /// The detector for secrets and personal data (builtin rules, less the disabled ones,
+    /// plus the operator's).
+    pub detector: Arc<Detector>,
 }
 
 impl Config {
@@ -504,6 +558,7 @@ impl Config {
             );
         }
         let mcp = mcp_settings(&raw.mcp, &mut report);
+        let detector = detector(raw.redaction, &mut report);
         let entities = raw
             .entities
             .into_iter()
@@ -543,6 +598,37 @@ impl Config {
             webhook: raw.approvals.webhook,
             public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             mcp,
+            detector,
+        }
+    }
+}
+
+/// Builds the detector; on a problem, reports it and falls back to every builtin rule, so
+/// that `portcullis check` goes on checking the rest.
+fn detector(raw: RawRedaction, report: &mut dyn FnMut(&str, String)) -> Arc<Detector> {
+    let custom: Vec<CustomRule> = raw
+        .rules
+        .into_iter()
+        .map(|r| CustomRule {
+            id: r.id,
+            category: match r.category {
+                RuleCategory::Secret => Category::Secret,
+                RuleCategory::Pii => Category::Pii,
+            },
+            description: r.description,
+            keywords: r.keywords,
+            regex: r.regex,
+            examples_true: r.examples_true,
+            examples_false: r.examples_false,
+        })
+        .collect();
+    match Detector::configure(&raw.disable, &custom) {
+        Ok(detector) => Arc::new(detector),
+        Err(errors) => {
+            for e in errors {
+                report(&e.rule, format!("`redaction`: {e}"));
+            }
+            Arc::new(Detector::builtin())
         }
     }
 }

@@ -95,5 +95,10 @@ fn decide(loaded: &Loaded, case: &EvalCase, now: time::OffsetDateTime) -> Decisi
     if let Err(e) = portcullis_exec::prepare::render(action, valid.value()) {
         return Decision::gateway_deny(format!("invalid input: {e}"));
     }
-    loaded.policy.decide(&agent, action, valid, now).decision().clone()
+    let findings = loaded.config.detector.scan_json(valid.value());
+    loaded
+        .policy
+        .decide(&agent, action, valid, &findings, now)
+        .decision()
+        .clone()
 }

@@ -6,12 +6,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use portcullis_catalog::ValidInput;
-use portcullis_catalog::{ActionDef, Hints};
+use portcullis_catalog::{ActionDef, Hints, ResponseRedaction};
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
 use portcullis_exec::prepare::{self, Credential, Rendered};
 use portcullis_exec::{Egress, ExecError};
 use portcullis_policy::Permitted;
-use portcullis_redact::{ResponsePolicy, Scrubber};
+use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
+use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::MasterKey;
 use portcullis_store::{Begin, NewIntent, Store};
 
@@ -92,6 +93,8 @@ async fn webhook_key(
 /// What the agent is told when the action's credential can't be resolved.
 const CREDENTIAL_UNAVAILABLE: &str =
     "the action's credential is unavailable; an operator must fix the gateway's configuration";
+/// What the agent is told when masking the input (`request.redact`) broke its schema.
+const OUTBOUND_REDACTION_INVALID: &str = "the input carries secrets or personal data this action redacts before sending, and the redacted input no longer matches the action's schema; nothing was sent";
 /// What the agent is told when the request can't be assembled after the decision.
 const NOT_PREPARED: &str = "the action could not be prepared; the credential was not sent";
 
@@ -172,6 +175,12 @@ impl Gateway {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The detector for secrets and personal data.
+    #[must_use]
+    pub fn detector(&self) -> &Detector {
+        &self.loaded.config.detector
     }
 
     /// Stage 1: the agent a bearer token belongs to. Only token hashes are stored.
@@ -259,12 +268,18 @@ impl Gateway {
         if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
             return replay(prev, input.sha256(), key.unwrap_or_default());
         }
+        let findings = self.detector().scan_json(input.value());
         let decided = self
             .loaded
             .policy
-            .decide(agent, &action, input, time::OffsetDateTime::now_utc());
+            .decide(agent, &action, input, &findings, time::OffsetDateTime::now_utc());
         let decision = decided.decision().clone();
         let hash = decided.input().sha256().to_owned();
+        let detail = if findings.is_empty() {
+            Value::Null
+        } else {
+            json!({ "input_findings": findings_view(&findings) })
+        };
         if let Err(e) = self
             .audit(
                 AuditKind::Decided,
@@ -274,7 +289,7 @@ impl Gateway {
                 Some(&hash),
                 Some(&decision),
                 req.dry_run,
-                Value::Null,
+                detail,
             )
             .await
         {
@@ -295,13 +310,16 @@ impl Gateway {
                         .await;
                 }
             };
-            let input = decided.input().value().clone();
+            let mut input = decided.input().value().clone();
+            if action.request.redact {
+                self.detector().redact_json(&mut input, Treatment::Mask);
+            }
             return self
                 .dry_run(&id, agent, &action, &decision, &input, credential.as_ref())
                 .await;
         }
         match decided.into_permitted() {
-            Ok(permitted) => self.run(&id, agent, &action, &decision, permitted).await,
+            Ok(permitted) => self.run(&id, agent, &action, &decision, permitted, &findings).await,
             Err(refused) if refused.decision().effect == Effect::Hold => self.hold(&id, agent, &action, *refused).await,
             Err(refused) => {
                 self.finish(&id, IntentStatus::Denied, refused.decision(), None, None, None)
@@ -330,8 +348,22 @@ impl Gateway {
         action: &ActionDef,
         decision: &Decision,
         permitted: Permitted<ValidInput>,
+        findings: &[JsonFinding],
     ) -> Result<Submitted, IntentError> {
         let hash = permitted.get().sha256().to_owned();
+        let permitted = if action.request.redact && !findings.is_empty() {
+            match permitted.redacted(action, self.detector()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let detail = format!("the input no longer matches the schema once redacted: {e}");
+                    return self
+                        .fail(id, agent, action, decision, false, OUTBOUND_REDACTION_INVALID, detail)
+                        .await;
+                }
+            }
+        } else {
+            permitted
+        };
         let credential = match self.credential(action).await {
             Ok(c) => c,
             Err(e) => {
@@ -357,15 +389,34 @@ impl Gateway {
                 let policy = ResponsePolicy {
                     keep,
                     expose_headers: &action.response.headers,
+                    detection: Some(Detection {
+                        detector: self.detector(),
+                        treatment: match action.response.redact {
+                            ResponseRedaction::Drop => Treatment::Drop,
+                            ResponseRedaction::Mask | ResponseRedaction::Block => Treatment::Mask,
+                        },
+                        allow: &action.response.allow,
+                    }),
                 };
-                let result = portcullis_redact::redact(raw, &scrubber, &policy);
-                let detail = json!({"status": "executed", "upstream_status": result.status()});
-                tracing::info!(intent = %id, upstream_status = result.status(), "executed");
+                let (result, found) = portcullis_redact::redact(raw, &scrubber, &policy);
+                let upstream_status = result.status();
+                let withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
+                let mut detail = json!({"status": "executed", "upstream_status": upstream_status});
+                if !found.is_empty() {
+                    detail["response_findings"] = findings_view(&found);
+                    detail["response_redaction"] = json!(redaction_name(action.response.redact));
+                }
+                tracing::info!(intent = %id, upstream_status, withheld, "executed");
                 // The action ran: record the result first, so that even if the outcome
                 // event can't be written the agent can fetch what happened.
-                let done = self
-                    .finish(id, IntentStatus::Executed, decision, Some(result), None, None)
-                    .await;
+                let done = if withheld {
+                    let message = withheld_message(&found);
+                    self.finish(id, IntentStatus::Withheld, decision, None, None, Some(message))
+                        .await
+                } else {
+                    self.finish(id, IntentStatus::Executed, decision, Some(result), None, None)
+                        .await
+                };
                 let audited = self
                     .audit(
                         AuditKind::Outcome,
@@ -466,6 +517,11 @@ impl Gateway {
         dry_run: bool,
         problems: Vec<String>,
     ) -> IntentError {
+        // Schema messages quote the offending value, which may be a secret.
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| self.detector().redact(p).into_owned())
+            .collect();
         let detail = json!({"error": "invalid_input", "problems": problems});
         if let Err(e) = self
             .audit(
@@ -555,8 +611,11 @@ impl Gateway {
         payload: Option<&str>,
         decision: Option<&Decision>,
         dry_run: bool,
-        detail: Value,
+        mut detail: Value,
     ) -> Result<(), IntentError> {
+        // Whatever a detail quotes (an upstream's error, a schema message, a person's
+        // comment) is redacted before it becomes permanent.
+        self.detector().redact_json(&mut detail, Treatment::Mask);
         let event = AuditEvent {
             actor: actor.map(str::to_owned),
             kind,
@@ -640,6 +699,7 @@ pub(crate) fn parse_status(s: &str) -> IntentStatus {
         "denied" => IntentStatus::Denied,
         "pending_approval" => IntentStatus::PendingApproval,
         "dry_run" => IntentStatus::DryRun,
+        "withheld" => IntentStatus::Withheld,
         "executing" => IntentStatus::Executing,
         _ => IntentStatus::Failed,
     }
@@ -670,6 +730,39 @@ fn request_view(r: Rendered) -> RequestView {
         headers: r.headers.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
         body: r.body,
     }
+}
+
+/// Findings as recorded in the audit log and shown to agents: kind and pointer, never a value.
+pub(crate) fn findings_view(found: &[JsonFinding]) -> Value {
+    found
+        .iter()
+        .map(|f| json!({"kind": f.kind, "category": f.category.as_str(), "pointer": f.pointer}))
+        .collect()
+}
+
+fn redaction_name(r: ResponseRedaction) -> &'static str {
+    match r {
+        ResponseRedaction::Mask => "mask",
+        ResponseRedaction::Drop => "drop",
+        ResponseRedaction::Block => "block",
+    }
+}
+
+/// What the agent is told when its action's response was withheld (`response.redact: block`).
+fn withheld_message(found: &[JsonFinding]) -> String {
+    const SHOWN: usize = 10;
+    let mut listed: Vec<String> = found
+        .iter()
+        .take(SHOWN)
+        .map(|f| format!("{} at {}", f.kind, if f.pointer.is_empty() { "/" } else { &f.pointer }))
+        .collect();
+    if found.len() > SHOWN {
+        listed.push(format!("{} more", found.len() - SHOWN));
+    }
+    format!(
+        "the action was executed, but its response was withheld because it contains data this action may not return ({})",
+        listed.join(", ")
+    )
 }
 
 fn new_intent_id() -> IntentId {

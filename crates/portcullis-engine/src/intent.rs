@@ -104,6 +104,9 @@ pub enum IntentStatus {
     DryRun,
     /// Held, and not approved before its expiry.
     Expired,
+    /// The upstream call was made, but its response contained secrets or personal data the
+    /// action may not return (`response.redact: block`); `error` says what was found where.
+    Withheld,
 }
 
 impl IntentStatus {
@@ -118,6 +121,7 @@ impl IntentStatus {
             Self::Failed => "failed",
             Self::DryRun => "dry_run",
             Self::Expired => "expired",
+            Self::Withheld => "withheld",
         }
     }
 }

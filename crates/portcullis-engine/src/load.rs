@@ -7,6 +7,7 @@ use portcullis_catalog::Catalog;
 use portcullis_core::{ActionName, Diagnostic};
 use portcullis_policy::{PolicyEngine, PolicyInputs};
 use portcullis_redact::Projection;
+use portcullis_redact::detect::SENSITIVE_KEY;
 
 use crate::config::Config;
 
@@ -62,6 +63,19 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
                     action.name
                 ),
             ));
+        }
+        for kind in &action.response.allow {
+            let known = kind == SENSITIVE_KEY || config.detector.rule_ids().any(|id| id == kind);
+            if !known {
+                problems.push(Diagnostic::at(
+                    &action.file,
+                    Some(action.line),
+                    format!(
+                        "action `{}`: `response.allow` names `{kind}`, which is no detection rule (nor `{SENSITIVE_KEY}`)",
+                        action.name
+                    ),
+                ));
+            }
         }
         if let Some(keep) = &action.response.keep {
             match Projection::parse(keep) {

@@ -1,6 +1,10 @@
 //! Building the Cedar context of one intent from its validated input.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value, json};
+
+use portcullis_redact::detect::{Category, JsonFinding};
 
 use crate::schema::primary_type;
 
@@ -154,6 +158,43 @@ pub(crate) fn now(t: time::OffsetDateTime) -> Value {
         "weekday": t.weekday().number_from_monday(),
         "date": format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
     })
+}
+
+/// `context.findings`: what the detector found in the input.
+///
+/// - `kinds`: the rule ids (`payment-card`, `aws-access-key-id`, `sensitive-key`…);
+/// - `categories`: `secret` and/or `pii`;
+/// - `pointers`, `secrets`, `pii`: the JSON pointers of the input fields where anything, a
+///   secret, or personal data was found;
+/// - `at`: each finding as `{kind, pointer}`.
+pub(crate) fn findings(found: &[JsonFinding]) -> Value {
+    let set = |items: BTreeSet<&str>| Value::Array(items.into_iter().map(Value::from).collect());
+    let of = |category: Category| {
+        found
+            .iter()
+            .filter(move |f| f.category == category)
+            .map(|f| f.pointer.as_str())
+    };
+    let at: BTreeSet<(&str, &str)> = found.iter().map(|f| (&*f.kind, f.pointer.as_str())).collect();
+    json!({
+        "kinds": set(found.iter().map(|f| &*f.kind).collect()),
+        "categories": set(found.iter().map(|f| f.category.as_str()).collect()),
+        "pointers": set(found.iter().map(|f| f.pointer.as_str()).collect()),
+        "secrets": set(of(Category::Secret).collect()),
+        "pii": set(of(Category::Pii).collect()),
+        "at": at.into_iter().map(|(kind, pointer)| json!({"kind": kind, "pointer": pointer})).collect::<Vec<_>>(),
+    })
+}
+
+/// The Cedar type of `context.findings`.
+pub(crate) fn findings_type() -> Value {
+    let strings = json!({"type": "Set", "element": {"type": "String"}});
+    json!({"type": "Record", "attributes": {
+        "kinds": strings, "categories": strings, "pointers": strings, "secrets": strings, "pii": strings,
+        "at": {"type": "Set", "element": {"type": "Record", "attributes": {
+            "kind": {"type": "String"}, "pointer": {"type": "String"}
+        }}}
+    }})
 }
 
 /// The Cedar type of `context.now`.

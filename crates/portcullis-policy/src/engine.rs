@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use portcullis_catalog::template::Part;
 use portcullis_catalog::{ActionDef, Catalog, ValidInput};
 use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_at_offset};
+use portcullis_redact::detect::JsonFinding;
 
 use crate::context::{self, derivation};
 use crate::entities::{self, AgentEntity, EntityDecl};
@@ -193,9 +194,16 @@ impl PolicyEngine {
     /// Default deny; forbid wins; an evaluation error, or an input that can't be put
     /// into the context, denies.
     #[must_use]
-    pub fn decide(&self, agent: &AgentId, action: &ActionDef, input: ValidInput, now: time::OffsetDateTime) -> Decided {
+    pub fn decide(
+        &self,
+        agent: &AgentId,
+        action: &ActionDef,
+        input: ValidInput,
+        findings: &[JsonFinding],
+        now: time::OffsetDateTime,
+    ) -> Decided {
         let decision = self
-            .evaluate(agent, action, &input, now)
+            .evaluate(agent, action, &input, findings, now)
             .unwrap_or_else(Decision::gateway_deny);
         Decided { decision, input }
     }
@@ -205,6 +213,7 @@ impl PolicyEngine {
         agent: &AgentId,
         action: &ActionDef,
         input: &ValidInput,
+        findings: &[JsonFinding],
         now: time::OffsetDateTime,
     ) -> Result<Decision, String> {
         let principal = uid("Agent", agent.as_str())?;
@@ -214,6 +223,7 @@ impl PolicyEngine {
             "input": context::record(input.value(), &action.input_schema),
             "derived": context::derived(input.value(), &action.input_schema),
             "now": context::now(now),
+            "findings": context::findings(findings),
         });
         let context = Context::from_json_value(ctx, Some((&self.schema, &action_uid)))
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
@@ -421,6 +431,7 @@ fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> V
             "input": record_type(&action.input_schema),
             "derived": {"type": "Record", "attributes": derived},
             "now": context::now_type(),
+            "findings": context::findings_type(),
         }});
         actions.insert(
             action.name.to_string(),

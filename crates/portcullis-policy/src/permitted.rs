@@ -1,4 +1,7 @@
+use portcullis_catalog::{ActionDef, ValidInput, ValidationError};
 use portcullis_core::Decision;
+use portcullis_redact::detect::{Detector, Treatment};
+use serde_json::Value;
 
 /// A value that policy allowed. Only this crate can build one, so a function that takes
 /// a `Permitted<T>` (the request builder, and through it the executor) can only run
@@ -27,5 +30,25 @@ impl<T> Permitted<T> {
     /// Takes the value out, ending the proof.
     pub fn into_inner(self) -> T {
         self.inner
+    }
+}
+
+impl Permitted<ValidInput> {
+    /// The permitted input with what `detector` finds in it masked (an action that redacts
+    /// its outbound payload), validated again. Masking only replaces values the policy
+    /// already saw with placeholders, so the permission carries over to the result; no other
+    /// change to a permitted input is possible.
+    ///
+    /// # Errors
+    /// When the masked input no longer matches the action's schema (a masked `format: email`
+    /// field, say); nothing may then be sent.
+    pub fn redacted(self, action: &ActionDef, detector: &Detector) -> Result<Self, ValidationError> {
+        let mut value: Value = self.inner.value().clone();
+        detector.redact_json(&mut value, Treatment::Mask);
+        let inner = action.validate(value)?;
+        Ok(Self {
+            inner,
+            decision: self.decision,
+        })
     }
 }

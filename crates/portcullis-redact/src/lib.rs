@@ -10,8 +10,9 @@
 //! [`AgentResult`], the only response type the agent layer may return: it scrubs the body and
 //! the exposed headers and keeps only the paths the action declares with a [`Projection`].
 //!
-//! [`detect`] finds secrets and personal data the gateway did not inject, by named rules; it is
-//! not yet applied to responses.
+//! [`detect`] finds secrets and personal data the gateway did not inject, by named rules:
+//! [`redact`] applies it to what is left of a response, and the gateway to inbound payloads
+//! (as policy context), audit events and its own log lines.
 
 mod decoded;
 mod error;
@@ -25,7 +26,7 @@ pub mod detect;
 
 pub use error::ProjectionError;
 pub use projection::Projection;
-pub use response::{AgentResult, ResponsePolicy, redact, scrub_error};
+pub use response::{AgentResult, Detection, ResponsePolicy, redact, scrub_error};
 pub use scrub::Scrubber;
 
 /// What replaces a scrubbed value: the same text that `portcullis_core::Secret` prints.

@@ -4,6 +4,7 @@ use portcullis_core::RawResponse;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::detect::{Detector, JsonFinding, Treatment};
 use crate::{Projection, Scrubber};
 
 /// The header every agent sees, so it knows how to read the body.
@@ -50,6 +51,19 @@ pub struct ResponsePolicy<'a> {
     pub keep: Option<&'a Projection>,
     /// Lowercase names of the headers the agent may see; `content-type` always is.
     pub expose_headers: &'a [String],
+    /// Detection of secrets and personal data in what is left; `None` skips it.
+    pub detection: Option<Detection<'a>>,
+}
+
+/// How the detector applies to a response.
+#[derive(Debug, Clone, Copy)]
+pub struct Detection<'a> {
+    /// The rule set.
+    pub detector: &'a Detector,
+    /// Mask or drop what is found.
+    pub treatment: Treatment,
+    /// Finding kinds left as they are (the action's purpose is to return them).
+    pub allow: &'a [String],
 }
 
 /// Turns a raw upstream response into what the agent may see.
@@ -61,16 +75,46 @@ pub struct ResponsePolicy<'a> {
 ///   and text has no fields to pick.
 /// - An empty body becomes `null`.
 /// - Only `content-type` and the exposed headers are kept, their values scrubbed.
-///
-/// Detectors for secrets and PII the gateway didn't inject will run here as another pass
-/// over the decoded body.
+/// - Then the detector (if any) runs over what is left: the projected body, JSON-aware,
+///   and the exposed header values (pointers `/headers/NAME`). Its findings are returned
+///   with the result, so the caller can withhold it altogether.
 #[must_use]
-pub fn redact(raw: RawResponse, scrubber: &Scrubber, policy: &ResponsePolicy<'_>) -> AgentResult {
-    AgentResult {
-        status: raw.status,
-        headers: exposed_headers(raw.headers, scrubber, policy.expose_headers),
-        body: redact_body(&raw.body, scrubber, policy.keep),
+pub fn redact(raw: RawResponse, scrubber: &Scrubber, policy: &ResponsePolicy<'_>) -> (AgentResult, Vec<JsonFinding>) {
+    let mut headers = exposed_headers(raw.headers, scrubber, policy.expose_headers);
+    let mut body = redact_body(&raw.body, scrubber, policy.keep);
+    let mut found = Vec::new();
+    if let Some(detection) = &policy.detection {
+        found = detection
+            .detector
+            .redact_json_allowing(&mut body, detection.treatment, detection.allow);
+        headers.retain_mut(|(name, value)| {
+            let mut wrapped = Value::Object(serde_json::Map::from_iter([(
+                name.clone(),
+                Value::String(std::mem::take(value)),
+            )]));
+            for mut finding in
+                detection
+                    .detector
+                    .redact_json_allowing(&mut wrapped, detection.treatment, detection.allow)
+            {
+                finding.pointer.insert_str(0, "/headers");
+                found.push(finding);
+            }
+            match wrapped.get_mut(name.as_str()).map(Value::take) {
+                Some(Value::String(clean)) => {
+                    *value = clean;
+                    true
+                }
+                _ => false,
+            }
+        });
     }
+    let result = AgentResult {
+        status: raw.status,
+        headers,
+        body,
+    };
+    (result, found)
 }
 
 /// Scrubs third-party error text (an upstream's error message, a transport error) before it
@@ -150,8 +194,67 @@ mod tests {
         let policy = ResponsePolicy {
             keep,
             expose_headers: &expose,
+            detection: None,
+        };
+        redact(raw, &Scrubber::new([SECRET]), &policy).0
+    }
+
+    fn detected(raw: RawResponse, treatment: Treatment, allow: &[&str]) -> (AgentResult, Vec<JsonFinding>) {
+        let allow: Vec<String> = allow.iter().map(|a| (*a).to_owned()).collect();
+        let expose = ["x-contact".to_owned()];
+        let detector = Detector::builtin();
+        let policy = ResponsePolicy {
+            keep: None,
+            expose_headers: &expose,
+            detection: Some(Detection {
+                detector: &detector,
+                treatment,
+                allow: &allow,
+            }),
         };
         redact(raw, &Scrubber::new([SECRET]), &policy)
+    }
+
+    #[test]
+    fn the_detector_runs_over_body_and_exposed_headers_after_scrubbing() {
+        let body = format!(r#"{{"pan": "4111 1111 1111 1111", "echo": "{SECRET}", "owner": "jane@example.com"}}"#);
+        let raw = raw(&[("x-contact", "ops@example.com"), ("x-other", "a@example.com")], &body);
+        let (result, found) = detected(raw.clone(), Treatment::Mask, &[]);
+        assert_eq!(
+            result.body(),
+            &json!({"pan": "[REDACTED:payment-card]", "echo": PLACEHOLDER, "owner": "[REDACTED:email]"})
+        );
+        assert_eq!(
+            result.headers(),
+            [("x-contact".to_owned(), "[REDACTED:email]".to_owned())]
+        );
+        let at: Vec<(&str, &str)> = found.iter().map(|f| (&*f.kind, f.pointer.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                ("email", "/owner"),
+                ("payment-card", "/pan"),
+                ("email", "/headers/x-contact")
+            ]
+        );
+
+        let (dropped, _) = detected(raw.clone(), Treatment::Drop, &[]);
+        assert_eq!(dropped.body(), &json!({"echo": PLACEHOLDER}));
+        assert!(dropped.headers().is_empty());
+
+        let (allowed, found) = detected(raw, Treatment::Mask, &["email"]);
+        assert_eq!(allowed.body()["owner"], "jane@example.com");
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_text_body_is_masked_or_dropped_whole() {
+        let raw = raw(&[("content-type", "text/plain")], "call +14155550123 now");
+        assert_eq!(
+            detected(raw.clone(), Treatment::Mask, &[]).0.body(),
+            &json!("call [REDACTED:phone-e164] now")
+        );
+        assert_eq!(detected(raw, Treatment::Drop, &[]).0.body(), &Value::Null);
     }
 
     #[test]

@@ -143,9 +143,11 @@ async fn ready(State(gw): State<Shared>) -> Response {
 
 fn submitted(s: Submitted) -> Response {
     let status = match s.status {
-        IntentStatus::Executed | IntentStatus::Failed | IntentStatus::DryRun | IntentStatus::Executing => {
-            StatusCode::OK
-        }
+        IntentStatus::Executed
+        | IntentStatus::Failed
+        | IntentStatus::DryRun
+        | IntentStatus::Executing
+        | IntentStatus::Withheld => StatusCode::OK,
         IntentStatus::Denied | IntentStatus::Expired => StatusCode::FORBIDDEN,
         IntentStatus::PendingApproval => StatusCode::ACCEPTED,
     };

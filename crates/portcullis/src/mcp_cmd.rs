@@ -25,6 +25,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         Err(std::env::VarError::NotUnicode(_)) => bail!("{TOKEN_ENV} is not valid UTF-8"),
     };
     let loaded = portcullis_engine::check(config).map_err(|p| anyhow::anyhow!(crate::cli::render_problems(&p)))?;
+    crate::logging::use_detector(std::sync::Arc::clone(&loaded.config.detector));
     let gateway = Arc::new(Gateway::open(loaded).await?);
     let agent = match gateway.authenticate(token.trim()).await {
         Ok(a) => a,

@@ -10,6 +10,7 @@ use portcullis_engine::Gateway;
 
 pub async fn run(config: &Path, listen: Option<String>) -> anyhow::Result<ExitCode> {
     let loaded = portcullis_engine::check(config).map_err(|p| anyhow::anyhow!(crate::cli::render_problems(&p)))?;
+    crate::logging::use_detector(std::sync::Arc::clone(&loaded.config.detector));
     let addr = match listen {
         Some(l) => l
             .parse()

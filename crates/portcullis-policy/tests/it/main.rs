@@ -138,10 +138,12 @@ fn engine(f: &Fixture) -> Result<PolicyEngine, Vec<String>> {
 fn decide(e: &PolicyEngine, f: &Fixture, agent: &str, action: &str, input: Value) -> (Effect, Vec<String>) {
     let action = f.catalog.get(action).unwrap();
     let valid = action.validate(input).unwrap();
+    let findings = portcullis_redact::detect::Detector::builtin().scan_json(valid.value());
     let d = e.decide(
         &AgentId::new(agent).unwrap(),
         action,
         valid,
+        &findings,
         time::OffsetDateTime::now_utc(),
     );
     (d.decision().effect, d.decision().reasons.clone())
@@ -317,4 +319,41 @@ fn syntax_errors_have_lines() {
         errs[0].contains("main.cedar:2") && errs[0].contains("cedar syntax"),
         "{errs:?}"
     );
+}
+
+#[test]
+fn findings_in_the_input_are_policy_context() {
+    let policies = format!(
+        "{POLICIES}\n{}",
+        r#"
+@id("no-cards-in-notes")
+@reason("a refund note must not carry a card number")
+forbid (principal, action == Action::"billing.refund", resource)
+when { context.findings.at.contains({kind: "payment-card", pointer: "/note"}) };
+
+@id("secrets-anywhere-need-a-person")
+@hold("the input carries a secret")
+permit (principal in AgentGroup::"finance", action == Action::"billing.refund", resource)
+when { context.findings.categories.contains("secret") && context.findings.secrets.contains("/note") };
+"#
+    );
+    let f = fixture(&policies);
+    let e = engine(&f).unwrap();
+    let refund = |note: &str| json!({"customer": "c1", "amount": 40, "note": note});
+    assert_eq!(
+        decide(&e, &f, "refunder", "billing.refund", refund("thanks")).0,
+        Effect::Allow
+    );
+    let (effect, reasons) = decide(&e, &f, "refunder", "billing.refund", refund("card 4111 1111 1111 1111"));
+    assert_eq!(effect, Effect::Deny);
+    assert_eq!(reasons, ["a refund note must not carry a card number"]);
+    let (effect, reasons) = decide(
+        &e,
+        &f,
+        "refunder",
+        "billing.refund",
+        refund("key AKIAZ7Q3XKJ5VW2MLP4N"),
+    );
+    assert_eq!(effect, Effect::Hold, "{reasons:?}");
+    assert_eq!(reasons, ["the input carries a secret"]);
 }

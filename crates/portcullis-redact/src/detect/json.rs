@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Category, Detector, placeholder};
+use super::{Category, Detector, Finding, placeholder};
 use crate::json::unique_key;
 
 /// The kind reported for a member redacted because of its key's name.
@@ -86,43 +86,84 @@ impl Detector {
     pub fn scan_json(&self, value: &Value) -> Vec<JsonFinding> {
         let mut out = Vec::new();
         let mut copy = value.clone();
-        self.visit(&mut copy, &mut String::new(), None, &mut out);
+        let how = How {
+            treatment: None,
+            allow: &[],
+        };
+        self.visit(&mut copy, &mut String::new(), how, &mut out);
         finish(out)
     }
 
     /// Redacts `value` in place with `treatment` and returns what was found, sorted and
     /// without duplicates.
     pub fn redact_json(&self, value: &mut Value, treatment: Treatment) -> Vec<JsonFinding> {
+        self.redact_json_allowing(value, treatment, &[])
+    }
+
+    /// Like [`Self::redact_json`], but findings whose kind is in `allow` are neither
+    /// redacted nor reported.
+    pub fn redact_json_allowing(&self, value: &mut Value, treatment: Treatment, allow: &[String]) -> Vec<JsonFinding> {
         let mut out = Vec::new();
-        if self.visit(value, &mut String::new(), Some(treatment), &mut out) {
+        let how = How {
+            treatment: Some(treatment),
+            allow,
+        };
+        if self.visit(value, &mut String::new(), how, &mut out) {
             *value = Value::Null;
         }
         finish(out)
     }
 
+    /// The findings in `text` whose kind `how` does not allow.
+    fn find_reported(&self, text: &str, how: How<'_>) -> Vec<Finding> {
+        let mut found = self.find(text);
+        if !how.allow.is_empty() {
+            found.retain(|f| !how.allows(&f.rule_id));
+        }
+        found
+    }
+
+    /// `text` with every reported finding masked, repeated as [`Detector::redact`] does.
+    fn mask_reported<'t>(&self, text: &'t str, how: How<'_>) -> Cow<'t, str> {
+        if how.allow.is_empty() {
+            return self.redact(text);
+        }
+        let mut out = Cow::Borrowed(text);
+        for _ in 0..MAX_MASK_PASSES {
+            let found = self.find_reported(&out, how);
+            if found.is_empty() {
+                break;
+            }
+            let mut masked = String::with_capacity(out.len());
+            let mut copied = 0;
+            for finding in &found {
+                masked.push_str(out.get(copied..finding.range.start).unwrap_or_default());
+                masked.push_str(&placeholder(&finding.rule_id));
+                copied = finding.range.end;
+            }
+            masked.push_str(out.get(copied..).unwrap_or_default());
+            out = Cow::Owned(masked);
+        }
+        out
+    }
+
     /// Visits `value` at `pointer`; returns whether it must be removed from its parent.
     /// Recursion depth is that of the value, which `serde_json` bounds when parsing.
-    fn visit(
-        &self,
-        value: &mut Value,
-        pointer: &mut String,
-        treatment: Option<Treatment>,
-        out: &mut Vec<JsonFinding>,
-    ) -> bool {
+    fn visit(&self, value: &mut Value, pointer: &mut String, how: How<'_>, out: &mut Vec<JsonFinding>) -> bool {
         match value {
-            Value::String(text) => self.visit_text(text, pointer, treatment, out).is_some_and(|masked| {
+            Value::String(text) => self.visit_text(text, pointer, how, out).is_some_and(|masked| {
                 if let Some(masked) = masked {
                     *text = masked;
                 }
-                treatment == Some(Treatment::Drop)
+                how.treatment == Some(Treatment::Drop)
             }),
             Value::Number(number) => {
                 let digits = number.to_string();
-                self.visit_text(&digits, pointer, treatment, out).is_some_and(|masked| {
+                self.visit_text(&digits, pointer, how, out).is_some_and(|masked| {
                     if let Some(masked) = masked {
                         *value = Value::String(masked);
                     }
-                    treatment == Some(Treatment::Drop)
+                    how.treatment == Some(Treatment::Drop)
                 })
             }
             Value::Array(items) => {
@@ -131,7 +172,7 @@ impl Detector {
                     let len = pointer.len();
                     pointer.push('/');
                     pointer.push_str(&index.to_string());
-                    keep.push(!self.visit(item, pointer, treatment, out));
+                    keep.push(!self.visit(item, pointer, how, out));
                     pointer.truncate(len);
                 }
                 if keep.contains(&false) {
@@ -141,7 +182,7 @@ impl Detector {
                 false
             }
             Value::Object(members) => {
-                self.visit_members(members, pointer, treatment, out);
+                self.visit_members(members, pointer, how, out);
                 false
             }
             Value::Bool(_) | Value::Null => false,
@@ -152,16 +193,16 @@ impl Detector {
         &self,
         members: &mut Map<String, Value>,
         pointer: &mut String,
-        treatment: Option<Treatment>,
+        how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) {
         let mut rebuilt = Map::with_capacity(members.len());
         for (key, mut member) in std::mem::take(members) {
-            let key_findings = self.find(&key);
+            let key_findings = self.find_reported(&key, how);
             let shown_key = if key_findings.is_empty() {
                 Cow::Borrowed(key.as_str())
             } else {
-                self.redact(&key)
+                self.mask_reported(&key, how)
             };
             let len = pointer.len();
             pointer.push('/');
@@ -173,21 +214,21 @@ impl Detector {
                     category: finding.category,
                     pointer: pointer.clone(),
                 });
-                remove |= treatment == Some(Treatment::Drop);
+                remove |= how.treatment == Some(Treatment::Drop);
             }
-            if is_sensitive_key(&key) && holds_a_value(&member) {
+            if is_sensitive_key(&key) && holds_a_value(&member) && !how.allows(SENSITIVE_KEY) {
                 out.push(JsonFinding {
                     kind: Cow::Borrowed(SENSITIVE_KEY),
                     category: Category::Secret,
                     pointer: pointer.clone(),
                 });
-                match treatment {
+                match how.treatment {
                     Some(Treatment::Mask) => member = Value::String(placeholder(SENSITIVE_KEY)),
                     Some(Treatment::Drop) => remove = true,
                     None => {}
                 }
             } else {
-                remove |= self.visit(&mut member, pointer, treatment, out);
+                remove |= self.visit(&mut member, pointer, how, out);
             }
             pointer.truncate(len);
             if remove {
@@ -208,10 +249,10 @@ impl Detector {
         &self,
         text: &str,
         pointer: &str,
-        treatment: Option<Treatment>,
+        how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) -> Option<Option<String>> {
-        let findings = self.find(text);
+        let findings = self.find_reported(text, how);
         if findings.is_empty() {
             return None;
         }
@@ -225,7 +266,25 @@ impl Detector {
                 });
             }
         }
-        Some((treatment == Some(Treatment::Mask)).then(|| self.redact(text).into_owned()))
+        Some((how.treatment == Some(Treatment::Mask)).then(|| self.mask_reported(text, how).into_owned()))
+    }
+}
+
+/// How many times masking re-scans its own output (placeholders change their neighbours'
+/// context).
+const MAX_MASK_PASSES: usize = 4;
+
+/// What a walk does: only report (`treatment: None`), mask or drop; and which kinds it lets
+/// through.
+#[derive(Debug, Clone, Copy)]
+struct How<'a> {
+    treatment: Option<Treatment>,
+    allow: &'a [String],
+}
+
+impl How<'_> {
+    fn allows(&self, kind: &str) -> bool {
+        self.allow.iter().any(|a| a == kind)
     }
 }
 
@@ -361,6 +420,21 @@ mod tests {
         let mut value = json!({"a@example.com": 1, "b@example.com": 2});
         Detector::builtin().redact_json(&mut value, Treatment::Mask);
         assert_eq!(value, json!({"[REDACTED:email]": 1, "[REDACTED:email]#2": 2}));
+    }
+
+    #[test]
+    fn allowed_kinds_are_left_alone_and_not_reported() {
+        let mut value = sample();
+        let allow = ["email".to_owned(), "sensitive-key".to_owned()];
+        let found = Detector::builtin().redact_json_allowing(&mut value, Treatment::Mask, &allow);
+        assert!(
+            found.iter().all(|f| f.kind != "email" && f.kind != SENSITIVE_KEY),
+            "{found:?}"
+        );
+        assert_eq!(value["owner"]["email"], "jane@example.com");
+        assert_eq!(value["api_key"], "looks-harmless");
+        assert_eq!(value["text"], "mail ops@example.com or call [REDACTED:phone-e164]");
+        assert_eq!(value["cards"][0]["pan"], "[REDACTED:payment-card]");
     }
 
     #[test]

@@ -85,8 +85,8 @@ proptest! {
         let key = serde_json::to_string(&key).expect("a string");
         let body = format!(r#"{{{key}: "{}{escaped}", "{escaped}": [1, "{escaped}"]}}"#, json_text(&before));
         let raw = RawResponse { status: 200, headers: Vec::new(), body: body.into_bytes() };
-        let policy = ResponsePolicy { keep: None, expose_headers: &[] };
-        let result = redact(raw, &Scrubber::new([&secret]), &policy);
+        let policy = ResponsePolicy { keep: None, expose_headers: &[], detection: None };
+        let (result, _) = redact(raw, &Scrubber::new([&secret]), &policy);
         prop_assert!(result.body().is_object(), "{:?}", result.body());
         let out = serde_json::to_string(&result).expect("serializable");
         let reparsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
@@ -137,8 +137,9 @@ fn projection_and_scrubbing_together() {
     let policy = ResponsePolicy {
         keep: Some(&keep),
         expose_headers: &expose,
+        detection: None,
     };
-    let result = redact(raw, &Scrubber::new([secret]), &policy);
+    let (result, _) = redact(raw, &Scrubber::new([secret]), &policy);
     let json = serde_json::to_value(&result).expect("serializable");
     assert_eq!(
         json,

@@ -114,7 +114,8 @@ impl McpHandler {
             | IntentStatus::Denied
             | IntentStatus::Failed
             | IntentStatus::DryRun
-            | IntentStatus::Expired => {
+            | IntentStatus::Expired
+            | IntentStatus::Withheld => {
                 let result = match serde_json::to_value(render::outcome(submitted)) {
                     Ok(Value::Object(o)) => o,
                     _ => JsonObject::new(),

@@ -29,6 +29,13 @@ pub(crate) fn outcome(s: &Submitted) -> CallToolResult {
                 json!({"intent_id": id, "status": "failed", "error": error}),
             )
         }
+        IntentStatus::Withheld => {
+            let error = body["error"].as_str().unwrap_or("the response was withheld");
+            with_structured(
+                CallToolResult::error(vec![ContentBlock::text(format!("withheld: {error}"))]),
+                json!({"intent_id": id, "status": "withheld", "error": error}),
+            )
+        }
         IntentStatus::PendingApproval => pending(body),
         IntentStatus::Executing => with_structured(
             CallToolResult::success(vec![ContentBlock::text(format!(
