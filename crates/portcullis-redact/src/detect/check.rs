@@ -174,6 +174,15 @@ pub(crate) fn aws_secret(s: &str) -> bool {
         && shannon_entropy(s) >= 4.0
 }
 
+/// HTTP Basic credentials: base64 of `user:password` with a non-empty password.
+pub(crate) fn basic_credentials(s: &str) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .is_some_and(|pair| pair.split_once(':').is_some_and(|(_, password)| !password.is_empty()))
+}
+
 /// A value that looks like a template variable, a mask or a redaction rather than a secret.
 fn placeholder(s: &str) -> bool {
     s.starts_with(['$', '<', '{', '%', '['])

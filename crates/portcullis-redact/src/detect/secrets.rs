@@ -387,6 +387,23 @@ pub(crate) static RULES: &[Rule] = &[
         examples_false: &["sk-ant-api03-short"],
     },
     Rule {
+        id: "http-basic-auth",
+        category: Secret,
+        description: "HTTP Basic credentials (`user:password` in base64) in an Authorization header",
+        keywords: &["basic "],
+        regex: r"(?i)\bauthorization[\x22']?\s*[:=]\s*[\x22']?basic\s+(?P<v>[A-Za-z0-9+/]{6,}={0,2})",
+        validate: Some(check::basic_credentials),
+        examples_true: &[
+            "> Authorization: Basic YWRtaW46RGg0MHNyT0JRI2te",
+            "{\"Authorization\": \"Basic amFuZTpOeWVHcURVZFg0bVk=\"}",
+        ],
+        examples_false: &[
+            // `user` with no password.
+            "Authorization: Basic dXNlcg==",
+            "Authorization: Basic <credentials>",
+        ],
+    },
+    Rule {
         id: "jwt",
         category: Secret,
         description: "JSON Web Token whose header names an `alg`",
