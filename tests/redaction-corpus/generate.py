@@ -288,7 +288,7 @@ GENERATORS = {
     "pulumi-access-token": lambda: f"pul-{rand(40, HEX)}",
     "newrelic-user-api-key": lambda: f"NRAK-{rand(27, UPPER + DIGITS)}",
     "sentry-org-token": lambda: "sntrys_"
-    + b64url(json.dumps({"iat": 1760000000, "url": "https://sentry.io", "org": "acme"}).encode())
+    + b64url(json.dumps({"iat": 1760000000.0, "url": "https://sentry.io", "region_url": "https://us.sentry.io", "org": "acme"}, separators=(",", ":")).encode())
     + "_"
     + rand(43, ALNUM + "+/"),
     "square-access-token": lambda: f"sq0atp-{rand(22, URLSAFE)}",

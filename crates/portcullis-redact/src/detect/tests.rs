@@ -293,6 +293,18 @@ mod properties {
     }
 }
 
+/// Prints the "Rules" table of `docs/redaction.md`:
+/// `cargo test -p portcullis-redact -- --ignored --nocapture rule_table`.
+#[test]
+#[ignore = "prints documentation, run by hand"]
+fn rule_table() {
+    println!("| Rule id | Category | Finds |\n|---|---|---|");
+    for rule in builtin_rules() {
+        let description = rule.description.replace('|', "\\|");
+        println!("| `{}` | {} | {description} |", rule.id, rule.category.as_str());
+    }
+}
+
 /// Rough throughput on realistic JSON; not a benchmark harness (issue 5 asks for one), but a
 /// number to watch: `cargo test --release -p portcullis-redact -- --ignored --nocapture`.
 #[test]
