@@ -1,0 +1,140 @@
+//! The gateway's log output: every line passes through the detector before it is written.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use portcullis_redact::detect::{Detector, placeholder};
+
+/// The detector log lines pass through: every builtin rule until a configuration is loaded,
+/// then the configured set.
+static DETECTOR: LazyLock<RwLock<Arc<Detector>>> = LazyLock::new(|| RwLock::new(Arc::new(Detector::builtin())));
+
+/// Makes later log lines use the configured detector (with the operator's rules).
+pub(crate) fn use_detector(detector: Arc<Detector>) {
+    if let Ok(mut current) = DETECTOR.write() {
+        *current = detector;
+    }
+}
+
+/// Starts logging to standard error at `warn` (`info` with `--verbose`), or as `PORTCULLIS_LOG`
+/// says, redacted.
+pub(crate) fn init(verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| RedactingStderr)
+        .try_init();
+}
+
+/// Standard error, with each write redacted. The formatter writes one event per call, so a
+/// value is never split across writes.
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let detector = DETECTOR.read().map(|d| Arc::clone(&d)).ok();
+        let clean = match &detector {
+            Some(detector) => redact_line(detector, &text),
+            None => text.into_owned(),
+        };
+        std::io::stderr().lock().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// How many times a line is re-scanned after masking (a placeholder changes the context of
+/// its neighbours), as the detector's own `redact` does.
+const PASSES: usize = 4;
+
+/// `line` with every finding masked. Log lines often carry JSON, where escapes hide what a
+/// rule looks for: `\n` glues its letter to the next word (`\nghp_…` has no word boundary
+/// before `ghp_`) and `\"` puts a backslash before the quote a rule expects. The search
+/// runs on a copy with the common escapes decoded; each byte of the copy remembers where it
+/// came from, so the findings mask the line itself.
+fn redact_line(detector: &Detector, line: &str) -> String {
+    let mut out = line.to_owned();
+    for _ in 0..PASSES {
+        let (decoded, origin) = decode_escapes(&out);
+        let found = detector.find(&decoded);
+        if found.is_empty() {
+            break;
+        }
+        let mut masked = String::with_capacity(out.len());
+        let mut copied = 0;
+        for finding in &found {
+            let start = origin.get(finding.range.start).copied().unwrap_or(out.len());
+            let end = origin.get(finding.range.end).copied().unwrap_or(out.len());
+            if start < copied {
+                continue;
+            }
+            masked.push_str(out.get(copied..start).unwrap_or_default());
+            masked.push_str(&placeholder(&finding.rule_id));
+            copied = end;
+        }
+        masked.push_str(out.get(copied..).unwrap_or_default());
+        out = masked;
+    }
+    out
+}
+
+/// `text` with `\n`, `\r`, `\t`, `\"`, `\\` and `\/` decoded, and for each byte of the
+/// result (plus one past the end) the offset in `text` it came from.
+fn decode_escapes(text: &str) -> (Cow<'_, str>, Vec<usize>) {
+    if !text.contains('\\') {
+        return (Cow::Borrowed(text), (0..=text.len()).collect());
+    }
+    let mut decoded = String::with_capacity(text.len());
+    let mut origin = Vec::with_capacity(text.len() + 1);
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let unescaped = match (c, chars.peek()) {
+            ('\\', Some(&(_, next))) => match next {
+                'n' => Some('\n'),
+                'r' => Some('\r'),
+                't' => Some('\t'),
+                '"' | '\\' | '/' => Some(next),
+                _ => None,
+            },
+            _ => None,
+        };
+        let c = match unescaped {
+            Some(u) => {
+                chars.next();
+                u
+            }
+            None => c,
+        };
+        for _ in 0..c.len_utf8() {
+            origin.push(at);
+        }
+        decoded.push(c);
+    }
+    origin.push(text.len());
+    (Cow::Owned(decoded), origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_after_json_escapes_are_masked_and_the_rest_kept() {
+        let detector = Detector::builtin();
+        let line = r#"input={"text":"a\n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\tmail ops@example.com\\n"}"#;
+        assert_eq!(
+            redact_line(&detector, line),
+            r#"input={"text":"a\n[REDACTED:github-pat]\tmail [REDACTED:email]\\n"}"#
+        );
+        let quoted = r#"{"text":"{\"AwsSecretAccessKey\": \"3LaruSrjLnonWKTn9UGKzEesg61SHE+qaQQ0NV3v\"}"}"#;
+        assert!(!redact_line(&detector, quoted).contains("3LaruSrj"));
+        assert_eq!(redact_line(&detector, "nothing to see"), "nothing to see");
+    }
+}
