@@ -2,13 +2,25 @@
 //!
 //! A [`Rule`] names one format (a provider's token, a card number, a private key block) as a
 //! regular expression, a few keywords and an optional validator. A [`Detector`] runs a rule
-//! set over text: an Aho-Corasick pass over every rule's keywords decides which regexes can
-//! match at all, each of those runs once, candidates failing their rule's validator (a
-//! checksum, an entropy floor, a known documentation example) are dropped, and the rest are
-//! reduced to non-overlapping findings, leftmost first and longest at each position.
+//! set over text in one pass that finds candidate places, then regexes only there:
+//! - an Aho-Corasick pass over every rule's keywords finds where each rule can match; a rule
+//!   runs only in windows around its keyword hits, as wide as its longest possible match and
+//!   never past a byte its regex cannot match (so a JSON comma ends the window of a rule
+//!   whose matches cannot contain one), or over the whole text when its matches are unbounded
+//!   and can contain any byte;
+//! - the personal-data rules for numbers (cards, IBANs, phone numbers, IP addresses), whose
+//!   keywords are a single common character or none, get their windows from a hand-written
+//!   scan of the runs of digits and separators (see [`pii::scan`]).
 //!
-//! Regexes use the `regex` crate, which never backtracks, so the time a rule takes is linear
-//! in the text whatever the text is.
+//! Every match of a rule contains one of its keywords (custom rules are checked for that on
+//! their examples), so a window holds every match that can exist there, and searching a window
+//! sees the text around it for `\b` and `^`: the findings are those of running each regex
+//! over the whole text. Candidates failing their rule's validator (a checksum, an entropy
+//! floor, a known documentation example) are dropped, and the rest are reduced to
+//! non-overlapping findings, leftmost first and longest at each position.
+//!
+//! Regexes use the `regex` crate's engines, which never backtrack, so the time a rule takes is
+//! linear in the text whatever the text is.
 //!
 //! Two capture-group names carry meaning:
 //! - `v`: the value to report and redact, when the regex also matches context around it
@@ -35,6 +47,10 @@ pub use json::{JsonFinding, SENSITIVE_KEY, Treatment, is_sensitive_key};
 
 use aho_corasick::AhoCorasick;
 use regex::Regex;
+use regex_automata::Input;
+use regex_automata::meta;
+use regex_automata::util::captures::Captures;
+use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// What kind of data a rule finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -107,10 +123,13 @@ pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
 #[derive(Debug)]
 pub struct Detector {
     rules: Vec<Compiled>,
-    /// Keyword automaton; `None` when building it failed, and then every rule runs.
+    /// Keyword automaton; `None` when building it failed, and then every rule runs on the
+    /// whole text.
     prefilter: Option<AhoCorasick>,
     /// For each keyword pattern of `prefilter`, the index of its rule in `rules`.
     keyword_owner: Vec<usize>,
+    /// Whether a rule has a [`pii::Scan`], so the digit scan must run.
+    scans: bool,
 }
 
 #[derive(Debug)]
@@ -119,9 +138,22 @@ struct Compiled {
     category: Category,
     keywords: Vec<Cow<'static, str>>,
     validate: Option<fn(&str) -> bool>,
-    regex: Regex,
-    /// Whether the regex has a `v` or `fp` group; without one the faster `find_iter` does.
+    regex: Engine,
+    /// Whether the regex has a `v` or `fp` group; without one a plain search does.
     has_groups: bool,
+    /// How far from a keyword a match can reach.
+    reach: Reach,
+    /// For the builtin number rules, the scan that finds their windows instead of keywords.
+    scan: Option<pii::Scan>,
+}
+
+/// Where a match around a keyword can be.
+#[derive(Debug)]
+struct Reach {
+    /// The longest match in bytes; `None` when unbounded.
+    max_len: Option<usize>,
+    /// The bytes that can occur in a match.
+    alphabet: Box<[bool; 256]>,
 }
 
 impl Detector {
@@ -175,7 +207,12 @@ impl Detector {
         let mut keywords: Vec<&str> = Vec::new();
         let mut keyword_owner = Vec::new();
         for (index, compiled) in rules.iter().enumerate() {
-            for keyword in &compiled.keywords {
+            if compiled.scan.is_some() {
+                continue;
+            }
+            // A one-character keyword would be a hit on nearly every line; such a rule runs on
+            // the whole text when the character is in it (see `find`).
+            for keyword in compiled.keywords.iter().filter(|keyword| keyword.len() > 1) {
                 keywords.push(keyword);
                 keyword_owner.push(index);
             }
@@ -184,10 +221,12 @@ impl Detector {
             .ascii_case_insensitive(true)
             .build(&keywords)
             .ok();
+        let scans = rules.iter().any(|compiled| compiled.scan.is_some());
         Self {
             rules,
             prefilter,
             keyword_owner,
+            scans,
         }
     }
 
@@ -198,10 +237,32 @@ impl Detector {
 
     /// Every finding in `text`, sorted by position and never overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
-        let active = self.active_rules(text);
+        let hits = self.keyword_hits(text);
+        let scanned = if self.scans {
+            pii::scan(text)
+        } else {
+            pii::Windows::default()
+        };
         let mut candidates = Vec::new();
-        for (compiled, _) in self.rules.iter().zip(active).filter(|(_, active)| *active) {
-            compiled.candidates(text, &mut candidates);
+        let mut windows = Vec::new();
+        let mut rest = hits.as_deref();
+        for (index, compiled) in self.rules.iter().enumerate() {
+            windows.clear();
+            if let Some(scan) = compiled.scan {
+                windows.extend_from_slice(scanned.of(scan));
+            } else if let (Some(hits), false) = (rest, compiled.keywords.is_empty()) {
+                let (own, others) = hits.split_at(hits.partition_point(|hit| hit.0 == index));
+                rest = Some(others);
+                if compiled.has_short_keyword_in(text) {
+                    windows.push(0..text.len());
+                } else {
+                    let ranges = own.iter().map(|hit| hit.1.clone());
+                    compiled.reach.windows(text.as_bytes(), ranges, &mut windows);
+                }
+            } else {
+                windows.push(0..text.len());
+            }
+            compiled.candidates(text, &windows, &mut candidates);
         }
         leftmost_longest(candidates)
     }
@@ -223,31 +284,32 @@ impl Detector {
         out
     }
 
-    /// Which rules can match `text`: those without keywords, and those with a keyword in it.
-    fn active_rules(&self, text: &str) -> Vec<bool> {
-        let Some(prefilter) = &self.prefilter else {
-            return vec![true; self.rules.len()];
-        };
-        let mut active: Vec<bool> = self.rules.iter().map(|c| c.keywords.is_empty()).collect();
-        for found in prefilter.find_overlapping_iter(text) {
-            if let Some(&owner) = self.keyword_owner.get(found.pattern().as_usize()) {
-                active[owner] = true;
-            }
-        }
-        active
+    /// Every keyword occurrence in `text` as its rule's index and its range, sorted by rule
+    /// then position; `None` when there is no keyword automaton, so every rule must run on
+    /// the whole text.
+    fn keyword_hits(&self, text: &str) -> Option<Vec<(usize, Range<usize>)>> {
+        let prefilter = self.prefilter.as_ref()?;
+        let mut hits: Vec<(usize, Range<usize>)> = prefilter
+            .find_overlapping_iter(text)
+            .filter_map(|found| Some((*self.keyword_owner.get(found.pattern().as_usize())?, found.range())))
+            .collect();
+        hits.sort_unstable_by_key(|(owner, range)| (*owner, range.start));
+        Some(hits)
     }
 }
 
 impl Compiled {
     fn builtin(rule: Rule) -> Result<Self, regex::Error> {
         let regex = Regex::new(rule.regex)?;
-        Ok(Self::new(
+        let mut compiled = Self::new(
             Cow::Borrowed(rule.id),
             rule.category,
             rule.keywords.iter().map(|k| Cow::Borrowed(*k)).collect(),
             rule.validate,
             regex,
-        ))
+        );
+        compiled.scan = pii::Scan::of(&rule);
+        Ok(compiled)
     }
 
     fn new(
@@ -258,43 +320,229 @@ impl Compiled {
         regex: Regex,
     ) -> Self {
         let has_groups = regex.capture_names().flatten().any(|name| name == "v" || name == "fp");
+        let reach = Reach::of(regex.as_str());
         Self {
             id,
             category,
             keywords,
             validate,
-            regex,
+            regex: Engine::of(regex),
             has_groups,
+            reach,
+            scan: None,
         }
     }
 
-    /// The validated matches of this rule in `text`.
-    fn candidates(&self, text: &str, out: &mut Vec<Finding>) {
+    /// Whether one of this rule's one-character keywords is in `text`.
+    fn has_short_keyword_in(&self, text: &str) -> bool {
+        self.keywords
+            .iter()
+            .filter_map(|keyword| keyword.chars().next().filter(|_| keyword.len() == 1))
+            .any(|c| text.contains(c) || text.contains(c.to_ascii_uppercase()))
+    }
+
+    /// The validated matches of this rule in `windows` of `text` (sorted and disjoint), the
+    /// same as searching all of `text` finds there.
+    fn candidates(&self, text: &str, windows: &[Range<usize>], out: &mut Vec<Finding>) {
+        if windows.is_empty() {
+            return;
+        }
+        let regex = match &self.regex {
+            Engine::Meta(regex) => regex,
+            Engine::Plain(regex) => return self.candidates_whole(regex, text, out),
+        };
+        let mut caps = None;
+        let mut searched = 0;
+        for window in windows {
+            let start = window.start.max(searched);
+            if start >= window.end {
+                continue;
+            }
+            let mut input = Input::new(text).span(start..window.end);
+            while let Some(found) = self.search(regex, &input, &mut caps, text, out) {
+                // As the `regex` crate's iterators do, step over an empty match.
+                searched = if found.is_empty() {
+                    next_char(text, found.end)
+                } else {
+                    found.end
+                };
+                if searched >= window.end {
+                    break;
+                }
+                input.set_start(searched);
+            }
+        }
+    }
+
+    /// Finds the first match in `input`, records its value when valid, returns its range.
+    fn search(
+        &self,
+        regex: &meta::Regex,
+        input: &Input<'_>,
+        caps: &mut Option<Captures>,
+        text: &str,
+        out: &mut Vec<Finding>,
+    ) -> Option<Range<usize>> {
+        // Most windows hold no match; only a match needs its groups, and only then the
+        // (allocated) captures.
+        let found = regex.search(input)?.range();
+        if !self.has_groups {
+            self.push_if_valid(text, found.clone(), out);
+            return Some(found);
+        }
+        let caps = caps.get_or_insert_with(|| regex.create_captures());
+        regex.search_captures(input, caps);
+        let found = caps.get_match()?.range();
+        if caps.get_group_by_name("fp").is_none() {
+            let value = caps
+                .get_group_by_name("v")
+                .map_or_else(|| found.clone(), |span| span.range());
+            self.push_if_valid(text, value, out);
+        }
+        Some(found)
+    }
+
+    /// The old way, over the whole text, for a regex the windowed engine could not build.
+    fn candidates_whole(&self, regex: &Regex, text: &str, out: &mut Vec<Finding>) {
         if self.has_groups {
-            for captures in self.regex.captures_iter(text) {
+            for captures in regex.captures_iter(text) {
                 if captures.name("fp").is_none()
                     && let Some(value) = captures.name("v").or_else(|| captures.get(0))
                 {
-                    self.push_if_valid(value, out);
+                    self.push_if_valid(text, value.range(), out);
                 }
             }
         } else {
-            for value in self.regex.find_iter(text) {
-                self.push_if_valid(value, out);
+            for value in regex.find_iter(text) {
+                self.push_if_valid(text, value.range(), out);
             }
         }
     }
 
-    fn push_if_valid(&self, value: regex::Match<'_>, out: &mut Vec<Finding>) {
-        let valid = self.validate.is_none_or(|validate| validate(value.as_str()));
+    fn push_if_valid(&self, text: &str, value: Range<usize>, out: &mut Vec<Finding>) {
+        let Some(slice) = text.get(value.clone()) else {
+            return;
+        };
+        let valid = self.validate.is_none_or(|validate| validate(slice));
         if valid && !value.is_empty() {
             out.push(Finding {
                 rule_id: self.id.clone(),
                 category: self.category,
-                range: value.range(),
+                range: value,
             });
         }
     }
+}
+
+/// A rule's compiled regex.
+#[derive(Debug)]
+enum Engine {
+    /// The regex, searchable in part of a text with the text around as context.
+    Meta(meta::Regex),
+    /// Only when the above could not be built from a regex the `regex` crate accepted; then
+    /// the rule runs on the whole text.
+    Plain(Regex),
+}
+
+impl Engine {
+    fn of(regex: Regex) -> Self {
+        // `regex::Regex` is a `meta::Regex` with these same defaults inside; it just does not
+        // expose searching a span.
+        meta::Regex::new(regex.as_str()).map_or(Self::Plain(regex), Self::Meta)
+    }
+}
+
+impl Reach {
+    /// The reach of `pattern`; unbounded and over every byte when it does not parse.
+    fn of(pattern: &str) -> Self {
+        let mut alphabet = Box::new([false; 256]);
+        let Ok(hir) = regex_syntax::parse(pattern) else {
+            return Self {
+                max_len: None,
+                alphabet: Box::new([true; 256]),
+            };
+        };
+        add_bytes(&hir, &mut alphabet);
+        Self {
+            max_len: hir.properties().maximum_len(),
+            alphabet,
+        }
+    }
+
+    /// Appends to `windows` the sorted, disjoint parts of `text` that hold every match
+    /// containing one of `hits` (sorted by start): around each, as far as the longest match
+    /// and the bytes a match can contain allow.
+    fn windows(&self, text: &[u8], hits: impl Iterator<Item = Range<usize>>, windows: &mut Vec<Range<usize>>) {
+        let len = text.len();
+        for hit in hits {
+            if windows.last().is_some_and(|last| hit.end <= last.end) {
+                continue;
+            }
+            let floor = windows.last().map_or(0, |last| last.end);
+            let (lo, hi) = match self.max_len {
+                Some(max) => (
+                    hit.end.saturating_sub(max).max(floor),
+                    hit.start.saturating_add(max).min(len),
+                ),
+                None => (floor, len),
+            };
+            let mut start = hit.start.max(lo);
+            while start > lo && text.get(start - 1).is_some_and(|&b| self.alphabet[usize::from(b)]) {
+                start -= 1;
+            }
+            let mut end = hit.end.min(hi).max(start);
+            while end < hi && text.get(end).is_some_and(|&b| self.alphabet[usize::from(b)]) {
+                end += 1;
+            }
+            match windows.last_mut() {
+                Some(last) if start <= last.end => last.end = last.end.max(end),
+                _ => windows.push(start..end),
+            }
+        }
+    }
+}
+
+/// Marks in `set` every byte that can occur in a match of `hir`.
+fn add_bytes(hir: &Hir, set: &mut [bool; 256]) {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => {}
+        HirKind::Literal(literal) => {
+            for &byte in literal.0.iter() {
+                set[usize::from(byte)] = true;
+            }
+        }
+        HirKind::Class(Class::Unicode(class)) => {
+            for range in class.ranges() {
+                let (start, end) = (u32::from(range.start()), u32::from(range.end()));
+                for byte in start..=end.min(0x7F) {
+                    set[byte as usize] = true;
+                }
+                if end > 0x7F {
+                    // Any UTF-8 encoding of a non-ASCII character: lead and continuation bytes.
+                    set[0x80..].fill(true);
+                }
+            }
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            for range in class.ranges() {
+                set[usize::from(range.start())..=usize::from(range.end())].fill(true);
+            }
+        }
+        HirKind::Repetition(repetition) => add_bytes(&repetition.sub, set),
+        HirKind::Capture(capture) => add_bytes(&capture.sub, set),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => {
+            for sub in subs {
+                add_bytes(sub, set);
+            }
+        }
+    }
+}
+
+/// The end of the character starting at `at`, or `at + 1` past the end of `text`.
+fn next_char(text: &str, at: usize) -> usize {
+    text.get(at..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(at + 1, |c| at + c.len_utf8())
 }
 
 /// How many times [`Detector::redact`] re-scans its own output.
