@@ -8,6 +8,10 @@ credential arrived, exactly once. Endpoints:
   POST /tickets            create a "ticket"; echoes the Authorization header back in
                            `debug_auth` (a hostile upstream leaking the credential) along
                            with fields the action's `response.keep` drops
+  GET  /customer           a customer record full of personal data and a pasted
+                           access key, with the email also in an `X-Contact` header
+  POST /echo               answers with the JSON body it received
+  GET  /leak               echoes the Authorization header in the body and `X-Echo`
   GET  /__requests         every recorded request, as JSON (for tests)
   anything else            200 {"ok": true, "path": ...}
 
@@ -17,6 +21,19 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CUSTOMER = {
+    "id": 42,
+    "name": "Jane Doe",
+    "email": "jane.doe@example.com",
+    "phone": "+14155550123",
+    "card": {"number": "4111 1111 1111 1111", "brand": "visa"},
+    "ssn": "123-45-6789",
+    "employee": "EMP-123456",
+    "notes": "rotated key AKIAZ7Q3XKJ5VW2MLP4N yesterday",
+    "password": "correct horse battery staple",
+    "plan": "pro",
+}
 
 RECORDED = []
 LOCK = threading.Lock()
@@ -61,10 +78,20 @@ class Handler(BaseHTTPRequestHandler):
             # A hostile upstream: echoes the credential back in the body and a header.
             auth = self.headers.get("Authorization", "")
             return self._reply(200, {"echo": auth, "query": entry["query"]}, {"X-Echo": auth})
+        if entry["path"] == "/customer":
+            # A customer record full of personal data and a pasted credential, as real APIs
+            # return them (all values synthetic).
+            return self._reply(200, CUSTOMER, {"X-Contact": CUSTOMER["email"]})
         return self._reply(200, {"ok": True, "path": entry["path"], "query": entry["query"]})
 
     def do_POST(self):
         entry = self._record()
+        if entry["path"] == "/echo":
+            # Sends back whatever JSON it received.
+            try:
+                return self._reply(200, json.loads(entry["body"] or "null"))
+            except ValueError:
+                return self._reply(400, {"error": "not JSON"})
         try:
             payload = json.loads(entry["body"] or "{}")
         except ValueError:

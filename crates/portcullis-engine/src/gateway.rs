@@ -268,6 +268,9 @@ impl Gateway {
         if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
             return replay(prev, input.sha256(), key.unwrap_or_default());
         }
+        // Payloads appear only at debug level, and like every log line pass through the
+        // detector on their way out.
+        tracing::debug!(intent = %id, action = %action.name, input = %input.canonical_json(), "validated");
         let findings = self.detector().scan_json(input.value());
         let decided = self
             .loaded

@@ -139,13 +139,17 @@ pub(crate) fn e164(s: &str) -> bool {
     (8..=15).contains(&s.bytes().filter(u8::is_ascii_digit).count())
 }
 
-/// Exactly four dotted octets, each at most 255 and without a leading zero.
+/// Exactly four dotted octets, each at most 255 and without a leading zero; not a loopback
+/// (`127.0.0.0/8`) or the unspecified address, which every machine has and which identify
+/// no one (and which an operator needs to read in an egress refusal).
 pub(crate) fn ipv4(s: &str) -> bool {
     let octets: Vec<&str> = s.split('.').collect();
     octets.len() == 4
         && octets
             .iter()
             .all(|octet| octet.parse::<u8>().is_ok() && !(octet.len() > 1 && octet.starts_with('0')))
+        && s.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
 }
 
 /// A JWT's first part decodes to a JSON object naming its `alg`.
@@ -219,7 +223,9 @@ pub(crate) fn high_entropy_value(s: &str) -> bool {
 
 /// An IPv6 address with at least four hex digits, so that `a::b` and `::` in code are not one.
 pub(crate) fn ipv6(s: &str) -> bool {
-    s.parse::<std::net::Ipv6Addr>().is_ok() && s.bytes().filter(u8::is_ascii_hexdigit).count() >= 4
+    s.parse::<std::net::Ipv6Addr>()
+        .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        && s.bytes().filter(u8::is_ascii_hexdigit).count() >= 4
 }
 
 /// The body of a PEM block cut short: a run of at least 32 base64 characters after the header

@@ -256,12 +256,21 @@ impl Env {
 
     /// Starts `portcullis -v serve --listen 127.0.0.1:0` and waits for its address.
     pub fn serve(&self) -> Gateway {
-        let mut child = Command::new(PORTCULLIS)
+        self.serve_logging(None)
+    }
+
+    /// [`Self::serve`] with `PORTCULLIS_LOG` set to `filter` (e.g. `debug`).
+    pub fn serve_logging(&self, filter: Option<&str>) -> Gateway {
+        let mut command = Command::new(PORTCULLIS);
+        command.env_remove("PORTCULLIS_LOG");
+        if let Some(filter) = filter {
+            command.env("PORTCULLIS_LOG", filter);
+        }
+        let mut child = command
             .arg("--config")
             .arg(self.config())
             .args(["-v", "serve", "--listen", "127.0.0.1:0"])
             .current_dir(self.dir.path())
-            .env_remove("PORTCULLIS_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

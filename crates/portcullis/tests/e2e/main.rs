@@ -26,4 +26,5 @@ mod egress;
 mod hostile;
 mod intents;
 mod mcp;
+mod redaction;
 mod smuggling;
