@@ -17,7 +17,8 @@
 //! sees the text around it for `\b` and `^`: the findings are those of running each regex
 //! over the whole text. Candidates failing their rule's validator (a checksum, an entropy
 //! floor, a known documentation example) are dropped, and the rest are reduced to
-//! non-overlapping findings, leftmost first and longest at each position.
+//! non-overlapping findings, leftmost first and longest at each position, a candidate that
+//! overlaps a kept finding widening it (so every byte any rule matched is covered).
 //!
 //! Regexes use the `regex` crate's engines, which never backtrack, so the time a rule takes is
 //! linear in the text whatever the text is.
@@ -576,14 +577,20 @@ fn push_placeholder(out: &mut String, kind: &str) {
 }
 
 /// Keeps the earliest-starting candidate, the longest among those starting together (the
-/// earlier rule on a tie), and drops every candidate overlapping one already kept.
+/// earlier rule on a tie), and merges every candidate overlapping one already kept into it:
+/// the kept finding keeps its rule and grows to cover both. Dropping the overlapping one
+/// instead would leave the part of its value outside the kept range unredacted (a token
+/// glued to the end of a private key block).
 fn leftmost_longest(mut candidates: Vec<Finding>) -> Vec<Finding> {
     // Stable, so candidates with the same range stay in rule order.
     candidates.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
     let mut kept: Vec<Finding> = Vec::new();
     for finding in candidates {
-        if kept.last().is_none_or(|last| finding.range.start >= last.range.end) {
-            kept.push(finding);
+        match kept.last_mut() {
+            Some(last) if finding.range.start < last.range.end => {
+                last.range.end = last.range.end.max(finding.range.end);
+            }
+            _ => kept.push(finding),
         }
     }
     kept

@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use super::{Detector, Rule, builtin_rules, check};
+use super::{Detector, Finding, Rule, builtin_rules, check};
 
 /// Texts that look like secrets or personal data to a naive pattern but are neither.
 const HARD_NEGATIVES: &[&str] = &[
@@ -99,8 +99,14 @@ fn redaction_removes_the_value_and_is_idempotent() {
 fn redaction_replaces_only_the_value() {
     let detector = Detector::builtin();
     assert_eq!(
-        detector.redact("db: postgres://app:Zq8v!t2LmR@db.internal/app, mail ops@example.com"),
+        detector.redact("db: postgres://app:Zq8vXt2LmR@db.internal/app, mail ops@example.com"),
         "db: postgres://app:[REDACTED:url-password]@db.internal/app, mail [REDACTED:email]"
+    );
+    // `t2LmR@db.internal` after the `!` is also shaped like an address: the two findings
+    // overlap and merge, so the host goes too rather than any of the password staying.
+    assert_eq!(
+        detector.redact("db: postgres://app:Zq8v!t2LmR@db.internal/app"),
+        "db: postgres://app:[REDACTED:url-password]/app"
     );
     assert!(matches!(detector.redact("nothing here"), std::borrow::Cow::Borrowed(_)));
 }
@@ -307,3 +313,32 @@ fn rule_table() {
 
 // Throughput is measured by `cargo bench -p portcullis-redact --bench detect`
 // (benches/detect.rs), not by a test: timings do not belong in assertions.
+
+#[test]
+fn overlapping_findings_merge_so_no_part_of_either_survives() {
+    let detector = Detector::builtin();
+    // The URL password rule ends at `@`; the email rule starts inside the password.
+    let text = "postgres://app:Zq8v!t2LmRjane@db.example.com/app";
+    let found = detector.find(text);
+    let redacted = detector.redact(text);
+    assert!(!redacted.contains("Zq8v"), "{redacted} from {found:?}");
+    let candidates: Vec<Finding> = super::leftmost_longest(vec![
+        Finding {
+            rule_id: "a".into(),
+            category: super::Category::Secret,
+            range: 0..10,
+        },
+        Finding {
+            rule_id: "b".into(),
+            category: super::Category::Secret,
+            range: 5..20,
+        },
+        Finding {
+            rule_id: "c".into(),
+            category: super::Category::Pii,
+            range: 20..25,
+        },
+    ]);
+    let ranges: Vec<_> = candidates.iter().map(|f| (&*f.rule_id, f.range.clone())).collect();
+    assert_eq!(ranges, [("a", 0..20), ("c", 20..25)]);
+}

@@ -275,3 +275,58 @@ fn no_true_example_of_any_rule_survives_into_responses_errors_the_audit_log_or_t
     let received = body["text"].as_str().unwrap();
     assert!(values.iter().all(|v| received.contains(v.as_str())));
 }
+
+#[test]
+fn check_validates_operator_rules_against_their_examples() {
+    let env = Env::new();
+    let broken = CONFIG.replace(
+        "redaction:\n  rules:",
+        r#"redaction:
+  disable: [ipv4, no-such-rule]
+  rules:
+    - id: ticket-ref
+      category: secret
+      keywords: [tkt]
+      regex: 'TKT-(\d{4}'
+      examples_true: ["TKT-1234"]
+    - id: badge
+      category: pii
+      keywords: [badge]
+      regex: '\bbadge \d{5}\b'
+      examples_true: ["badge 12345", "badge 1234"]
+      examples_false: ["badge 99999"]"#,
+    );
+    env.write("portcullis.yaml", &broken);
+    env.write(
+        "actions/crm.yaml",
+        &ACTIONS.replace("allow: [email]", "allow: [email, no-such-kind]"),
+    );
+    env.write("policies/crm.cedar", POLICIES);
+    let out = env.cli(&["check"], None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    for expected in [
+        "`no-such-rule` is not a builtin rule",
+        "`ticket-ref` has a regex that does not compile",
+        "`badge` finds nothing in its true example \"badge 1234\"",
+        "`badge` finds something in its false example \"badge 99999\"",
+        "`response.allow` names `no-such-kind`",
+    ] {
+        assert!(out.stderr.contains(expected), "missing {expected:?} in {}", out.stderr);
+    }
+    assert_eq!(out.stderr.matches("problem(s) found").count(), 1, "{}", out.stderr);
+    // The gateway refuses to start on it, too.
+    let serve = env.cli(&["serve", "--listen", "127.0.0.1:0"], None);
+    assert_eq!(serve.code, Some(1), "{serve:?}");
+
+    env.write("portcullis.yaml", CONFIG);
+    env.write("actions/crm.yaml", ACTIONS);
+    let out = env.cli(&["check"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let rules = Detector::builtin().rule_ids().count() + 1;
+    assert!(
+        out.stderr.contains(&format!("{rules} redaction rule(s)")),
+        "{}",
+        out.stderr
+    );
+    env.upstream.assert_untouched("check");
+}
