@@ -132,7 +132,13 @@ fn the_credential_goes_only_to_its_realm() {
     let decide = || {
         let input = a.validate(json!({"owner": "o", "repo": "r"})).unwrap();
         engine
-            .decide(&AgentId::new("bot").unwrap(), a, input, &[], time::OffsetDateTime::now_utc())
+            .decide(
+                &AgentId::new("bot").unwrap(),
+                a,
+                input,
+                &[],
+                time::OffsetDateTime::now_utc(),
+            )
             .into_permitted()
             .unwrap()
     };

@@ -347,13 +347,7 @@ when { context.findings.categories.contains("secret") && context.findings.secret
     let (effect, reasons) = decide(&e, &f, "refunder", "billing.refund", refund("card 4111 1111 1111 1111"));
     assert_eq!(effect, Effect::Deny);
     assert_eq!(reasons, ["a refund note must not carry a card number"]);
-    let (effect, reasons) = decide(
-        &e,
-        &f,
-        "refunder",
-        "billing.refund",
-        refund("key AKIAZ7Q3XKJ5VW2MLP4N"),
-    );
+    let (effect, reasons) = decide(&e, &f, "refunder", "billing.refund", refund("key AKIAZ7Q3XKJ5VW2MLP4N"));
     assert_eq!(effect, Effect::Hold, "{reasons:?}");
     assert_eq!(reasons, ["the input carries a secret"]);
 }
