@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Portcullis quick start: builds the gateway, starts a DEMO upstream on loopback, and walks
-# three intents through the pipeline. Needs only cargo, python3 and curl; no network, no
+# five intents through the pipeline (allowed, denied, dry run, held, redacted). Needs only cargo, python3 and curl; no network, no
 # pre-existing secrets. Everything it creates lives in a temporary directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -74,6 +74,9 @@ PORTCULLIS_URL="$gw" PORTCULLIS_TOKEN="$lead_token" "$bin" approvals approve "$h
 wait "$poll"
 echo "the agent's long-poll returned:"
 cat held.result; echo
+
+step "5. redacted: a customer record comes back with personal data and a pasted key masked"
+intent '{"action": "customers.get", "input": {}}'
 
 step "what the upstream received (the credential arrived; the agent never saw it)"
 curl -s "http://127.0.0.1:$port/__requests" | python3 -c '
