@@ -190,3 +190,24 @@ fn tagged(result: CallToolResult, id: &str) -> CallToolResult {
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_withheld_result_is_a_tool_error_naming_what_was_found() {
+        let error = "the action was executed, but its response was withheld because it contains data this action may not return (payment-card at /pan)";
+        let submitted = Submitted {
+            status: IntentStatus::Withheld,
+            body: json!({"id": "int_1", "status": "withheld", "error": error}),
+        };
+        let result = serde_json::to_value(outcome(&submitted)).unwrap();
+        assert_eq!(result["isError"], true, "{result}");
+        assert_eq!(result["content"][0]["text"], format!("withheld: {error}"));
+        assert_eq!(
+            result["structuredContent"],
+            json!({"intent_id": "int_1", "status": "withheld", "error": error})
+        );
+    }
+}
