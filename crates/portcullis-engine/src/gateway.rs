@@ -161,7 +161,11 @@ impl Gateway {
                 .clone()
                 .or_else(|| self.served_at.get().cloned());
             let base = base.unwrap_or_else(|| format!("http://{}", self.loaded.config.listen));
-            n.notify(hold, Some(&base));
+            // The notification leaves for a chat or ticketing system: the payload is masked
+            // there (people see it whole in the UI and the approvals API).
+            let mut hold = hold.clone();
+            self.detector().redact_json(&mut hold.payload, Treatment::Mask);
+            n.notify(&hold, Some(&base));
         }
     }
 

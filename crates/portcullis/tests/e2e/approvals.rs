@@ -1059,6 +1059,22 @@ fn every_new_hold_is_announced_by_a_signed_webhook_retried_without_delaying_the_
         Some(hmac_hex("another key", &got[2].body).as_str())
     );
     assert_eq!(w.intent(&id).json()["status"], "pending_approval");
+
+    // The webhook leaves the gateway for a chat or ticketing system: personal data in the
+    // payload is masked there; approvers see it whole in the UI and the approvals API.
+    let mut with_email = refund();
+    with_email["title"] = json!("Refund order 1042 for jane.doe@example.com");
+    let (second, _) = w.hold(&with_email);
+    let got = receiver.wait_for(4, Duration::from_secs(15));
+    let body = got[3].json();
+    assert_eq!(body["hold"]["id"], second.as_str(), "{body}");
+    assert_eq!(
+        body["hold"]["payload"]["title"],
+        "Refund order 1042 for [REDACTED:email]",
+        "{body}"
+    );
+    let full = w.approvals_cli(&w.alice, &["show", &second]);
+    assert!(full.stdout.contains("jane.doe@example.com"), "{full:?}");
 }
 
 #[test]
