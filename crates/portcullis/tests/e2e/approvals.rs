@@ -1069,8 +1069,7 @@ fn every_new_hold_is_announced_by_a_signed_webhook_retried_without_delaying_the_
     let body = got[3].json();
     assert_eq!(body["hold"]["id"], second.as_str(), "{body}");
     assert_eq!(
-        body["hold"]["payload"]["title"],
-        "Refund order 1042 for [REDACTED:email]",
+        body["hold"]["payload"]["title"], "Refund order 1042 for [REDACTED:email]",
         "{body}"
     );
     let full = w.approvals_cli(&w.alice, &["show", &second]);
