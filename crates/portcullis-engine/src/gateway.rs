@@ -524,7 +524,7 @@ impl Gateway {
         dry_run: bool,
         problems: Vec<String>,
     ) -> IntentError {
-        // Schema messages quote the offending value, which may be a secret.
+        // Schema messages may quote what the agent sent, which may hold a secret.
         let problems: Vec<String> = problems
             .iter()
             .map(|p| self.detector().redact(p).into_owned())
@@ -739,12 +739,22 @@ fn request_view(r: Rendered) -> RequestView {
     }
 }
 
-/// Findings as recorded in the audit log and shown to agents: kind and pointer, never a value.
+/// The most findings one audit event lists; a response with thousands (a list of customers,
+/// each with an email) would otherwise make one enormous event.
+const MAX_AUDITED_FINDINGS: usize = 100;
+
+/// Findings as recorded in the audit log: kind, category and pointer, never a value; at most
+/// [`MAX_AUDITED_FINDINGS`], then one `{"more": N}` entry saying how many were left out.
 pub(crate) fn findings_view(found: &[JsonFinding]) -> Value {
-    found
+    let mut listed: Vec<Value> = found
         .iter()
+        .take(MAX_AUDITED_FINDINGS)
         .map(|f| json!({"kind": f.kind, "category": f.category.as_str(), "pointer": f.pointer}))
-        .collect()
+        .collect();
+    if found.len() > MAX_AUDITED_FINDINGS {
+        listed.push(json!({"more": found.len() - MAX_AUDITED_FINDINGS}));
+    }
+    Value::Array(listed)
 }
 
 fn redaction_name(r: ResponseRedaction) -> &'static str {
@@ -774,4 +784,45 @@ fn withheld_message(found: &[JsonFinding]) -> String {
 
 fn new_intent_id() -> IntentId {
     IntentId::from_random(rand::random())
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_redact::detect::Category;
+
+    use super::*;
+
+    #[test]
+    fn audited_findings_are_capped_with_a_count_of_the_rest() {
+        let found: Vec<JsonFinding> = (0..150)
+            .map(|i| JsonFinding {
+                kind: "email".into(),
+                category: Category::Pii,
+                pointer: format!("/customers/{i}/email"),
+            })
+            .collect();
+        let view = findings_view(&found);
+        let listed = view.as_array().unwrap();
+        assert_eq!(listed.len(), MAX_AUDITED_FINDINGS + 1);
+        assert_eq!(
+            listed[0],
+            json!({"kind": "email", "category": "pii", "pointer": "/customers/0/email"})
+        );
+        assert_eq!(listed[MAX_AUDITED_FINDINGS], json!({"more": 50}));
+        assert_eq!(findings_view(&found[..3]).as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_withheld_message_names_kinds_and_places_but_caps_the_list() {
+        let found: Vec<JsonFinding> = (0..12)
+            .map(|i| JsonFinding {
+                kind: "payment-card".into(),
+                category: Category::Pii,
+                pointer: format!("/cards/{i}"),
+            })
+            .collect();
+        let message = withheld_message(&found);
+        assert!(message.contains("payment-card at /cards/0, "), "{message}");
+        assert!(message.ends_with("payment-card at /cards/9, 2 more)"), "{message}");
+    }
 }
