@@ -13,7 +13,7 @@ pub(crate) static RULES: &[Rule] = &[
         id: "private-key",
         category: Secret,
         description: "PEM private key block (PKCS#1, PKCS#8, SEC1, DSA, encrypted)",
-        keywords: &["private key-----"],
+        keywords: &["PRIVATE KEY-----"],
         regex: r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----[A-Za-z0-9+/=\s:,\\-]*?-----END (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----",
         validate: None,
         examples_true: &[
@@ -31,7 +31,7 @@ pub(crate) static RULES: &[Rule] = &[
         id: "openssh-private-key",
         category: Secret,
         description: "OpenSSH private key block",
-        keywords: &["openssh private key"],
+        keywords: &["OPENSSH PRIVATE KEY"],
         regex: r"-----BEGIN OPENSSH PRIVATE KEY-----[A-Za-z0-9+/=\s\\]*?-----END OPENSSH PRIVATE KEY-----",
         validate: None,
         examples_true: &[
@@ -43,7 +43,7 @@ pub(crate) static RULES: &[Rule] = &[
         id: "private-key-truncated",
         category: Secret,
         description: "Beginning of a PEM or OpenSSH private key block whose END line is cut off",
-        keywords: &["private key-----"],
+        keywords: &["PRIVATE KEY-----"],
         // A complete block is longer, so the rules above win it; this one catches a block a
         // log line or an excerpt cut short. The body excludes `--` so it stops before an END.
         regex: r"-----BEGIN (?:(?:RSA|EC|DSA|ENCRYPTED|OPENSSH) )?PRIVATE KEY-----(?:[A-Za-z0-9+/=\s:,\\]|-[A-Za-z0-9])*",
@@ -61,7 +61,7 @@ pub(crate) static RULES: &[Rule] = &[
         id: "pgp-private-key",
         category: Secret,
         description: "PGP private key block",
-        keywords: &["pgp private key block"],
+        keywords: &["PGP PRIVATE KEY BLOCK"],
         regex: r"-----BEGIN PGP PRIVATE KEY BLOCK-----[\s\S]*?-----END PGP PRIVATE KEY BLOCK-----",
         validate: None,
         examples_true: &[

@@ -41,6 +41,7 @@ mod secrets;
 mod tests;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ops::Range;
 
 pub use custom::{CustomRule, RuleError};
@@ -83,8 +84,10 @@ pub struct Rule {
     pub category: Category,
     /// One line saying what the rule finds.
     pub description: &'static str,
-    /// ASCII strings (matched case-insensitively), at least one of which occurs in every match;
-    /// empty means the regex runs on every text.
+    /// ASCII strings, at least one of which occurs in every match; empty means the regex runs
+    /// on every text. They are matched exactly as written when the regex has no `(?i` flag
+    /// anywhere (a token prefix such as `ghp_` or `AKIA` has one spelling), and ASCII
+    /// case-insensitively otherwise.
     pub keywords: &'static [&'static str],
     /// The pattern, in `regex` crate syntax; see the module docs for the `v` and `fp` groups.
     pub regex: &'static str,
@@ -124,13 +127,41 @@ pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
 #[derive(Debug)]
 pub struct Detector {
     rules: Vec<Compiled>,
-    /// Keyword automaton; `None` when building it failed, and then every rule runs on the
-    /// whole text.
-    prefilter: Option<AhoCorasick>,
-    /// For each keyword pattern of `prefilter`, the index of its rule in `rules`.
-    keyword_owner: Vec<usize>,
+    /// Keyword automata, one for the keywords matched exactly and one for those matched
+    /// ASCII case-insensitively (a case-sensitive automaton can skip ahead with a SIMD
+    /// prefilter; a case-insensitive one over a hundred keywords cannot).
+    prefilters: [Prefilter; 2],
     /// Whether a rule has a [`pii::Scan`], so the digit scan must run.
     scans: bool,
+    /// Whether a rule runs on every text (no keywords, no scan), or has a one-character
+    /// keyword; without such a rule, a text without keyword hits or scan windows has no
+    /// findings.
+    runs_without_hits: bool,
+}
+
+/// One keyword automaton.
+#[derive(Debug, Default)]
+struct Prefilter {
+    /// `None` when there are no keywords, or when building the automaton failed; then
+    /// `failed` says which.
+    automaton: Option<AhoCorasick>,
+    failed: bool,
+    /// For each keyword pattern of `automaton`, the index of its rule in `rules`.
+    owner: Vec<usize>,
+}
+
+/// What `find` reuses from call to call on one thread, so that a call that finds nothing
+/// allocates nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    hits: Vec<(usize, Range<usize>)>,
+    scanned: pii::Windows,
+    windows: Vec<Range<usize>>,
+    candidates: Vec<Finding>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 #[derive(Debug)]
@@ -146,6 +177,8 @@ struct Compiled {
     reach: Reach,
     /// For the builtin number rules, the scan that finds their windows instead of keywords.
     scan: Option<pii::Scan>,
+    /// Whether the keywords are matched exactly as written (see [`Rule::keywords`]).
+    exact_keywords: bool,
 }
 
 /// Where a match around a keyword can be.
@@ -205,29 +238,17 @@ impl Detector {
     }
 
     fn from_compiled(rules: Vec<Compiled>) -> Self {
-        let mut keywords: Vec<&str> = Vec::new();
-        let mut keyword_owner = Vec::new();
-        for (index, compiled) in rules.iter().enumerate() {
-            if compiled.scan.is_some() {
-                continue;
-            }
-            // A one-character keyword would be a hit on nearly every line; such a rule runs on
-            // the whole text when the character is in it (see `find`).
-            for keyword in compiled.keywords.iter().filter(|keyword| keyword.len() > 1) {
-                keywords.push(keyword);
-                keyword_owner.push(index);
-            }
-        }
-        let prefilter = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(&keywords)
-            .ok();
+        let prefilters = [true, false].map(|exact| Prefilter::of(&rules, exact));
         let scans = rules.iter().any(|compiled| compiled.scan.is_some());
+        let runs_without_hits = rules.iter().any(|compiled| {
+            compiled.scan.is_none()
+                && (compiled.keywords.is_empty() || compiled.keywords.iter().any(|keyword| keyword.len() == 1))
+        }) || prefilters_failed(&prefilters);
         Self {
             rules,
-            prefilter,
-            keyword_owner,
+            prefilters,
             scans,
+            runs_without_hits,
         }
     }
 
@@ -238,34 +259,49 @@ impl Detector {
 
     /// Every finding in `text`, sorted by position and never overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
-        let hits = self.keyword_hits(text);
-        let scanned = if self.scans {
-            pii::scan(text)
-        } else {
-            pii::Windows::default()
-        };
-        let mut candidates = Vec::new();
-        let mut windows = Vec::new();
-        let mut rest = hits.as_deref();
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.find_with(text, &mut scratch),
+            // Only if a validator ever searched with a detector itself.
+            Err(_) => self.find_with(text, &mut Scratch::default()),
+        })
+    }
+
+    fn find_with(&self, text: &str, scratch: &mut Scratch) -> Vec<Finding> {
+        let Scratch {
+            hits,
+            scanned,
+            windows,
+            candidates,
+        } = scratch;
+        let whole = self.keyword_hits(text, hits);
+        scanned.clear();
+        if self.scans {
+            pii::scan(text, scanned);
+        }
+        if !whole && !self.runs_without_hits && hits.is_empty() && scanned.is_empty() {
+            return Vec::new();
+        }
+        candidates.clear();
+        let mut rest = hits.as_slice();
         for (index, compiled) in self.rules.iter().enumerate() {
             windows.clear();
             if let Some(scan) = compiled.scan {
                 windows.extend_from_slice(scanned.of(scan));
-            } else if let (Some(hits), false) = (rest, compiled.keywords.is_empty()) {
-                let (own, others) = hits.split_at(hits.partition_point(|hit| hit.0 == index));
-                rest = Some(others);
+            } else if !whole && !compiled.keywords.is_empty() {
+                let (own, others) = rest.split_at(rest.partition_point(|hit| hit.0 == index));
+                rest = others;
                 if compiled.has_short_keyword_in(text) {
                     windows.push(0..text.len());
                 } else {
                     let ranges = own.iter().map(|hit| hit.1.clone());
-                    compiled.reach.windows(text.as_bytes(), ranges, &mut windows);
+                    compiled.reach.windows(text.as_bytes(), ranges, windows);
                 }
             } else {
                 windows.push(0..text.len());
             }
-            compiled.candidates(text, &windows, &mut candidates);
+            compiled.candidates(text, windows, candidates);
         }
-        leftmost_longest(candidates)
+        merge(candidates)
     }
 
     /// `text` with each finding replaced by `[REDACTED:RULE_ID]`; borrowed when nothing matched.
@@ -285,17 +321,59 @@ impl Detector {
         out
     }
 
-    /// Every keyword occurrence in `text` as its rule's index and its range, sorted by rule
-    /// then position; `None` when there is no keyword automaton, so every rule must run on
-    /// the whole text.
-    fn keyword_hits(&self, text: &str) -> Option<Vec<(usize, Range<usize>)>> {
-        let prefilter = self.prefilter.as_ref()?;
-        let mut hits: Vec<(usize, Range<usize>)> = prefilter
-            .find_overlapping_iter(text)
-            .filter_map(|found| Some((*self.keyword_owner.get(found.pattern().as_usize())?, found.range())))
-            .collect();
-        hits.sort_unstable_by_key(|(owner, range)| (*owner, range.start));
-        Some(hits)
+    /// Fills `hits` with every keyword occurrence in `text` as its rule's index and its
+    /// range, sorted by rule then position. Returns `true` when an automaton could not be
+    /// built, so every rule must run on the whole text.
+    fn keyword_hits(&self, text: &str, hits: &mut Vec<(usize, Range<usize>)>) -> bool {
+        hits.clear();
+        for prefilter in &self.prefilters {
+            let Some(automaton) = &prefilter.automaton else {
+                continue;
+            };
+            let found = automaton.find_overlapping_iter(text);
+            hits.extend(
+                found.filter_map(|found| Some((*prefilter.owner.get(found.pattern().as_usize())?, found.range()))),
+            );
+        }
+        if hits.len() > 1 {
+            hits.sort_unstable_by_key(|(owner, range)| (*owner, range.start));
+        }
+        prefilters_failed(&self.prefilters)
+    }
+}
+
+fn prefilters_failed(prefilters: &[Prefilter]) -> bool {
+    prefilters.iter().any(|prefilter| prefilter.failed)
+}
+
+impl Prefilter {
+    /// The automaton over the keywords of `rules` matched `exact`ly or not.
+    fn of(rules: &[Compiled], exact: bool) -> Self {
+        let mut keywords: Vec<&str> = Vec::new();
+        let mut owner = Vec::new();
+        for (index, compiled) in rules.iter().enumerate() {
+            if compiled.scan.is_some() || compiled.exact_keywords != exact {
+                continue;
+            }
+            // A one-character keyword would be a hit on nearly every line; such a rule runs on
+            // the whole text when the character is in it (see `find`).
+            for keyword in compiled.keywords.iter().filter(|keyword| keyword.len() > 1) {
+                keywords.push(keyword);
+                owner.push(index);
+            }
+        }
+        if keywords.is_empty() {
+            return Self::default();
+        }
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(!exact)
+            .build(&keywords)
+            .ok();
+        Self {
+            failed: automaton.is_none(),
+            automaton,
+            owner,
+        }
     }
 }
 
@@ -310,6 +388,7 @@ impl Compiled {
             regex,
         );
         compiled.scan = pii::Scan::of(&rule);
+        compiled.exact_keywords = !rule.regex.contains("(?i");
         Ok(compiled)
     }
 
@@ -331,6 +410,7 @@ impl Compiled {
             has_groups,
             reach,
             scan: None,
+            exact_keywords: false,
         }
     }
 
@@ -339,7 +419,11 @@ impl Compiled {
         self.keywords
             .iter()
             .filter_map(|keyword| keyword.chars().next().filter(|_| keyword.len() == 1))
-            .any(|c| text.contains(c) || text.contains(c.to_ascii_uppercase()))
+            .any(|c| {
+                text.contains(c)
+                    || (!self.exact_keywords
+                        && (text.contains(c.to_ascii_uppercase()) || text.contains(c.to_ascii_lowercase())))
+            })
     }
 
     /// The validated matches of this rule in `windows` of `text` (sorted and disjoint), the
@@ -581,11 +665,20 @@ fn push_placeholder(out: &mut String, kind: &str) {
 /// the kept finding keeps its rule and grows to cover both. Dropping the overlapping one
 /// instead would leave the part of its value outside the kept range unredacted (a token
 /// glued to the end of a private key block).
+#[cfg(test)]
 fn leftmost_longest(mut candidates: Vec<Finding>) -> Vec<Finding> {
+    merge(&mut candidates)
+}
+
+/// `leftmost_longest` of `candidates`, leaving it empty (with its allocation).
+fn merge(candidates: &mut Vec<Finding>) -> Vec<Finding> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
     // Stable, so candidates with the same range stay in rule order.
     candidates.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
     let mut kept: Vec<Finding> = Vec::new();
-    for finding in candidates {
+    for finding in candidates.drain(..) {
         match kept.last_mut() {
             Some(last) if finding.range.start < last.range.end => {
                 last.range.end = last.range.end.max(finding.range.end);

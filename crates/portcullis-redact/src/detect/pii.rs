@@ -13,6 +13,7 @@ use std::ops::Range;
 use super::Category::Pii;
 use super::Rule;
 use super::check;
+use super::phone;
 
 /// The builtin personal-data rules.
 pub(crate) static RULES: &[Rule] = &[
@@ -36,12 +37,22 @@ pub(crate) static RULES: &[Rule] = &[
         category: Pii,
         description: "Payment card number (known issuer prefix, Luhn-valid, spaces or dashes allowed)",
         keywords: &[],
-        regex: r"\b(?:[0-9][ -]?){12,18}[0-9]\b",
+        // The layouts cards are printed in, each with one separator throughout: 4-4-4-4
+        // (Visa, Mastercard; 13 to 19 digits as 4-4-4-1…4 with an optional 3), 4-6-5
+        // (American Express), 4-6-4 (Diners), or no separator. A looser pattern would take
+        // the next group of digits along and then fail the checksum.
+        regex: concat!(
+            r"\b(?:[0-9]{13,19}",
+            r"|[0-9]{4}(?: [0-9]{4}){2} [0-9]{1,4}(?: [0-9]{3})?|[0-9]{4} [0-9]{6} [0-9]{4,5}",
+            r"|[0-9]{4}(?:-[0-9]{4}){2}-[0-9]{1,4}(?:-[0-9]{3})?|[0-9]{4}-[0-9]{6}-[0-9]{4,5})\b",
+        ),
         validate: Some(check::payment_card),
         examples_true: &[
             "card 4111 1111 1111 1111 exp 12/30",
             "\"pan\":\"5555555555554444\"",
             "3782-822463-10005",
+            "card 3782-822463-10005 0 items",
+            "4111 1111 1111 1111 12/30",
         ],
         examples_false: &[
             // Luhn-invalid.
@@ -84,7 +95,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Pii,
         description: "Phone number in E.164 form, optionally with spaces, dots or dashes",
         keywords: &["+"],
-        regex: r"(?:^|[^\w+])(?P<v>\+[1-9](?:[ .-]?\d){6,14})\b",
+        regex: r"(?:^|[^\w+])(?P<v>\+[1-9](?:[ .-]?[0-9]){6,14})\b",
         validate: Some(check::e164),
         examples_true: &["call +14155550123", "tel: +44 20 7946 0958", "+49-30-901820"],
         examples_false: &["+1", "1+2345678", "x = a+1234"],
@@ -104,7 +115,7 @@ pub(crate) static RULES: &[Rule] = &[
         category: Pii,
         description: "IPv4 address (not a four-part version number)",
         keywords: &["."],
-        regex: r"(?:(?P<fp>\b(?i:version|ver|release|rev|build|v)[\s:=]*)|^|[^\w.])(?P<v>[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:\.[0-9]+)*)\b",
+        regex: r#"(?:(?P<fp>\b(?i:version|ver|release|rev|build|v)["'\s:=]*)|^|[^\w.])(?P<v>[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:\.[0-9]+)*)\b"#,
         validate: Some(check::ipv4),
         examples_true: &[
             "client 203.0.113.42 connected",
@@ -116,6 +127,8 @@ pub(crate) static RULES: &[Rule] = &[
             "1.2.3.4.5",
             "999.1.1.1",
             "ver=10.0.19041.1",
+            "{\"version\": \"17.1.9.5\"}",
+            "{\"ver\":\"10.0.19041.1\"}",
         ],
     },
     Rule {
@@ -147,18 +160,34 @@ pub(crate) enum Scan {
     Card,
     Iban,
     Ssn,
+    E164,
     Nanp,
     Ipv4,
     Ipv6,
+    Uk,
+    Fr,
+    De,
 }
 
-const SCANS: [Scan; 6] = [Scan::Card, Scan::Iban, Scan::Ssn, Scan::Nanp, Scan::Ipv4, Scan::Ipv6];
+const SCANS: [Scan; 10] = [
+    Scan::Card,
+    Scan::Iban,
+    Scan::Ssn,
+    Scan::E164,
+    Scan::Nanp,
+    Scan::Ipv4,
+    Scan::Ipv6,
+    Scan::Uk,
+    Scan::Fr,
+    Scan::De,
+];
 
 impl Scan {
     /// The scan for `rule` when it is one of the builtin number rules, unchanged.
     pub(crate) fn of(rule: &Rule) -> Option<Self> {
         let builtin = RULES
             .iter()
+            .chain(phone::RULES)
             .find(|builtin| builtin.id == rule.id && builtin.regex == rule.regex)?;
         SCANS.into_iter().find(|scan| scan.rule_id() == builtin.id)
     }
@@ -168,54 +197,81 @@ impl Scan {
             Self::Card => "payment-card",
             Self::Iban => "iban",
             Self::Ssn => "us-ssn",
+            Self::E164 => "phone-e164",
             Self::Nanp => "phone-nanp",
             Self::Ipv4 => "ipv4",
             Self::Ipv6 => "ipv6",
+            Self::Uk => "phone-uk",
+            Self::Fr => "phone-fr",
+            Self::De => "phone-de",
         }
     }
 
     /// The characters a match is made of, apart from its context.
-    fn class(self) -> u8 {
+    fn class(self) -> u16 {
         match self {
             Self::Card => DIGIT | SPACE | DASH,
             Self::Iban => DIGIT | UPPER | SPACE,
             Self::Ssn => DIGIT | DASH,
+            Self::E164 => DIGIT | SPACE | DASH | DOT | PLUS,
             Self::Nanp => DIGIT | SPACE | DASH | DOT | PAREN,
             Self::Ipv4 => DIGIT | DOT,
             Self::Ipv6 => DIGIT | HEX | COLON,
+            // The national forms end with `.`, `/` or `-` before a space as a number at the
+            // end of a sentence does; the window reaches past them (see `window`).
+            Self::Uk => DIGIT | SPACE | PLUS | PAREN,
+            Self::Fr => DIGIT | SPACE | DOT | DASH | PLUS | PAREN,
+            Self::De => DIGIT | SPACE | SLASH | DASH | PLUS | PAREN,
         }
     }
 
     /// Whether a run with `count` can hold a match (a necessary condition only).
     fn may_match(self, count: &Count) -> bool {
         match self {
-            Self::Card => count.digits >= 13,
+            Self::Card => count.stretch_digits >= 13,
             Self::Iban => count.digits >= 2 && count.upper >= 2 && count.len - count.spaces >= 12,
-            Self::Ssn => count.digits >= 9 && count.dashes >= 2,
-            Self::Nanp => count.digits >= 10 && count.dashes + count.dots >= 1,
-            Self::Ipv4 => count.digits >= 4 && count.dots >= 3,
+            Self::Ssn => count.stretch_digits >= 9 && count.dashes >= 2,
+            Self::E164 => count.stretch_digits >= 7 && count.plus >= 1,
+            Self::Nanp => count.stretch_digits >= 10 && count.dashes + count.dots >= 1,
+            Self::Ipv4 => count.stretch_digits >= 4 && count.dots >= 3,
             Self::Ipv6 => count.colons >= 2,
+            Self::Uk | Self::Fr => count.stretch_digits >= 10,
+            Self::De => count.stretch_digits >= 6,
         }
     }
 
     /// The window around a run of this rule's characters: the run, plus the context its
     /// regex may match before and after it.
     fn window(self, text: &str, run: Range<usize>) -> Range<usize> {
-        let start = match self {
-            Self::Ipv4 => version_context(text.as_bytes(), run.start),
-            _ => run.start,
-        };
-        prev_char(text, start)..next_char(text, run.end)
+        let bytes = text.as_bytes();
+        match self {
+            Self::Ipv4 => prev_char(text, label_context(bytes, run.start, b"\"':="))..next_char(text, run.end),
+            // A label (`order 0123 456789`) before, and `[./:-]` then a space after.
+            Self::Uk | Self::Fr | Self::De => {
+                prev_char(text, label_context(bytes, run.start, b":#."))..next_char(text, next_char(text, run.end))
+            }
+            _ => prev_char(text, run.start)..next_char(text, run.end),
+        }
     }
 }
 
 /// The windows [`scan`] found, per rule; each list sorted and disjoint.
 #[derive(Debug, Default)]
-pub(crate) struct Windows([Vec<Range<usize>>; 6]);
+pub(crate) struct Windows([Vec<Range<usize>>; 10]);
 
 impl Windows {
     pub(crate) fn of(&self, scan: Scan) -> &[Range<usize>] {
         self.0.get(scan as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether no rule has a window.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
+    }
+
+    /// Empties every list, keeping their allocations.
+    pub(crate) fn clear(&mut self) {
+        self.0.iter_mut().for_each(Vec::clear);
     }
 
     fn push(&mut self, scan: Scan, window: Range<usize>) {
@@ -228,18 +284,20 @@ impl Windows {
     }
 }
 
-const DIGIT: u8 = 1;
-const SPACE: u8 = 2;
-const DASH: u8 = 4;
-const DOT: u8 = 8;
-const COLON: u8 = 16;
-const HEX: u8 = 32;
-const UPPER: u8 = 64;
-const PAREN: u8 = 128;
+const DIGIT: u16 = 1;
+const SPACE: u16 = 1 << 1;
+const DASH: u16 = 1 << 2;
+const DOT: u16 = 1 << 3;
+const COLON: u16 = 1 << 4;
+const HEX: u16 = 1 << 5;
+const UPPER: u16 = 1 << 6;
+const PAREN: u16 = 1 << 7;
+const PLUS: u16 = 1 << 8;
+const SLASH: u16 = 1 << 9;
 
 /// What each ASCII byte is to the number rules; 0 for every other byte.
-static CLASS: [u8; 256] = {
-    let mut class = [0u8; 256];
+static CLASS: [u16; 256] = {
+    let mut class = [0u16; 256];
     let mut byte = 0;
     while byte < 256 {
         let b = byte as u8;
@@ -250,6 +308,8 @@ static CLASS: [u8; 256] = {
             b'.' => DOT,
             b':' => COLON,
             b'(' | b')' => PAREN,
+            b'+' => PLUS,
+            b'/' => SLASH,
             b'a'..=b'f' => HEX,
             b'A'..=b'F' => HEX | UPPER,
             b'G'..=b'Z' => UPPER,
@@ -260,7 +320,7 @@ static CLASS: [u8; 256] = {
     class
 };
 
-fn class(byte: u8) -> u8 {
+fn class(byte: u8) -> u16 {
     CLASS[usize::from(byte)]
 }
 
@@ -274,6 +334,10 @@ struct Count {
     dots: usize,
     colons: usize,
     upper: usize,
+    plus: usize,
+    /// The most digits in a stretch without letters or colons, which is all the digits a
+    /// match of a rule for numbers without letters can hold.
+    stretch_digits: usize,
 }
 
 impl Count {
@@ -282,6 +346,7 @@ impl Count {
             len: bytes.len(),
             ..Self::default()
         };
+        let mut stretch = 0;
         for &byte in bytes {
             let class = class(byte);
             count.digits += usize::from(class & DIGIT != 0);
@@ -290,44 +355,112 @@ impl Count {
             count.dots += usize::from(class & DOT != 0);
             count.colons += usize::from(class & COLON != 0);
             count.upper += usize::from(class & UPPER != 0);
+            count.plus += usize::from(class & PLUS != 0);
+            stretch = (stretch + usize::from(class == DIGIT)) * usize::from(class & (HEX | UPPER | COLON) == 0);
+            count.stretch_digits = count.stretch_digits.max(stretch);
         }
         count
     }
 }
 
-/// The windows of `text` in which each number rule can match.
+/// Fills `windows` with the windows of `text` in which each number rule can match.
 ///
 /// Every match of these rules is a run of the rule's characters (`[0-9 -]` for a card number)
-/// holding an ASCII digit or a colon, plus context. The scan goes once over the runs of
-/// characters of any of the rules, and counts what those long enough to hold a match contain.
-/// Only when the counts allow a match does it split the run into each rule's own runs and
-/// count again.
-pub(crate) fn scan(text: &str) -> Windows {
-    let mut windows = Windows::default();
-    // Branch-free bookkeeping per byte: mispredicted branches at every edge of a run would
-    // cost more than the rest of the scan (JSON alternates digits and letters all the time).
-    let (mut start, mut seen, mut colons) = (0, 0, 0);
-    for (at, &byte) in text.as_bytes().iter().enumerate() {
-        let class = class(byte);
-        let ends = class == 0;
-        // `&`, not `&&`: one rarely taken branch instead of one per edge of a run.
-        if ends & may_hold_a_match(at - start, seen, colons) {
-            scan_run(text, start..at, &mut windows);
+/// holding an ASCII digit or a colon, plus context. The scan jumps from one digit or colon to
+/// the next eight bytes at a time, widens each to the run of characters of any of the rules
+/// around it, and counts what the runs long enough to hold a match contain. Only when the
+/// counts allow a match does it split the run into each rule's own runs and count again.
+pub(crate) fn scan(text: &str, windows: &mut Windows) {
+    windows.clear();
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(hit) = next_digit_or_colon(bytes, at) {
+        // `at` is 0 or just past the end of the previous run, so this stops at `at` at most.
+        let mut start = hit;
+        while start > at && bytes.get(start - 1).is_some_and(|&b| class(b) != 0) {
+            start -= 1;
         }
-        start = if ends { at + 1 } else { start };
-        seen = if ends { 0 } else { seen | class };
-        colons = if ends { 0 } else { colons + usize::from(class == COLON) };
+        let mut gate = Gate::default();
+        let mut end = start;
+        while let Some(&byte) = bytes.get(end) {
+            let class = class(byte);
+            if class == 0 {
+                break;
+            }
+            gate.add(class);
+            end += 1;
+        }
+        if gate.passes() {
+            scan_run(text, start..end, windows);
+        }
+        at = end + 1;
     }
-    if may_hold_a_match(text.len() - start, seen, colons) {
-        scan_run(text, start..text.len(), &mut windows);
-    }
-    windows
 }
 
-/// Whether a run of `len` bytes of the classes in `seen`, `colons` of them colons, is worth
-/// counting: the shortest match but an IPv6 one is `1.2.3.4`, and IPv6 needs two colons.
-fn may_hold_a_match(len: usize, seen: u8, colons: usize) -> bool {
-    (len >= 7 && seen & DIGIT != 0) | (colons >= 2)
+/// What the scan tracks over a run, byte by byte without branches, to skip the runs no rule
+/// can match in (hex digests, identifiers, timestamps) before counting anything else.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Digits and separators in the current stretch without letters or colons.
+    digits: usize,
+    separators: usize,
+    /// Whether a stretch so far could hold a match of a rule for numbers without letters:
+    /// thirteen digits (a card), or four digits with a separator (`1.2.3.4`, `+1 555…`).
+    numeric: bool,
+    colons: usize,
+    upper: usize,
+}
+
+impl Gate {
+    fn add(&mut self, class: u16) {
+        let breaks = usize::from(class & (HEX | UPPER | COLON) != 0);
+        self.numeric |= (breaks != 0) & self.stretch_may_match();
+        self.digits = (self.digits + usize::from(class == DIGIT)) * (1 - breaks);
+        self.separators = (self.separators + usize::from(class & SEPARATORS != 0)) * (1 - breaks);
+        self.colons += usize::from(class == COLON);
+        self.upper += usize::from(class & UPPER != 0);
+    }
+
+    fn stretch_may_match(&self) -> bool {
+        (self.digits >= 13) | ((self.digits >= 4) & (self.separators != 0))
+    }
+
+    /// Whether the run may hold a match: a numeric stretch, two colons (IPv6) or two
+    /// capital letters (an IBAN's country code) and two digits.
+    fn passes(&self) -> bool {
+        self.numeric || self.stretch_may_match() || self.colons >= 2 || self.upper >= 2
+    }
+}
+
+/// The characters between groups of digits in the number rules.
+const SEPARATORS: u16 = SPACE | DASH | DOT | PAREN | PLUS | SLASH;
+
+/// The first ASCII digit or colon (bytes `0x30..=0x3A`) at or after `from`.
+fn next_digit_or_colon(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    const LOW7: u64 = ONES * 0x7F;
+    let rest = bytes.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut offset = from;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        // "Has a byte between m and n" (exclusive) from Bit Twiddling Hacks, with m = 0x2F
+        // and n = 0x3B; exact as a yes or no for the word.
+        let low = x & LOW7;
+        let between = (ONES * (127 + 0x3B) - low) & !x & (low + ONES * (127 - 0x2F)) & HIGH;
+        if between != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    bytes
+        .get(offset..)?
+        .iter()
+        .position(|&b| (b'0'..=b':').contains(&b))
+        .map(|position| offset + position)
 }
 
 fn scan_run(text: &str, run: Range<usize>, windows: &mut Windows) {
@@ -350,18 +483,19 @@ fn scan_run(text: &str, run: Range<usize>, windows: &mut Windows) {
     }
 }
 
-/// Where the `fp` context of the IPv4 rule (`version 1.2.3.4`, `ver=10.0.19041.1`) can start
-/// before a run starting at `start`: back over whitespace, `:` and `=`, then over a word of at
-/// most seven letters (non-ASCII bytes count as both, for Unicode spaces and case folding).
-fn version_context(bytes: &[u8], mut start: usize) -> usize {
-    let is = |at: usize, f: fn(u8) -> bool| at > 0 && bytes.get(at - 1).is_some_and(|&b| f(b));
-    while is(start, |b| {
-        b.is_ascii_whitespace() || b == 0x0B || b == b':' || b == b'=' || !b.is_ascii()
+/// Where a label before a run starting at `start` can start (`version 1.2.3.4`,
+/// `"ver":"10.0.19041.1"`, `order #0123 456789`): back over whitespace and `separators`, then
+/// over a word of at most sixteen bytes (non-ASCII bytes count as both, for Unicode spaces and
+/// case folding).
+fn label_context(bytes: &[u8], mut start: usize, separators: &[u8]) -> usize {
+    let is = |at: usize, f: &dyn Fn(u8) -> bool| at > 0 && bytes.get(at - 1).is_some_and(|&b| f(b));
+    while is(start, &|b| {
+        b.is_ascii_whitespace() || b == 0x0B || separators.contains(&b) || !b.is_ascii()
     }) {
         start -= 1;
     }
     let floor = start.saturating_sub(16);
-    while start > floor && is(start, |b| b.is_ascii_alphabetic() || !b.is_ascii()) {
+    while start > floor && is(start, &|b| b.is_ascii_alphabetic() || !b.is_ascii()) {
         start -= 1;
     }
     start

@@ -79,7 +79,7 @@ pub(crate) static RULES: &[Rule] = &[
     prefixed(
         "postman-api-key",
         "Postman API key",
-        &["pmak-"],
+        &["PMAK-"],
         r"\bPMAK-[0-9a-f]{24}-[0-9a-f]{34}\b",
         &["PMAK-d0f0cc022238daceee2092f0-73ff80b9465aef7ac86d66c7a644fb1285"],
         &["PMAK-1234"],
@@ -113,7 +113,7 @@ pub(crate) static RULES: &[Rule] = &[
     prefixed(
         "age-secret-key",
         "age encryption secret key",
-        &["age-secret-key-1"],
+        &["AGE-SECRET-KEY-1"],
         r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b",
         &["AGE-SECRET-KEY-1L8SVMPC62DDDGWKT55VDVXG0G9SCXM6GVEPXVKH84VY7XPZ7FVT8DT2JXR"],
         &["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
@@ -129,7 +129,7 @@ pub(crate) static RULES: &[Rule] = &[
     prefixed(
         "newrelic-user-api-key",
         "New Relic user API key",
-        &["nrak-"],
+        &["NRAK-"],
         r"\bNRAK-[A-Z0-9]{27}\b",
         &["NRAK-ZNLEVT4GAWDORTVNZL8EY65NHZB"],
         &["NRAK-123"],
@@ -145,7 +145,7 @@ pub(crate) static RULES: &[Rule] = &[
     prefixed(
         "telegram-bot-token",
         "Telegram bot token",
-        &[":aa"],
+        &[":AA"],
         r"(?:\bbot|\b)(?P<v>\d{8,10}:AA[A-Za-z0-9_-]{33})\b",
         &["https://api.telegram.org/bot969224307:AAJFxUx8V-H2-1kznuk9iklDBfFU0xGoyGo/getMe"],
         &["12:AA"],

@@ -1,5 +1,7 @@
 //! Properties of the public API: whatever surrounds a secret, no spelling of it gets through.
 
+mod corpus;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use portcullis_core::RawResponse;
