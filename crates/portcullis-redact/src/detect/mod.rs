@@ -33,6 +33,7 @@ mod check;
 mod credentials;
 mod custom;
 mod json;
+mod keywords;
 mod phone;
 mod pii;
 mod saas;
@@ -47,7 +48,6 @@ use std::ops::Range;
 pub use custom::{CustomRule, RuleError};
 pub use json::{JsonFinding, SENSITIVE_KEY, Treatment, is_sensitive_key};
 
-use aho_corasick::AhoCorasick;
 use regex::Regex;
 use regex_automata::Input;
 use regex_automata::meta;
@@ -127,10 +127,8 @@ pub fn builtin_rules() -> impl Iterator<Item = &'static Rule> {
 #[derive(Debug)]
 pub struct Detector {
     rules: Vec<Compiled>,
-    /// Keyword automata, one for the keywords matched exactly and one for those matched
-    /// ASCII case-insensitively (a case-sensitive automaton can skip ahead with a SIMD
-    /// prefilter; a case-insensitive one over a hundred keywords cannot).
-    prefilters: [Prefilter; 2],
+    /// The search for every rule's keywords (see [`keywords`]).
+    keywords: keywords::Keywords,
     /// Whether a rule has a [`pii::Scan`], so the digit scan must run.
     scans: bool,
     /// Whether a rule runs on every text (no keywords, no scan), or has a one-character
@@ -139,22 +137,13 @@ pub struct Detector {
     runs_without_hits: bool,
 }
 
-/// One keyword automaton.
-#[derive(Debug, Default)]
-struct Prefilter {
-    /// `None` when there are no keywords, or when building the automaton failed; then
-    /// `failed` says which.
-    automaton: Option<AhoCorasick>,
-    failed: bool,
-    /// For each keyword pattern of `automaton`, the index of its rule in `rules`.
-    owner: Vec<usize>,
-}
-
 /// What `find` reuses from call to call on one thread, so that a call that finds nothing
 /// allocates nothing.
 #[derive(Debug, Default)]
 struct Scratch {
     hits: Vec<(usize, Range<usize>)>,
+    /// A lowercased block of the text, for the case-insensitive keywords.
+    lower: Vec<u8>,
     scanned: pii::Windows,
     windows: Vec<Range<usize>>,
     candidates: Vec<Finding>,
@@ -238,15 +227,26 @@ impl Detector {
     }
 
     fn from_compiled(rules: Vec<Compiled>) -> Self {
-        let prefilters = [true, false].map(|exact| Prefilter::of(&rules, exact));
+        let keywords = keywords::Keywords::new(
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, compiled)| compiled.scan.is_none())
+                .flat_map(|(index, compiled)| {
+                    // A one-character keyword would be a hit on nearly every line; such a
+                    // rule runs on the whole text when the character is in it (see `find`).
+                    let long = compiled.keywords.iter().filter(|keyword| keyword.len() > 1);
+                    long.map(move |keyword| (&**keyword, index, compiled.exact_keywords))
+                }),
+        );
         let scans = rules.iter().any(|compiled| compiled.scan.is_some());
         let runs_without_hits = rules.iter().any(|compiled| {
             compiled.scan.is_none()
                 && (compiled.keywords.is_empty() || compiled.keywords.iter().any(|keyword| keyword.len() == 1))
-        }) || prefilters_failed(&prefilters);
+        }) || keywords.failed;
         Self {
             rules,
-            prefilters,
+            keywords,
             scans,
             runs_without_hits,
         }
@@ -269,11 +269,13 @@ impl Detector {
     fn find_with(&self, text: &str, scratch: &mut Scratch) -> Vec<Finding> {
         let Scratch {
             hits,
+            lower,
             scanned,
             windows,
             candidates,
         } = scratch;
-        let whole = self.keyword_hits(text, hits);
+        let whole = self.keywords.failed;
+        self.keywords.find(text, lower, hits);
         scanned.clear();
         if self.scans {
             pii::scan(text, scanned);
@@ -319,61 +321,6 @@ impl Detector {
             out = Cow::Owned(replace(&out, &findings));
         }
         out
-    }
-
-    /// Fills `hits` with every keyword occurrence in `text` as its rule's index and its
-    /// range, sorted by rule then position. Returns `true` when an automaton could not be
-    /// built, so every rule must run on the whole text.
-    fn keyword_hits(&self, text: &str, hits: &mut Vec<(usize, Range<usize>)>) -> bool {
-        hits.clear();
-        for prefilter in &self.prefilters {
-            let Some(automaton) = &prefilter.automaton else {
-                continue;
-            };
-            let found = automaton.find_overlapping_iter(text);
-            hits.extend(
-                found.filter_map(|found| Some((*prefilter.owner.get(found.pattern().as_usize())?, found.range()))),
-            );
-        }
-        if hits.len() > 1 {
-            hits.sort_unstable_by_key(|(owner, range)| (*owner, range.start));
-        }
-        prefilters_failed(&self.prefilters)
-    }
-}
-
-fn prefilters_failed(prefilters: &[Prefilter]) -> bool {
-    prefilters.iter().any(|prefilter| prefilter.failed)
-}
-
-impl Prefilter {
-    /// The automaton over the keywords of `rules` matched `exact`ly or not.
-    fn of(rules: &[Compiled], exact: bool) -> Self {
-        let mut keywords: Vec<&str> = Vec::new();
-        let mut owner = Vec::new();
-        for (index, compiled) in rules.iter().enumerate() {
-            if compiled.scan.is_some() || compiled.exact_keywords != exact {
-                continue;
-            }
-            // A one-character keyword would be a hit on nearly every line; such a rule runs on
-            // the whole text when the character is in it (see `find`).
-            for keyword in compiled.keywords.iter().filter(|keyword| keyword.len() > 1) {
-                keywords.push(keyword);
-                owner.push(index);
-            }
-        }
-        if keywords.is_empty() {
-            return Self::default();
-        }
-        let automaton = AhoCorasick::builder()
-            .ascii_case_insensitive(!exact)
-            .build(&keywords)
-            .ok();
-        Self {
-            failed: automaton.is_none(),
-            automaton,
-            owner,
-        }
     }
 }
 
