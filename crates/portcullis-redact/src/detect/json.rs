@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -167,17 +168,22 @@ impl Detector {
                 })
             }
             Value::Array(items) => {
-                let mut keep = Vec::with_capacity(items.len());
+                let mut removed = Vec::new();
                 for (index, item) in items.iter_mut().enumerate() {
                     let len = pointer.len();
-                    pointer.push('/');
-                    pointer.push_str(&index.to_string());
-                    keep.push(!self.visit(item, pointer, how, out));
+                    // Writing to a `String` cannot fail.
+                    let _ = write!(pointer, "/{index}");
+                    if self.visit(item, pointer, how, out) {
+                        removed.push(index);
+                    }
                     pointer.truncate(len);
                 }
-                if keep.contains(&false) {
-                    let mut flags = keep.into_iter();
-                    items.retain(|_| flags.next().unwrap_or(true));
+                if !removed.is_empty() {
+                    let mut index = 0;
+                    items.retain(|_| {
+                        index += 1;
+                        removed.binary_search(&(index - 1)).is_err()
+                    });
                 }
                 false
             }
@@ -196,51 +202,83 @@ impl Detector {
         how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) {
+        // Most objects keep every key: visit them in place, and rebuild the map only when a
+        // key is masked or a member removed.
+        let mut changes: Vec<(usize, Change)> = Vec::new();
+        for (index, (key, member)) in members.iter_mut().enumerate() {
+            let change = self.visit_member(key, member, pointer, how, out);
+            if !matches!(change, Change::None) {
+                changes.push((index, change));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let mut changes = changes.into_iter().peekable();
         let mut rebuilt = Map::with_capacity(members.len());
-        for (key, mut member) in std::mem::take(members) {
-            let key_findings = self.find_reported(&key, how);
-            let shown_key = if key_findings.is_empty() {
-                Cow::Borrowed(key.as_str())
-            } else {
-                self.mask_reported(&key, how)
-            };
-            let len = pointer.len();
-            pointer.push('/');
-            push_escaped(pointer, &shown_key);
-            let mut remove = false;
-            for finding in key_findings {
-                out.push(JsonFinding {
-                    kind: finding.rule_id,
-                    category: finding.category,
-                    pointer: pointer.clone(),
-                });
-                remove |= how.treatment == Some(Treatment::Drop);
-            }
-            if is_sensitive_key(&key) && holds_a_value(&member) && !how.allows(SENSITIVE_KEY) {
-                out.push(JsonFinding {
-                    kind: Cow::Borrowed(SENSITIVE_KEY),
-                    category: Category::Secret,
-                    pointer: pointer.clone(),
-                });
-                match how.treatment {
-                    Some(Treatment::Mask) => member = Value::String(placeholder(SENSITIVE_KEY)),
-                    Some(Treatment::Drop) => remove = true,
-                    None => {}
+        for (index, (key, member)) in std::mem::take(members).into_iter().enumerate() {
+            let change = changes.next_if(|(at, _)| *at == index).map(|(_, change)| change);
+            match change {
+                Some(Change::Remove) => {}
+                Some(Change::Rename(masked)) => {
+                    let key = unique_key(&rebuilt, masked);
+                    rebuilt.insert(key, member);
                 }
-            } else {
-                remove |= self.visit(&mut member, pointer, how, out);
+                Some(Change::None) | None => {
+                    rebuilt.insert(key, member);
+                }
             }
-            pointer.truncate(len);
-            if remove {
-                continue;
-            }
-            let shown_key = match shown_key {
-                Cow::Borrowed(_) => key,
-                Cow::Owned(masked) => unique_key(&rebuilt, masked),
-            };
-            rebuilt.insert(shown_key, member);
         }
         *members = rebuilt;
+    }
+
+    /// Visits the member `key` of an object; says whether to remove it or mask its key.
+    fn visit_member(
+        &self,
+        key: &str,
+        member: &mut Value,
+        pointer: &mut String,
+        how: How<'_>,
+        out: &mut Vec<JsonFinding>,
+    ) -> Change {
+        let key_findings = self.find_reported(key, how);
+        let shown_key = if key_findings.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            self.mask_reported(key, how)
+        };
+        let len = pointer.len();
+        pointer.push('/');
+        push_escaped(pointer, &shown_key);
+        let mut remove = false;
+        for finding in key_findings {
+            out.push(JsonFinding {
+                kind: finding.rule_id,
+                category: finding.category,
+                pointer: pointer.clone(),
+            });
+            remove |= how.treatment == Some(Treatment::Drop);
+        }
+        if is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
+            out.push(JsonFinding {
+                kind: Cow::Borrowed(SENSITIVE_KEY),
+                category: Category::Secret,
+                pointer: pointer.clone(),
+            });
+            match how.treatment {
+                Some(Treatment::Mask) => *member = Value::String(placeholder(SENSITIVE_KEY)),
+                Some(Treatment::Drop) => remove = true,
+                None => {}
+            }
+        } else {
+            remove |= self.visit(member, pointer, how, out);
+        }
+        pointer.truncate(len);
+        match shown_key {
+            _ if remove => Change::Remove,
+            Cow::Owned(masked) => Change::Rename(masked),
+            Cow::Borrowed(_) => Change::None,
+        }
     }
 
     /// Records the findings in `text`. `None` when there are none; otherwise `Some` of the
@@ -268,6 +306,15 @@ impl Detector {
         }
         Some((how.treatment == Some(Treatment::Mask)).then(|| self.mask_reported(text, how).into_owned()))
     }
+}
+
+/// What happens to an object member after its visit.
+#[derive(Debug)]
+enum Change {
+    None,
+    Remove,
+    /// Its key becomes this (masked) one.
+    Rename(String),
 }
 
 /// How many times masking re-scans its own output (placeholders change their neighbours'
@@ -302,6 +349,10 @@ fn holds_a_value(value: &Value) -> bool {
 
 /// RFC 6901: `~` becomes `~0` and `/` becomes `~1`.
 fn push_escaped(pointer: &mut String, key: &str) {
+    if !key.contains(['~', '/']) {
+        pointer.push_str(key);
+        return;
+    }
     for c in key.chars() {
         match c {
             '~' => pointer.push_str("~0"),

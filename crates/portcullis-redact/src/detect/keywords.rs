@@ -17,6 +17,9 @@ use aho_corasick::{AhoCorasick, Span};
 const GROUP: usize = 64;
 /// How much of a text a case-insensitive set lowercases at a time.
 const BLOCK: usize = 64 * 1024;
+/// Below this length a text is searched with the automaton: Teddy needs a few SIMD
+/// registers' worth of text, and falls back to a slower search on less.
+const SHORT_TEXT: usize = 128;
 
 /// The keyword searches of a rule set.
 #[derive(Debug, Default)]
@@ -29,18 +32,15 @@ pub(super) struct Keywords {
 /// One set of keywords searched together.
 #[derive(Debug)]
 struct Set {
-    search: Search,
+    /// `None` where the CPU has no SIMD Teddy implementation.
+    teddy: Option<packed::Searcher>,
+    /// Reports overlapping matches, for short texts and when there is no `teddy`.
+    automaton: AhoCorasick,
     /// Per pattern (longest first): its length, the rules it belongs to, and the other
     /// patterns that are a prefix of it.
     patterns: Vec<Pattern>,
     /// Whether to match ASCII case-insensitively.
     fold: bool,
-}
-
-#[derive(Debug)]
-enum Search {
-    Teddy(packed::Searcher),
-    Automaton(AhoCorasick),
 }
 
 #[derive(Debug)]
@@ -117,47 +117,60 @@ impl Set {
             .builder()
             .extend(keywords.clone())
             .build();
-        let search = match teddy {
-            Some(searcher) => Search::Teddy(searcher),
-            None => Search::Automaton(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(fold)
-                    .build(keywords)
-                    .ok()?,
-            ),
-        };
-        Some(Self { search, patterns, fold })
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(fold)
+            .build(keywords)
+            .ok()?;
+        Some(Self {
+            teddy,
+            automaton,
+            patterns,
+            fold,
+        })
     }
 
     fn find(&self, text: &[u8], lower: &mut Vec<u8>, hits: &mut Vec<(usize, Range<usize>)>) {
-        match &self.search {
-            Search::Automaton(automaton) => {
-                for found in automaton.find_overlapping_iter(text) {
+        match &self.teddy {
+            Some(searcher) if text.len() >= SHORT_TEXT.min(searcher.minimum_len()) => {
+                self.find_teddy(searcher, text, lower, hits);
+            }
+            _ => {
+                for found in self.automaton.find_overlapping_iter(text) {
                     // Overlapping matches include the prefixes.
                     self.push(found.pattern().as_usize(), found.start(), false, hits);
                 }
             }
-            Search::Teddy(searcher) if self.fold => {
-                let longest = self.patterns.first().map_or(0, |pattern| pattern.len);
-                let mut at = 0;
-                while at < text.len() {
-                    // Each block also holds the start of every keyword starting in it.
-                    let end = text.len().min(at + BLOCK + longest.saturating_sub(1));
-                    let block = text.get(at..end).unwrap_or_default();
-                    lower.clear();
-                    lower.extend(block.iter().map(u8::to_ascii_lowercase));
-                    let starts = BLOCK.min(block.len());
-                    self.find_teddy(searcher, lower, starts, at, hits);
-                    at += BLOCK;
-                }
+        }
+    }
+
+    fn find_teddy(
+        &self,
+        searcher: &packed::Searcher,
+        text: &[u8],
+        lower: &mut Vec<u8>,
+        hits: &mut Vec<(usize, Range<usize>)>,
+    ) {
+        if self.fold {
+            let longest = self.patterns.first().map_or(0, |pattern| pattern.len);
+            let mut at = 0;
+            while at < text.len() {
+                // Each block also holds the start of every keyword starting in it.
+                let end = text.len().min(at + BLOCK + longest.saturating_sub(1));
+                let block = text.get(at..end).unwrap_or_default();
+                lower.clear();
+                lower.extend(block.iter().map(u8::to_ascii_lowercase));
+                let starts = BLOCK.min(block.len());
+                self.find_in(searcher, lower, starts, at, hits);
+                at += BLOCK;
             }
-            Search::Teddy(searcher) => self.find_teddy(searcher, text, text.len(), 0, hits),
+        } else {
+            self.find_in(searcher, text, text.len(), 0, hits);
         }
     }
 
     /// The keywords starting before `starts` in `haystack`, which begins at `offset` in the
     /// text.
-    fn find_teddy(
+    fn find_in(
         &self,
         searcher: &packed::Searcher,
         haystack: &[u8],
@@ -244,9 +257,12 @@ mod tests {
             text in "(AC|CA|KIA|pass|PaSs|word|WORD=|pwd|sk-|ant-|[a-zA-Z -]){0,40}",
         ) {
             let keywords = Keywords::new(KEYWORDS.iter().enumerate().map(|(owner, (k, exact))| (*k, owner, *exact)));
-            let mut hits = Vec::new();
-            keywords.find(&text, &mut Vec::new(), &mut hits);
-            prop_assert_eq!(hits, naive(&text));
+            // Short texts are searched with the automaton, long ones with Teddy.
+            for text in [text.clone(), format!("{}{text}", "x".repeat(super::SHORT_TEXT))] {
+                let mut hits = Vec::new();
+                keywords.find(&text, &mut Vec::new(), &mut hits);
+                prop_assert_eq!(hits, naive(&text));
+            }
         }
     }
 

@@ -131,10 +131,12 @@ pub struct Detector {
     keywords: keywords::Keywords,
     /// Whether a rule has a [`pii::Scan`], so the digit scan must run.
     scans: bool,
-    /// Whether a rule runs on every text (no keywords, no scan), or has a one-character
-    /// keyword; without such a rule, a text without keyword hits or scan windows has no
-    /// findings.
-    runs_without_hits: bool,
+    /// Whether a rule runs on every text: it has no keywords and no scan, or the keyword
+    /// search could not be built.
+    always: bool,
+    /// The one-character keywords, in both cases where matched case-insensitively; a rule
+    /// with one runs on the whole text when the character is in it.
+    short: Vec<char>,
 }
 
 /// What `find` reuses from call to call on one thread, so that a call that finds nothing
@@ -168,6 +170,8 @@ struct Compiled {
     scan: Option<pii::Scan>,
     /// Whether the keywords are matched exactly as written (see [`Rule::keywords`]).
     exact_keywords: bool,
+    /// Whether a keyword is one character long.
+    has_short_keyword: bool,
 }
 
 /// Where a match around a keyword can be.
@@ -240,15 +244,20 @@ impl Detector {
                 }),
         );
         let scans = rules.iter().any(|compiled| compiled.scan.is_some());
-        let runs_without_hits = rules.iter().any(|compiled| {
-            compiled.scan.is_none()
-                && (compiled.keywords.is_empty() || compiled.keywords.iter().any(|keyword| keyword.len() == 1))
-        }) || keywords.failed;
+        let always = keywords.failed
+            || rules
+                .iter()
+                .any(|compiled| compiled.scan.is_none() && compiled.keywords.is_empty());
+        let unscanned = rules.iter().filter(|compiled| compiled.scan.is_none());
+        let mut short: Vec<char> = unscanned.flat_map(Compiled::short_keywords).collect();
+        short.sort_unstable();
+        short.dedup();
         Self {
             rules,
             keywords,
             scans,
-            runs_without_hits,
+            always,
+            short,
         }
     }
 
@@ -280,7 +289,8 @@ impl Detector {
         if self.scans {
             pii::scan(text, scanned);
         }
-        if !whole && !self.runs_without_hits && hits.is_empty() && scanned.is_empty() {
+        let nothing_short = || !self.short.iter().any(|&c| text.contains(c));
+        if !self.always && hits.is_empty() && scanned.is_empty() && nothing_short() {
             return Vec::new();
         }
         candidates.clear();
@@ -292,7 +302,10 @@ impl Detector {
             } else if !whole && !compiled.keywords.is_empty() {
                 let (own, others) = rest.split_at(rest.partition_point(|hit| hit.0 == index));
                 rest = others;
-                if compiled.has_short_keyword_in(text) {
+                if own.is_empty() && !compiled.has_short_keyword {
+                    continue;
+                }
+                if compiled.has_short_keyword && compiled.has_short_keyword_in(text) {
                     windows.push(0..text.len());
                 } else {
                     let ranges = own.iter().map(|hit| hit.1.clone());
@@ -348,6 +361,7 @@ impl Compiled {
     ) -> Self {
         let has_groups = regex.capture_names().flatten().any(|name| name == "v" || name == "fp");
         let reach = Reach::of(regex.as_str());
+        let has_short_keyword = keywords.iter().any(|keyword| keyword.len() == 1);
         Self {
             id,
             category,
@@ -358,7 +372,23 @@ impl Compiled {
             reach,
             scan: None,
             exact_keywords: false,
+            has_short_keyword,
         }
+    }
+
+    /// This rule's one-character keywords, in both cases where matched case-insensitively.
+    fn short_keywords(&self) -> impl Iterator<Item = char> + '_ {
+        let chars = self
+            .keywords
+            .iter()
+            .filter_map(|keyword| keyword.chars().next().filter(|_| keyword.len() == 1));
+        chars.flat_map(|c| {
+            if self.exact_keywords {
+                [c, c]
+            } else {
+                [c.to_ascii_lowercase(), c.to_ascii_uppercase()]
+            }
+        })
     }
 
     /// Whether one of this rule's one-character keywords is in `text`.
