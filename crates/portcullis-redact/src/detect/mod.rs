@@ -319,6 +319,40 @@ impl Detector {
         merge(candidates)
     }
 
+    /// For texts joined by NUL bytes into `joined`, the `i`th ending at `ends[i]`, whether
+    /// `find` can report anything in each: whether a keyword hit, a number-scan window or a
+    /// one-character keyword touches it. Keywords and the runs the scan looks at lie inside
+    /// one text (a NUL ends every run), so a text with a hit on its own has it here too; a
+    /// hit across a NUL only marks a text needlessly.
+    fn candidate_texts(&self, joined: &str, ends: &[usize]) -> Vec<bool> {
+        let mut candidates = vec![self.always; ends.len()];
+        if self.always {
+            return candidates;
+        }
+        let mut mark = |range: Range<usize>| {
+            let first = ends.partition_point(|&end| end < range.start);
+            let last = ends.partition_point(|&end| end < range.end);
+            for candidate in candidates.iter_mut().take(last + 1).skip(first) {
+                *candidate = true;
+            }
+        };
+        SCRATCH.with(|scratch| {
+            let mut fresh = Scratch::default();
+            let mut borrowed = scratch.try_borrow_mut();
+            let scratch = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            self.keywords.find(joined, &mut scratch.lower, &mut scratch.hits);
+            scratch.hits.drain(..).for_each(|(_, range)| mark(range));
+            if self.scans {
+                pii::scan(joined, &mut scratch.scanned);
+                scratch.scanned.all().for_each(|range| mark(range.clone()));
+            }
+        });
+        for &c in &self.short {
+            joined.match_indices(c).for_each(|(at, _)| mark(at..at + 1));
+        }
+        candidates
+    }
+
     /// `text` with each finding replaced by `[REDACTED:RULE_ID]`; borrowed when nothing matched.
     ///
     /// A placeholder changes the context of its neighbours (a phone number glued to a token

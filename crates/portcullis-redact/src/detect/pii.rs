@@ -264,6 +264,11 @@ impl Windows {
         self.0.get(scan as usize).map_or(&[], Vec::as_slice)
     }
 
+    /// Every window of every rule.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Range<usize>> {
+        self.0.iter().flatten()
+    }
+
     /// Whether no rule has a window.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.iter().all(Vec::is_empty)
