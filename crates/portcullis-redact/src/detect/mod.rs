@@ -3,14 +3,18 @@
 //! A [`Rule`] names one format (a provider's token, a card number, a private key block) as a
 //! regular expression, a few keywords and an optional validator. A [`Detector`] runs a rule
 //! set over text in one pass that finds candidate places, then regexes only there:
-//! - an Aho-Corasick pass over every rule's keywords finds where each rule can match; a rule
-//!   runs only in windows around its keyword hits, as wide as its longest possible match and
-//!   never past a byte its regex cannot match (so a JSON comma ends the window of a rule
-//!   whose matches cannot contain one), or over the whole text when its matches are unbounded
-//!   and can contain any byte;
-//! - the personal-data rules for numbers (cards, IBANs, phone numbers, IP addresses), whose
-//!   keywords are a single common character or none, get their windows from a hand-written
-//!   scan of the runs of digits and separators (see [`pii::scan`]).
+//! - one search for every rule's keywords (see [`keywords`]: token prefixes such as `ghp_`
+//!   matched exactly, words such as `password` ASCII case-insensitively) finds where each rule
+//!   can match; a rule runs only in windows around its keyword hits, as wide as its longest
+//!   possible match and never past a byte its regex cannot match (so a JSON comma ends the
+//!   window of a rule whose matches cannot contain one), or over the whole text when its
+//!   matches are unbounded and can contain any byte;
+//! - the personal-data rules for numbers (cards, IBANs, phone numbers in E.164, North
+//!   American and national forms, IP addresses), whose keywords are a single common character
+//!   or none, get their windows from a hand-written scan of the runs of digits and separators
+//!   (see [`pii::scan`]);
+//! - a text with no keyword hit, no scan window and none of the one-character keywords (`@`)
+//!   has no findings, and `find` returns at once, without allocating.
 //!
 //! Every match of a rule contains one of its keywords (custom rules are checked for that on
 //! their examples), so a window holds every match that can exist there, and searching a window

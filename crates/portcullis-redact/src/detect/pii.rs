@@ -385,17 +385,19 @@ pub(crate) fn scan(text: &str, windows: &mut Windows) {
         while start > at && bytes.get(start - 1).is_some_and(|&b| class(b) != 0) {
             start -= 1;
         }
-        let mut gate = Gate::default();
-        let mut end = start;
-        while let Some(&byte) = bytes.get(end) {
-            let class = class(byte);
-            if class == 0 {
-                break;
-            }
-            gate.add(class);
+        let mut end = hit;
+        while bytes.get(end).is_some_and(|&b| class(b) != 0) {
             end += 1;
         }
-        if gate.passes() {
+        let run = bytes.get(start..end).unwrap_or_default();
+        // Most runs are short (`42`, `3.5`, `12:30`): only IPv6 (`::1`) fits in fewer than
+        // seven bytes.
+        let passes = if run.len() >= 7 {
+            Gate::of(run).passes()
+        } else {
+            run.iter().filter(|&&b| b == b':').count() >= 2
+        };
+        if passes {
             scan_run(text, start..end, windows);
         }
         at = end + 1;
@@ -413,17 +415,30 @@ struct Gate {
     /// thirteen digits (a card), or four digits with a separator (`1.2.3.4`, `+1 555…`).
     numeric: bool,
     colons: usize,
-    upper: usize,
+    /// The last four bytes, two bits each: capital letter, digit or other.
+    shape: u8,
+    /// Whether two capital letters were followed by two digits (an IBAN's start).
+    iban: bool,
 }
 
 impl Gate {
+    fn of(run: &[u8]) -> Self {
+        let mut gate = Self::default();
+        for &byte in run {
+            gate.add(class(byte));
+        }
+        gate
+    }
+
     fn add(&mut self, class: u16) {
         let breaks = usize::from(class & (HEX | UPPER | COLON) != 0);
         self.numeric |= (breaks != 0) & self.stretch_may_match();
         self.digits = (self.digits + usize::from(class == DIGIT)) * (1 - breaks);
         self.separators = (self.separators + usize::from(class & SEPARATORS != 0)) * (1 - breaks);
         self.colons += usize::from(class == COLON);
-        self.upper += usize::from(class & UPPER != 0);
+        let code = u8::from(class & UPPER != 0) | (u8::from(class == DIGIT) << 1);
+        self.shape = (self.shape << 2) | code;
+        self.iban |= self.shape == 0b01_01_10_10;
     }
 
     fn stretch_may_match(&self) -> bool {
@@ -431,9 +446,9 @@ impl Gate {
     }
 
     /// Whether the run may hold a match: a numeric stretch, two colons (IPv6) or two
-    /// capital letters (an IBAN's country code) and two digits.
+    /// capital letters then two digits (an IBAN's country code and check digits).
     fn passes(&self) -> bool {
-        self.numeric || self.stretch_may_match() || self.colons >= 2 || self.upper >= 2
+        self.numeric || self.stretch_may_match() || self.colons >= 2 || self.iban
     }
 }
 
