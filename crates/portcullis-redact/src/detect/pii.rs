@@ -240,6 +240,20 @@ impl Scan {
         }
     }
 
+    /// The fewest of this rule's characters a match holds (`1.2.3.4`, `::`), so that most
+    /// parts of a run are dropped before they are counted.
+    fn min_len(self) -> usize {
+        match self {
+            Self::Ipv6 => 2,
+            Self::Ipv4 | Self::De => 7,
+            Self::E164 => 8,
+            Self::Uk | Self::Fr => 10,
+            Self::Ssn => 11,
+            Self::Nanp | Self::Iban => 12,
+            Self::Card => 13,
+        }
+    }
+
     /// The window around a run of this rule's characters: the run, plus the context its
     /// regex may match before and after it.
     fn window(self, text: &str, run: Range<usize>) -> Range<usize> {
@@ -496,7 +510,7 @@ fn scan_run(text: &str, run: Range<usize>, windows: &mut Windows) {
         for part in bytes.split(|&b| class(b) & scan.class() == 0) {
             let start = run.start + offset;
             offset += part.len() + 1;
-            if scan.may_match(&Count::of(part)) {
+            if part.len() >= scan.min_len() && scan.may_match(&Count::of(part)) {
                 windows.push(scan, scan.window(text, start..start + part.len()));
             }
         }
