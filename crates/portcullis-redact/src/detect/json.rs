@@ -149,12 +149,9 @@ impl Detector {
     /// [`Self::find_reported`] on the next text of the walk, skipped when the walk's
     /// prefilter found it can hold nothing.
     fn find_next(&self, text: &str, how: How<'_>) -> Vec<Finding> {
-        let index = how.next.get();
-        how.next.set(index + 1);
-        if how
-            .candidates
-            .is_some_and(|candidates| !candidates.get(index).copied().unwrap_or(true))
-        {
+        let may_hold = how.next_may_hold_a_finding();
+        how.next.set(how.next.get() + 1);
+        if !may_hold {
             return Vec::new();
         }
         self.find_reported(text, how)
@@ -204,6 +201,11 @@ impl Detector {
                 how.treatment == Some(Treatment::Drop)
             }),
             Value::Number(number) => {
+                if !how.next_may_hold_a_finding() {
+                    // Not even worth formatting.
+                    how.next.set(how.next.get() + 1);
+                    return false;
+                }
                 let digits = number.to_string();
                 self.visit_text(&digits, pointer, how, out).is_some_and(|masked| {
                     if let Some(masked) = masked {
@@ -380,6 +382,12 @@ struct How<'a> {
 }
 
 impl How<'_> {
+    /// Whether the next text of the walk can hold a finding.
+    fn next_may_hold_a_finding(&self) -> bool {
+        self.candidates
+            .is_none_or(|candidates| candidates.get(self.next.get()).copied().unwrap_or(true))
+    }
+
     fn allows(&self, kind: &str) -> bool {
         self.allow.iter().any(|a| a == kind)
     }
