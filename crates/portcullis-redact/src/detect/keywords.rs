@@ -5,8 +5,9 @@
 //! the SIMD "Teddy" searcher of `aho-corasick` where the CPU has one. That searcher reports
 //! the leftmost match, not overlapping ones, so the search restarts one byte after each hit
 //! and adds the keywords that are a prefix of the one found (which start there too). A
-//! case-insensitive set is searched in lowercased blocks of the text. Where Teddy is not
-//! available, an Aho-Corasick automaton reports overlapping matches directly.
+//! case-insensitive set is searched in lowercased blocks of the text. Texts too short for
+//! Teddy, and every text where the CPU has no Teddy, are searched with an Aho-Corasick
+//! automaton that reports overlapping matches directly.
 
 use std::ops::Range;
 
@@ -17,8 +18,8 @@ use aho_corasick::{AhoCorasick, Span};
 const GROUP: usize = 64;
 /// How much of a text a case-insensitive set lowercases at a time.
 const BLOCK: usize = 64 * 1024;
-/// Below this length a text is searched with the automaton: Teddy needs a few SIMD
-/// registers' worth of text, and falls back to a slower search on less.
+/// A text shorter than Teddy's minimum length (a few SIMD registers' worth, below which it
+/// falls back to a slower search) is searched with the automaton; this caps that length.
 const SHORT_TEXT: usize = 128;
 
 /// The keyword searches of a rule set.
