@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Category, Detector, Finding, placeholder};
+use super::{Category, Detector, Finding, placeholder, replace};
 use crate::json::unique_key;
 
 /// The kind reported for a member redacted because of its key's name.
@@ -115,10 +116,12 @@ impl Detector {
         self.walk(value, Some(treatment), allow, true)
     }
 
-    /// Visits `value`. With `prefilter`, first finds which of its texts (keys, strings,
-    /// numbers) can hold a finding at all, with one keyword search and one number scan over
-    /// all of them joined, and runs `find` only on those: per-call overhead, not scanning,
-    /// dominates on the short strings of a JSON document.
+    /// Visits `value`. With `prefilter`, first searches all of its texts (keys, strings,
+    /// numbers) joined by NULs at once (see [`Detector::find_joined`]), and searches alone
+    /// only the texts a match crosses into: per-call overhead, not scanning, dominates on
+    /// the short strings of a JSON document. A detector that cannot search joined texts
+    /// runs one keyword search and number scan over them instead, and searches alone the
+    /// texts these touch.
     fn walk(
         &self,
         value: &mut Value,
@@ -126,19 +129,20 @@ impl Detector {
         allow: &[String],
         prefilter: bool,
     ) -> Vec<JsonFinding> {
-        let next = Cell::new(0);
+        let at = Cursor::default();
         let mut how = How {
             treatment,
             allow,
-            candidates: None,
-            next: &next,
+            plan: None,
+            at: &at,
         };
-        let candidates = prefilter.then(|| {
-            let (mut joined, mut ends) = (String::new(), Vec::new());
-            collect(value, how, &mut joined, &mut ends);
-            self.candidate_texts(&joined, &ends)
+        let plan = prefilter.then(|| {
+            JOINED.with(|joined| match joined.try_borrow_mut() {
+                Ok(mut joined) => self.plan(value, how, &mut joined),
+                Err(_) => self.plan(value, how, &mut Joined::default()),
+            })
         });
-        how.candidates = candidates.as_deref();
+        how.plan = plan.as_ref();
         let mut out = Vec::new();
         if self.visit(value, &mut String::new(), how, &mut out) {
             *value = Value::Null;
@@ -146,15 +150,56 @@ impl Detector {
         finish(out)
     }
 
-    /// [`Self::find_reported`] on the next text of the walk, skipped when the walk's
-    /// prefilter found it can hold nothing.
-    fn find_next(&self, text: &str, how: How<'_>) -> Vec<Finding> {
-        let may_hold = how.next_may_hold_a_finding();
-        how.next.set(how.next.get() + 1);
-        if !may_hold {
-            return Vec::new();
+    /// What the walk of `value` finds in each text, found in advance.
+    fn plan(&self, value: &Value, how: How<'_>, joined: &mut Joined) -> Plan {
+        let Joined { text, ends, crossings } = joined;
+        text.clear();
+        ends.clear();
+        crossings.clear();
+        collect(value, how, text, ends);
+        let mut plan = Plan::default();
+        let Some(findings) = self.find_joined(text, crossings) else {
+            let candidates = self.candidate_texts(text, ends);
+            plan.alone = (0..ends.len()).filter(|&index| candidates[index]).collect();
+            return plan;
+        };
+        let text_of = |at: usize| ends.partition_point(|&end| end < at);
+        for range in crossings.iter() {
+            plan.alone.extend(text_of(range.start)..=text_of(range.end));
         }
-        self.find_reported(text, how)
+        // A text holding a NUL of its own is not one text in the joined buffer.
+        if text.bytes().filter(|&byte| byte == 0).count() != ends.len() {
+            let own_nuls = text
+                .match_indices('\0')
+                .filter(|(at, _)| ends.binary_search(at).is_err());
+            plan.alone.extend(own_nuls.map(|(at, _)| text_of(at)));
+        }
+        plan.alone.sort_unstable();
+        plan.alone.dedup();
+        for mut finding in findings {
+            let index = text_of(finding.range.start);
+            let start = index
+                .checked_sub(1)
+                .and_then(|before| ends.get(before))
+                .map_or(0, |end| end + 1);
+            finding.range = finding.range.start - start..finding.range.end - start;
+            plan.found.push((index, finding));
+        }
+        plan
+    }
+
+    /// The reported findings in `text`, the next text of the walk, as its plan says.
+    fn find_next(&self, text: &str, next: Next, how: How<'_>) -> Vec<Finding> {
+        match next {
+            Next::Nothing => Vec::new(),
+            Next::Found(mut found) => {
+                if !how.allow.is_empty() {
+                    found.retain(|f| !how.allows(&f.rule_id));
+                }
+                found
+            }
+            Next::Search => self.find_reported(text, how),
+        }
     }
 
     /// The findings in `text` whose kind `how` does not allow.
@@ -166,26 +211,18 @@ impl Detector {
         found
     }
 
-    /// `text` with every reported finding masked, repeated as [`Detector::redact`] does.
-    fn mask_reported<'t>(&self, text: &'t str, how: How<'_>) -> Cow<'t, str> {
-        if how.allow.is_empty() {
-            return self.redact(text);
-        }
+    /// `text`, in which `found` are the reported findings, with every reported finding
+    /// masked, repeated as [`Detector::redact`] does.
+    fn mask_reported<'t>(&self, text: &'t str, mut found: Vec<Finding>, how: How<'_>) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
-        for _ in 0..MAX_MASK_PASSES {
-            let found = self.find_reported(&out, how);
+        for pass in 0..MAX_MASK_PASSES {
+            if pass > 0 {
+                found = self.find_reported(&out, how);
+            }
             if found.is_empty() {
                 break;
             }
-            let mut masked = String::with_capacity(out.len());
-            let mut copied = 0;
-            for finding in &found {
-                masked.push_str(out.get(copied..finding.range.start).unwrap_or_default());
-                masked.push_str(&placeholder(&finding.rule_id));
-                copied = finding.range.end;
-            }
-            masked.push_str(out.get(copied..).unwrap_or_default());
-            out = Cow::Owned(masked);
+            out = Cow::Owned(replace(&out, &found));
         }
         out
     }
@@ -194,20 +231,22 @@ impl Detector {
     /// Recursion depth is that of the value, which `serde_json` bounds when parsing.
     fn visit(&self, value: &mut Value, pointer: &mut String, how: How<'_>, out: &mut Vec<JsonFinding>) -> bool {
         match value {
-            Value::String(text) => self.visit_text(text, pointer, how, out).is_some_and(|masked| {
-                if let Some(masked) = masked {
-                    *text = masked;
-                }
-                how.treatment == Some(Treatment::Drop)
-            }),
+            Value::String(text) => self
+                .visit_text(text, how.next(), pointer, how, out)
+                .is_some_and(|masked| {
+                    if let Some(masked) = masked {
+                        *text = masked;
+                    }
+                    how.treatment == Some(Treatment::Drop)
+                }),
             Value::Number(number) => {
-                if !how.next_may_hold_a_finding() {
+                let next = how.next();
+                if matches!(next, Next::Nothing) {
                     // Not even worth formatting.
-                    how.next.set(how.next.get() + 1);
                     return false;
                 }
                 let digits = number.to_string();
-                self.visit_text(&digits, pointer, how, out).is_some_and(|masked| {
+                self.visit_text(&digits, next, pointer, how, out).is_some_and(|masked| {
                     if let Some(masked) = masked {
                         *value = Value::String(masked);
                     }
@@ -288,11 +327,11 @@ impl Detector {
         how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) -> Change {
-        let key_findings = self.find_next(key, how);
+        let key_findings = self.find_next(key, how.next(), how);
         let shown_key = if key_findings.is_empty() {
             Cow::Borrowed(key)
         } else {
-            self.mask_reported(key, how)
+            self.mask_reported(key, key_findings.clone(), how)
         };
         let len = pointer.len();
         pointer.push('/');
@@ -333,25 +372,26 @@ impl Detector {
     fn visit_text(
         &self,
         text: &str,
+        next: Next,
         pointer: &str,
         how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) -> Option<Option<String>> {
-        let findings = self.find_next(text, how);
+        let findings = self.find_next(text, next, how);
         if findings.is_empty() {
             return None;
         }
         let mut kinds = BTreeSet::new();
-        for finding in findings {
+        for finding in &findings {
             if kinds.insert(finding.rule_id.clone()) {
                 out.push(JsonFinding {
-                    kind: finding.rule_id,
+                    kind: finding.rule_id.clone(),
                     category: finding.category,
                     pointer: pointer.to_owned(),
                 });
             }
         }
-        Some((how.treatment == Some(Treatment::Mask)).then(|| self.mask_reported(text, how).into_owned()))
+        Some((how.treatment == Some(Treatment::Mask)).then(|| self.mask_reported(text, findings, how).into_owned()))
     }
 }
 
@@ -374,18 +414,74 @@ const MAX_MASK_PASSES: usize = 4;
 struct How<'a> {
     treatment: Option<Treatment>,
     allow: &'a [String],
-    /// For each text the walk searches (keys, strings and numbers, in order), whether it can
-    /// hold a finding; `None` when every one may.
-    candidates: Option<&'a [bool]>,
-    /// The index of the next text the walk searches.
-    next: &'a Cell<usize>,
+    /// What each text the walk searches (keys, strings and numbers, in order) holds; `None`
+    /// when each must be searched alone.
+    plan: Option<&'a Plan>,
+    /// Where the walk is in `plan`.
+    at: &'a Cursor,
+}
+
+/// For each text a walk searches, by its index in the walk: the findings of those searched
+/// together with the others, and which must be searched alone.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Sorted by text, with ranges in the text.
+    found: Vec<(usize, Finding)>,
+    /// Sorted.
+    alone: Vec<usize>,
+}
+
+/// The next text of a walk, and the next entries of its plan's lists.
+#[derive(Debug, Default)]
+struct Cursor {
+    text: Cell<usize>,
+    found: Cell<usize>,
+    alone: Cell<usize>,
+}
+
+/// What the plan says of a text.
+#[derive(Debug)]
+enum Next {
+    Nothing,
+    Found(Vec<Finding>),
+    Search,
+}
+
+/// What a walk's plan reuses from walk to walk on one thread.
+#[derive(Debug, Default)]
+struct Joined {
+    /// The texts, each followed by a NUL.
+    text: String,
+    /// Where each text ends in `text`.
+    ends: Vec<usize>,
+    crossings: Vec<Range<usize>>,
+}
+
+thread_local! {
+    static JOINED: std::cell::RefCell<Joined> = std::cell::RefCell::new(Joined::default());
 }
 
 impl How<'_> {
-    /// Whether the next text of the walk can hold a finding.
-    fn next_may_hold_a_finding(&self) -> bool {
-        self.candidates
-            .is_none_or(|candidates| candidates.get(self.next.get()).copied().unwrap_or(true))
+    /// What the next text of the walk holds; moves on to the text after it.
+    fn next(&self) -> Next {
+        let index = self.at.text.get();
+        self.at.text.set(index + 1);
+        let Some(plan) = self.plan else {
+            return Next::Search;
+        };
+        let first = self.at.found.get();
+        let found = plan.found.get(first..).unwrap_or_default();
+        let count = found.iter().take_while(|(text, _)| *text == index).count();
+        self.at.found.set(first + count);
+        let alone = self.at.alone.get();
+        if plan.alone.get(alone) == Some(&index) {
+            self.at.alone.set(alone + 1);
+            return Next::Search;
+        }
+        match found.get(..count) {
+            Some(found) if !found.is_empty() => Next::Found(found.iter().map(|(_, f)| f.clone()).collect()),
+            _ => Next::Nothing,
+        }
     }
 
     fn allows(&self, kind: &str) -> bool {

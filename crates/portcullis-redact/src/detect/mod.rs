@@ -56,7 +56,9 @@ use regex::Regex;
 use regex_automata::Input;
 use regex_automata::meta;
 use regex_automata::util::captures::Captures;
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{
+    Capture, Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look, Repetition,
+};
 
 /// What kind of data a rule finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -141,6 +143,8 @@ pub struct Detector {
     /// The one-character keywords, in both cases where matched case-insensitively; a rule
     /// with one runs on the whole text when the character is in it.
     short: Vec<char>,
+    /// Whether every rule can search texts joined by NULs (see [`Joined`]).
+    joinable: bool,
 }
 
 /// What `find` reuses from call to call on one thread, so that a call that finds nothing
@@ -176,6 +180,23 @@ struct Compiled {
     exact_keywords: bool,
     /// Whether a keyword is one character long.
     has_short_keyword: bool,
+    /// How the rule searches texts joined by NULs.
+    joined: Joined,
+}
+
+/// How a rule searches many texts joined by NUL bytes at once (see [`Detector::find_joined`]).
+#[derive(Debug)]
+enum Joined {
+    /// With its own regex, which has no `^` or `$` and cannot match a NUL: a NUL looks
+    /// like the end of a text to `\b` already.
+    Same,
+    /// With this copy of its regex, in which no class matches a NUL, and `^` and `$` match
+    /// at the start and end of a line, lines ending with NUL: so a match never crosses from
+    /// one text into another, and `^` and `$` match at the start and end of each text.
+    Own(meta::Regex),
+    /// Not at all: its regex has multi-line anchors or a NUL in a literal, or no windowed
+    /// engine could be built.
+    No,
 }
 
 /// Where a match around a keyword can be.
@@ -256,12 +277,14 @@ impl Detector {
         let mut short: Vec<char> = unscanned.flat_map(Compiled::short_keywords).collect();
         short.sort_unstable();
         short.dedup();
+        let joinable = rules.iter().all(|compiled| !matches!(compiled.joined, Joined::No));
         Self {
             rules,
             keywords,
             scans,
             always,
             short,
+            joinable,
         }
     }
 
@@ -273,13 +296,39 @@ impl Detector {
     /// Every finding in `text`, sorted by position and never overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => self.find_with(text, &mut scratch),
+            Ok(mut scratch) => self.find_with(text, &mut scratch, None),
             // Only if a validator ever searched with a detector itself.
-            Err(_) => self.find_with(text, &mut Scratch::default()),
+            Err(_) => self.find_with(text, &mut Scratch::default(), None),
         })
     }
 
-    fn find_with(&self, text: &str, scratch: &mut Scratch) -> Vec<Finding> {
+    /// Every finding in texts joined by NUL bytes (none of which holds a NUL), as `find` on
+    /// each text alone would report it, except in the texts a match crosses into: such a
+    /// match's range is added to `crossings`, and the texts it touches must be searched
+    /// alone. `None` when a rule cannot search joined texts (see [`Joined`]).
+    ///
+    /// Why that is `find` on each text: a NUL is not a word character, so `\b` sees the
+    /// same on either side of it as at a text's start or end; `^` and `$` match next to a
+    /// NUL (see [`Joined::Own`]); a match starting on a NUL is an artifact of joining and
+    /// the search resumes after it; and a match that stays inside one text is the one the
+    /// regex finds in that text alone, since everything it looked at is the same there.
+    fn find_joined(&self, joined: &str, crossings: &mut Vec<Range<usize>>) -> Option<Vec<Finding>> {
+        if !self.joinable {
+            return None;
+        }
+        Some(SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.find_with(joined, &mut scratch, Some(crossings)),
+            Err(_) => self.find_with(joined, &mut Scratch::default(), Some(crossings)),
+        }))
+    }
+
+    /// `find`, or with `crossings` `find_joined`.
+    fn find_with(
+        &self,
+        text: &str,
+        scratch: &mut Scratch,
+        mut crossings: Option<&mut Vec<Range<usize>>>,
+    ) -> Vec<Finding> {
         let Scratch {
             hits,
             lower,
@@ -313,12 +362,14 @@ impl Detector {
                     windows.push(0..text.len());
                 } else {
                     let ranges = own.iter().map(|hit| hit.1.clone());
-                    compiled.reach.windows(text.as_bytes(), ranges, windows);
+                    compiled
+                        .reach
+                        .windows(text.as_bytes(), ranges, windows, crossings.is_some());
                 }
             } else {
                 windows.push(0..text.len());
             }
-            compiled.candidates(text, windows, candidates);
+            compiled.candidates(text, windows, candidates, crossings.as_deref_mut());
         }
         merge(candidates)
     }
@@ -400,17 +451,21 @@ impl Compiled {
         let has_groups = regex.capture_names().flatten().any(|name| name == "v" || name == "fp");
         let reach = Reach::of(regex.as_str());
         let has_short_keyword = keywords.iter().any(|keyword| keyword.len() == 1);
+        let pattern = regex.as_str().to_owned();
+        let regex = Engine::of(regex);
+        let joined = Joined::of(&pattern, &regex);
         Self {
             id,
             category,
             keywords,
             validate,
-            regex: Engine::of(regex),
+            regex,
             has_groups,
             reach,
             scan: None,
             exact_keywords: false,
             has_short_keyword,
+            joined,
         }
     }
 
@@ -442,14 +497,24 @@ impl Compiled {
     }
 
     /// The validated matches of this rule in `windows` of `text` (sorted and disjoint), the
-    /// same as searching all of `text` finds there.
-    fn candidates(&self, text: &str, windows: &[Range<usize>], out: &mut Vec<Finding>) {
+    /// same as searching all of `text` finds there; with `crossings`, of texts joined by
+    /// NULs (see [`Detector::find_joined`]).
+    fn candidates(
+        &self,
+        text: &str,
+        windows: &[Range<usize>],
+        out: &mut Vec<Finding>,
+        mut crossings: Option<&mut Vec<Range<usize>>>,
+    ) {
         if windows.is_empty() {
             return;
         }
-        let regex = match &self.regex {
-            Engine::Meta(regex) => regex,
-            Engine::Plain(regex) => return self.candidates_whole(regex, text, out),
+        let regex = match (&self.regex, &self.joined, crossings.is_some()) {
+            (Engine::Meta(regex), _, false) | (Engine::Meta(regex), Joined::Same, true) => regex,
+            (_, Joined::Own(regex), true) => regex,
+            (Engine::Plain(regex), _, false) => return self.candidates_whole(regex, text, out),
+            // `find_joined` does not run such a detector.
+            (_, Joined::No, true) | (Engine::Plain(_), Joined::Same, true) => return,
         };
         let mut caps = None;
         let mut searched = 0;
@@ -459,7 +524,7 @@ impl Compiled {
                 continue;
             }
             let mut input = Input::new(text).span(start..window.end);
-            while let Some(found) = self.search(regex, &input, &mut caps, text, out) {
+            while let Some(found) = self.search(regex, &input, &mut caps, text, out, crossings.as_deref_mut()) {
                 // As the `regex` crate's iterators do, step over an empty match.
                 searched = if found.is_empty() {
                     next_char(text, found.end)
@@ -482,10 +547,23 @@ impl Compiled {
         caps: &mut Option<Captures>,
         text: &str,
         out: &mut Vec<Finding>,
+        crossings: Option<&mut Vec<Range<usize>>>,
     ) -> Option<Range<usize>> {
         // Most windows hold no match; only a match needs its groups, and only then the
         // (allocated) captures.
         let found = regex.search(input)?.range();
+        if let Some(crossings) = crossings {
+            let bytes = text.as_bytes();
+            if bytes.get(found.start) == Some(&0) {
+                // A match starting on the NUL before a text (`(?:^|[^\w])…` taking the NUL for
+                // a non-word character): resume after the NUL, as in the text alone.
+                return Some(found.start..found.start);
+            }
+            if bytes.get(found.clone()).is_none_or(|matched| matched.contains(&0)) {
+                crossings.push(found.clone());
+                return Some(found);
+            }
+        }
         if !self.has_groups {
             self.push_if_valid(text, found.clone(), out);
             return Some(found);
@@ -552,6 +630,60 @@ impl Engine {
     }
 }
 
+impl Joined {
+    fn of(pattern: &str, regex: &Engine) -> Self {
+        if matches!(regex, Engine::Plain(_)) {
+            return Self::No;
+        }
+        let Ok(hir) = regex_syntax::parse(pattern) else {
+            return Self::No;
+        };
+        if hir.properties().look_set().contains_anchor_line() {
+            return Self::No;
+        }
+        match for_joined(&hir) {
+            None => Self::No,
+            Some(joined) if joined == hir => Self::Same,
+            Some(joined) => meta::Builder::new()
+                .configure(meta::Config::new().line_terminator(0))
+                .build_from_hir(&joined)
+                .map_or(Self::No, Self::Own),
+        }
+    }
+}
+
+/// `hir` with `^` and `$` (start and end of the text) made start and end of a line, and
+/// NUL taken out of every class; `None` when a literal holds a NUL.
+fn for_joined(hir: &Hir) -> Option<Hir> {
+    let all = |subs: &[Hir]| subs.iter().map(for_joined).collect::<Option<Vec<_>>>();
+    Some(match hir.kind() {
+        HirKind::Look(Look::Start) => Hir::look(Look::StartLF),
+        HirKind::Look(Look::End) => Hir::look(Look::EndLF),
+        HirKind::Literal(literal) if literal.0.contains(&0) => return None,
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) => hir.clone(),
+        HirKind::Class(Class::Unicode(class)) => {
+            let mut class = class.clone();
+            class.difference(&ClassUnicode::new([ClassUnicodeRange::new('\0', '\0')]));
+            Hir::class(Class::Unicode(class))
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            let mut class = class.clone();
+            class.difference(&ClassBytes::new([ClassBytesRange::new(0, 0)]));
+            Hir::class(Class::Bytes(class))
+        }
+        HirKind::Repetition(repetition) => Hir::repetition(Repetition {
+            sub: Box::new(for_joined(&repetition.sub)?),
+            ..repetition.clone()
+        }),
+        HirKind::Capture(capture) => Hir::capture(Capture {
+            sub: Box::new(for_joined(&capture.sub)?),
+            ..capture.clone()
+        }),
+        HirKind::Concat(subs) => Hir::concat(all(subs)?),
+        HirKind::Alternation(subs) => Hir::alternation(all(subs)?),
+    })
+}
+
 impl Reach {
     /// The reach of `pattern`; unbounded and over every byte when it does not parse.
     fn of(pattern: &str) -> Self {
@@ -571,9 +703,17 @@ impl Reach {
 
     /// Appends to `windows` the sorted, disjoint parts of `text` that hold every match
     /// containing one of `hits` (sorted by start): around each, as far as the longest match
-    /// and the bytes a match can contain allow.
-    fn windows(&self, text: &[u8], hits: impl Iterator<Item = Range<usize>>, windows: &mut Vec<Range<usize>>) {
+    /// and the bytes a match can contain allow; never past a NUL when `joined` (see
+    /// [`Joined::Own`]).
+    fn windows(
+        &self,
+        text: &[u8],
+        hits: impl Iterator<Item = Range<usize>>,
+        windows: &mut Vec<Range<usize>>,
+        joined: bool,
+    ) {
         let len = text.len();
+        let inside = |b: &u8| self.alphabet[usize::from(*b)] && !(joined && *b == 0);
         for hit in hits {
             if windows.last().is_some_and(|last| hit.end <= last.end) {
                 continue;
@@ -587,11 +727,11 @@ impl Reach {
                 None => (floor, len),
             };
             let mut start = hit.start.max(lo);
-            while start > lo && text.get(start - 1).is_some_and(|&b| self.alphabet[usize::from(b)]) {
+            while start > lo && text.get(start - 1).is_some_and(inside) {
                 start -= 1;
             }
             let mut end = hit.end.min(hi).max(start);
-            while end < hi && text.get(end).is_some_and(|&b| self.alphabet[usize::from(b)]) {
+            while end < hi && text.get(end).is_some_and(inside) {
                 end += 1;
             }
             match windows.last_mut() {
