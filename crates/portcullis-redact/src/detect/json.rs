@@ -129,6 +129,21 @@ impl Detector {
         allow: &[String],
         prefilter: bool,
     ) -> Vec<JsonFinding> {
+        JOINED.with(|joined| match joined.try_borrow_mut() {
+            Ok(mut joined) => self.walk_with(value, treatment, allow, prefilter, &mut joined),
+            // Only if a validator ever redacted JSON itself.
+            Err(_) => self.walk_with(value, treatment, allow, prefilter, &mut Joined::default()),
+        })
+    }
+
+    fn walk_with(
+        &self,
+        value: &mut Value,
+        treatment: Option<Treatment>,
+        allow: &[String],
+        prefilter: bool,
+        joined: &mut Joined,
+    ) -> Vec<JsonFinding> {
         let at = Cursor::default();
         let mut how = How {
             treatment,
@@ -136,13 +151,10 @@ impl Detector {
             plan: None,
             at: &at,
         };
-        let plan = prefilter.then(|| {
-            JOINED.with(|joined| match joined.try_borrow_mut() {
-                Ok(mut joined) => self.plan(value, how, &mut joined),
-                Err(_) => self.plan(value, how, &mut Joined::default()),
-            })
-        });
-        how.plan = plan.as_ref();
+        if prefilter {
+            self.plan(value, how, joined);
+            how.plan = Some(joined);
+        }
         let mut out = Vec::new();
         if self.visit(value, &mut String::new(), how, &mut out) {
             *value = Value::Null;
@@ -150,32 +162,41 @@ impl Detector {
         finish(out)
     }
 
-    /// What the walk of `value` finds in each text, found in advance.
-    fn plan(&self, value: &Value, how: How<'_>, joined: &mut Joined) -> Plan {
-        let Joined { text, ends, crossings } = joined;
+    /// Fills `joined` with what the walk of `value` finds in each text, found in advance.
+    fn plan(&self, value: &Value, how: How<'_>, joined: &mut Joined) {
+        let Joined {
+            text,
+            ends,
+            shapes,
+            crossings,
+            found,
+            alone,
+        } = joined;
         text.clear();
         ends.clear();
+        alone.clear();
+        shapes.clear();
         crossings.clear();
-        collect(value, how, text, ends);
-        let mut plan = Plan::default();
+        found.clear();
+        collect(value, how, text, ends, shapes);
         let Some(findings) = self.find_joined(text, crossings) else {
             let candidates = self.candidate_texts(text, ends);
-            plan.alone = (0..ends.len()).filter(|&index| candidates[index]).collect();
-            return plan;
+            alone.extend((0..ends.len()).filter(|&index| candidates[index]));
+            return;
         };
         let text_of = |at: usize| ends.partition_point(|&end| end < at);
         for range in crossings.iter() {
-            plan.alone.extend(text_of(range.start)..=text_of(range.end));
+            alone.extend(text_of(range.start)..=text_of(range.end));
         }
         // A text holding a NUL of its own is not one text in the joined buffer.
         if text.bytes().filter(|&byte| byte == 0).count() != ends.len() {
             let own_nuls = text
                 .match_indices('\0')
                 .filter(|(at, _)| ends.binary_search(at).is_err());
-            plan.alone.extend(own_nuls.map(|(at, _)| text_of(at)));
+            alone.extend(own_nuls.map(|(at, _)| text_of(at)));
         }
-        plan.alone.sort_unstable();
-        plan.alone.dedup();
+        alone.sort_unstable();
+        alone.dedup();
         for mut finding in findings {
             let index = text_of(finding.range.start);
             let start = index
@@ -183,9 +204,8 @@ impl Detector {
                 .and_then(|before| ends.get(before))
                 .map_or(0, |end| end + 1);
             finding.range = finding.range.start - start..finding.range.end - start;
-            plan.found.push((index, finding));
+            found.push((index, finding));
         }
-        plan
     }
 
     /// The reported findings in `text`, the next text of the walk, as its plan says.
@@ -253,6 +273,7 @@ impl Detector {
                     how.treatment == Some(Treatment::Drop)
                 })
             }
+            Value::Array(_) | Value::Object(_) if how.skips_container() => false,
             Value::Array(items) => {
                 let mut removed = Vec::new();
                 for (index, item) in items.iter_mut().enumerate() {
@@ -416,25 +437,16 @@ struct How<'a> {
     allow: &'a [String],
     /// What each text the walk searches (keys, strings and numbers, in order) holds; `None`
     /// when each must be searched alone.
-    plan: Option<&'a Plan>,
+    plan: Option<&'a Joined>,
     /// Where the walk is in `plan`.
     at: &'a Cursor,
-}
-
-/// For each text a walk searches, by its index in the walk: the findings of those searched
-/// together with the others, and which must be searched alone.
-#[derive(Debug, Default)]
-struct Plan {
-    /// Sorted by text, with ranges in the text.
-    found: Vec<(usize, Finding)>,
-    /// Sorted.
-    alone: Vec<usize>,
 }
 
 /// The next text of a walk, and the next entries of its plan's lists.
 #[derive(Debug, Default)]
 struct Cursor {
     text: Cell<usize>,
+    container: Cell<usize>,
     found: Cell<usize>,
     alone: Cell<usize>,
 }
@@ -447,14 +459,33 @@ enum Next {
     Search,
 }
 
-/// What a walk's plan reuses from walk to walk on one thread.
+/// What a walk knows before it visits the value: the texts it will search (keys, strings
+/// and numbers, in order) joined, and what each holds. Reused from walk to walk on one
+/// thread.
 #[derive(Debug, Default)]
 struct Joined {
     /// The texts, each followed by a NUL.
     text: String,
     /// Where each text ends in `text`.
     ends: Vec<usize>,
+    /// Each array and object the walk visits, in order.
+    shapes: Vec<Shape>,
     crossings: Vec<Range<usize>>,
+    /// The findings of the texts searched joined, sorted by text, with ranges in the text.
+    found: Vec<(usize, Finding)>,
+    /// The texts to search alone, sorted.
+    alone: Vec<usize>,
+}
+
+/// What an array or object holds, for a walk to step over it when nothing is found there.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// How many texts the walk searches in it.
+    texts: usize,
+    /// How many arrays and objects the walk visits in it.
+    containers: usize,
+    /// Whether it has a member redacted for its key's name.
+    sensitive: bool,
 }
 
 thread_local! {
@@ -484,41 +515,117 @@ impl How<'_> {
         }
     }
 
+    /// Whether the walk can step over the next array or object, as nothing is found in it;
+    /// if so, moves past it.
+    fn skips_container(&self) -> bool {
+        let Some(plan) = self.plan else {
+            return false;
+        };
+        let container = self.at.container.get();
+        self.at.container.set(container + 1);
+        let Some(shape) = plan.shapes.get(container) else {
+            return false;
+        };
+        let end = self.at.text.get() + shape.texts;
+        let next_found = plan
+            .found
+            .get(self.at.found.get())
+            .map_or(usize::MAX, |(text, _)| *text);
+        let next_alone = plan.alone.get(self.at.alone.get()).copied().unwrap_or(usize::MAX);
+        if shape.sensitive || next_found.min(next_alone) < end {
+            return false;
+        }
+        self.at.text.set(end);
+        self.at.container.set(container + 1 + shape.containers);
+        true
+    }
+
     fn allows(&self, kind: &str) -> bool {
         self.allow.iter().any(|a| a == kind)
     }
 }
 
 /// Appends to `joined` every text the walk of `value` searches, in the order it searches
-/// them, each followed by a NUL; `ends` gets where each ends. Mirrors [`Detector::visit`].
-fn collect(value: &Value, how: How<'_>, joined: &mut String, ends: &mut Vec<usize>) {
+/// them, each followed by a NUL; `ends` gets where each ends, and `shapes` the shape of each
+/// array and object. Mirrors [`Detector::visit`]. Returns whether a member is redacted for
+/// its key's name.
+fn collect(value: &Value, how: How<'_>, joined: &mut String, ends: &mut Vec<usize>, shapes: &mut Vec<Shape>) -> bool {
     let push = |joined: &mut String, ends: &mut Vec<usize>, text: &str| {
         joined.push_str(text);
         ends.push(joined.len());
         joined.push('\0');
     };
-    match value {
-        Value::String(text) => push(joined, ends, text),
-        Value::Number(number) => {
-            // Writing to a `String` cannot fail.
-            let _ = write!(joined, "{number}");
-            push(joined, ends, "");
+    let (texts, at) = (ends.len(), shapes.len());
+    let sensitive = match value {
+        Value::String(text) => {
+            push(joined, ends, text);
+            return false;
         }
+        Value::Number(number) => {
+            push_number(joined, number);
+            push(joined, ends, "");
+            return false;
+        }
+        Value::Bool(_) | Value::Null => return false,
         Value::Array(items) => {
+            shapes.push(Shape::default());
+            let mut sensitive = false;
             for item in items {
-                collect(item, how, joined, ends);
+                sensitive |= collect(item, how, joined, ends, shapes);
             }
+            sensitive
         }
         Value::Object(members) => {
+            shapes.push(Shape::default());
+            let mut sensitive = false;
             for (key, member) in members {
                 push(joined, ends, key);
-                if !(is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY)) {
-                    collect(member, how, joined, ends);
+                if is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
+                    sensitive = true;
+                } else {
+                    sensitive |= collect(member, how, joined, ends, shapes);
                 }
             }
+            sensitive
         }
-        Value::Bool(_) | Value::Null => {}
+    };
+    let shape = Shape {
+        texts: ends.len() - texts,
+        containers: shapes.len() - at - 1,
+        sensitive,
+    };
+    if let Some(slot) = shapes.get_mut(at) {
+        *slot = shape;
     }
+    sensitive
+}
+
+/// Appends `number` as it displays, integers without the formatting machinery.
+fn push_number(joined: &mut String, number: &serde_json::Number) {
+    let (negative, magnitude) = match (number.as_u64(), number.as_i64()) {
+        (Some(positive), _) => (false, positive),
+        (None, Some(negative)) => (true, negative.unsigned_abs()),
+        (None, None) => {
+            // Writing to a `String` cannot fail.
+            let _ = write!(joined, "{number}");
+            return;
+        }
+    };
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = magnitude;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if negative {
+        joined.push('-');
+    }
+    joined.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// A member whose key names a credential is redacted unless its value is empty, `null` or a
