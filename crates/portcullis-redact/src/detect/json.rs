@@ -100,8 +100,7 @@ impl Detector {
     /// Every finding in `value`, without changing it; sorted and without duplicates.
     #[must_use]
     pub fn scan_json(&self, value: &Value) -> Vec<JsonFinding> {
-        let mut copy = value.clone();
-        self.walk(&mut copy, None, &[], true)
+        self.walk_target(Target::Read(value), None, &[], true)
     }
 
     /// Redacts `value` in place with `treatment` and returns what was found, sorted and
@@ -129,6 +128,16 @@ impl Detector {
         allow: &[String],
         prefilter: bool,
     ) -> Vec<JsonFinding> {
+        self.walk_target(Target::Write(value), treatment, allow, prefilter)
+    }
+
+    fn walk_target(
+        &self,
+        value: Target<'_>,
+        treatment: Option<Treatment>,
+        allow: &[String],
+        prefilter: bool,
+    ) -> Vec<JsonFinding> {
         JOINED.with(|joined| match joined.try_borrow_mut() {
             Ok(mut joined) => self.walk_with(value, treatment, allow, prefilter, &mut joined),
             // Only if a validator ever redacted JSON itself.
@@ -138,7 +147,7 @@ impl Detector {
 
     fn walk_with(
         &self,
-        value: &mut Value,
+        value: Target<'_>,
         treatment: Option<Treatment>,
         allow: &[String],
         prefilter: bool,
@@ -152,60 +161,112 @@ impl Detector {
             at: &at,
         };
         if prefilter {
-            self.plan(value, how, joined);
+            let read = match &value {
+                Target::Read(value) => value,
+                Target::Write(value) => &**value,
+            };
+            self.plan(read, how, joined);
             how.plan = Some(joined);
         }
         let mut out = Vec::new();
-        if self.visit(value, &mut String::new(), how, &mut out) {
-            *value = Value::Null;
+        match value {
+            Target::Read(value) => self.scan(value, &mut String::new(), how, &mut out),
+            Target::Write(value) => {
+                if self.visit(value, &mut String::new(), how, &mut out) {
+                    *value = Value::Null;
+                }
+            }
         }
         finish(out)
     }
 
     /// Fills `joined` with what the walk of `value` finds in each text, found in advance.
     fn plan(&self, value: &Value, how: How<'_>, joined: &mut Joined) {
+        joined.clear();
+        joined.collect(value, how, self.short_numbers_clean);
         let Joined {
             text,
             ends,
-            shapes,
+            walk,
+            keys,
+            repeats,
             crossings,
             found,
             alone,
+            ..
         } = joined;
-        text.clear();
-        ends.clear();
-        alone.clear();
-        shapes.clear();
-        crossings.clear();
-        found.clear();
-        collect(value, how, text, ends, shapes);
-        let Some(findings) = self.find_joined(text, crossings) else {
-            let candidates = self.candidate_texts(text, ends);
-            alone.extend((0..ends.len()).filter(|&index| candidates[index]));
-            return;
-        };
-        let text_of = |at: usize| ends.partition_point(|&end| end < at);
-        for range in crossings.iter() {
-            alone.extend(text_of(range.start)..=text_of(range.end));
-        }
-        // A text holding a NUL of its own is not one text in the joined buffer.
-        if text.bytes().filter(|&byte| byte == 0).count() != ends.len() {
-            let own_nuls = text
-                .match_indices('\0')
-                .filter(|(at, _)| ends.binary_search(at).is_err());
-            alone.extend(own_nuls.map(|(at, _)| text_of(at)));
+        match self.find_joined(text, crossings) {
+            None => {
+                let candidates = self.candidate_texts(text, ends);
+                alone.extend(
+                    walk.iter()
+                        .zip(candidates)
+                        .filter(|(_, may)| *may)
+                        .map(|(index, _)| *index),
+                );
+            }
+            Some(findings) => {
+                let text_of = |at: usize| ends.partition_point(|&end| end < at);
+                let walk_of = |at: usize| walk.get(text_of(at)).copied().unwrap_or(usize::MAX);
+                for range in crossings.iter() {
+                    let (first, last) = (text_of(range.start), text_of(range.end));
+                    alone.extend(walk.get(first..=last).unwrap_or_default());
+                }
+                // A text holding a NUL of its own is not one text in the joined buffer.
+                if text.bytes().filter(|&byte| byte == 0).count() != ends.len() {
+                    let own_nuls = text
+                        .match_indices('\0')
+                        .filter(|(at, _)| ends.binary_search(at).is_err());
+                    alone.extend(own_nuls.map(|(at, _)| walk_of(at)));
+                }
+                for mut finding in findings {
+                    let index = text_of(finding.range.start);
+                    let start = index
+                        .checked_sub(1)
+                        .and_then(|before| ends.get(before))
+                        .map_or(0, |end| end + 1);
+                    finding.range = finding.range.start - start..finding.range.end - start;
+                    found.push((walk.get(index).copied().unwrap_or(usize::MAX), finding));
+                }
+            }
         }
         alone.sort_unstable();
         alone.dedup();
-        for mut finding in findings {
-            let index = text_of(finding.range.start);
-            let start = index
-                .checked_sub(1)
-                .and_then(|before| ends.get(before))
-                .map_or(0, |end| end + 1);
-            finding.range = finding.range.start - start..finding.range.end - start;
-            found.push((index, finding));
+        // A repeated key holds what its first occurrence does.
+        let mut repeated_hit = false;
+        let generation = joined.generation;
+        for slot in keys.iter_mut().filter(|slot| slot.generation == generation) {
+            let in_found = found.get(found.partition_point(|(index, _)| *index < slot.first));
+            slot.hit =
+                alone.binary_search(&slot.first).is_ok() || in_found.is_some_and(|(index, _)| *index == slot.first);
+            repeated_hit |= slot.hit;
         }
+        if !repeated_hit {
+            return;
+        }
+        for &(index, slot) in repeats.iter() {
+            let Some(slot) = keys.get(slot).filter(|slot| slot.hit) else {
+                continue;
+            };
+            if alone.binary_search(&slot.first).is_ok() {
+                alone.push(index);
+            }
+            let first = found.partition_point(|(at, _)| *at < slot.first);
+            let count = found
+                .get(first..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|(at, _)| *at == slot.first)
+                .count();
+            for at in first..first + count {
+                if let Some((_, finding)) = found.get(at) {
+                    found.push((index, finding.clone()));
+                }
+            }
+        }
+        alone.sort_unstable();
+        alone.dedup();
+        found.sort_by_key(|(index, _)| *index);
     }
 
     /// The reported findings in `text`, the next text of the walk, as its plan says.
@@ -348,30 +409,10 @@ impl Detector {
         how: How<'_>,
         out: &mut Vec<JsonFinding>,
     ) -> Change {
-        let key_findings = self.find_next(key, how.next(), how);
-        let shown_key = if key_findings.is_empty() {
-            Cow::Borrowed(key)
-        } else {
-            self.mask_reported(key, key_findings.clone(), how)
-        };
         let len = pointer.len();
-        pointer.push('/');
-        push_escaped(pointer, &shown_key);
-        let mut remove = false;
-        for finding in key_findings {
-            out.push(JsonFinding {
-                kind: finding.rule_id,
-                category: finding.category,
-                pointer: pointer.clone(),
-            });
-            remove |= how.treatment == Some(Treatment::Drop);
-        }
-        if is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
-            out.push(JsonFinding {
-                kind: Cow::Borrowed(SENSITIVE_KEY),
-                category: Category::Secret,
-                pointer: pointer.clone(),
-            });
+        let entered = self.enter_member(key, member, pointer, how, out);
+        let mut remove = entered.key_found && how.treatment == Some(Treatment::Drop);
+        if entered.sensitive {
             match how.treatment {
                 Some(Treatment::Mask) => *member = Value::String(placeholder(SENSITIVE_KEY)),
                 Some(Treatment::Drop) => remove = true,
@@ -381,10 +422,90 @@ impl Detector {
             remove |= self.visit(member, pointer, how, out);
         }
         pointer.truncate(len);
-        match shown_key {
+        match entered.masked_key {
             _ if remove => Change::Remove,
-            Cow::Owned(masked) => Change::Rename(masked),
-            Cow::Borrowed(_) => Change::None,
+            Some(masked) => Change::Rename(masked),
+            None => Change::None,
+        }
+    }
+
+    /// Reports the findings in the key of the member `key` and, when the key names a
+    /// credential, the member itself; appends the key, masked, to `pointer`.
+    fn enter_member(
+        &self,
+        key: &str,
+        member: &Value,
+        pointer: &mut String,
+        how: How<'_>,
+        out: &mut Vec<JsonFinding>,
+    ) -> Entered {
+        let key_findings = self.find_next(key, how.next(), how);
+        let shown_key = if key_findings.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            self.mask_reported(key, key_findings.clone(), how)
+        };
+        pointer.push('/');
+        push_escaped(pointer, &shown_key);
+        let key_found = !key_findings.is_empty();
+        for finding in key_findings {
+            out.push(JsonFinding {
+                kind: finding.rule_id,
+                category: finding.category,
+                pointer: pointer.clone(),
+            });
+        }
+        let sensitive = is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY);
+        if sensitive {
+            out.push(JsonFinding {
+                kind: Cow::Borrowed(SENSITIVE_KEY),
+                category: Category::Secret,
+                pointer: pointer.clone(),
+            });
+        }
+        Entered {
+            masked_key: match shown_key {
+                Cow::Owned(masked) => Some(masked),
+                Cow::Borrowed(_) => None,
+            },
+            key_found,
+            sensitive,
+        }
+    }
+
+    /// Reports what `value` at `pointer` holds without changing it: [`Self::visit`] without
+    /// a treatment, for a value it may not change.
+    fn scan(&self, value: &Value, pointer: &mut String, how: How<'_>, out: &mut Vec<JsonFinding>) {
+        match value {
+            Value::String(text) => {
+                self.visit_text(text, how.next(), pointer, how, out);
+            }
+            Value::Number(number) => {
+                let next = how.next();
+                if !matches!(next, Next::Nothing) {
+                    self.visit_text(&number.to_string(), next, pointer, how, out);
+                }
+            }
+            Value::Array(_) | Value::Object(_) if how.skips_container() => {}
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    let len = pointer.len();
+                    // Writing to a `String` cannot fail.
+                    let _ = write!(pointer, "/{index}");
+                    self.scan(item, pointer, how, out);
+                    pointer.truncate(len);
+                }
+            }
+            Value::Object(members) => {
+                for (key, member) in members {
+                    let len = pointer.len();
+                    if !self.enter_member(key, member, pointer, how, out).sensitive {
+                        self.scan(member, pointer, how, out);
+                    }
+                    pointer.truncate(len);
+                }
+            }
+            Value::Bool(_) | Value::Null => {}
         }
     }
 
@@ -414,6 +535,24 @@ impl Detector {
         }
         Some((how.treatment == Some(Treatment::Mask)).then(|| self.mask_reported(text, findings, how).into_owned()))
     }
+}
+
+/// A value a walk visits: one it may change, or one it only reports on.
+#[derive(Debug)]
+enum Target<'v> {
+    Read(&'v Value),
+    Write(&'v mut Value),
+}
+
+/// What [`Detector::enter_member`] found.
+#[derive(Debug)]
+struct Entered {
+    /// The key, masked, when it held a finding.
+    masked_key: Option<String>,
+    /// Whether the key held a (reported) finding.
+    key_found: bool,
+    /// Whether the member is redacted for its key's name.
+    sensitive: bool,
 }
 
 /// What happens to an object member after its visit.
@@ -464,17 +603,203 @@ enum Next {
 /// thread.
 #[derive(Debug, Default)]
 struct Joined {
-    /// The texts, each followed by a NUL.
+    /// The texts, each followed by a NUL; a key already there is not added again.
     text: String,
     /// Where each text ends in `text`.
     ends: Vec<usize>,
+    /// The index in the walk of each text in `text`.
+    walk: Vec<usize>,
+    /// How many texts the walk searches.
+    count: usize,
     /// Each array and object the walk visits, in order.
     shapes: Vec<Shape>,
+    /// The keys in `text`, hashed (open addressing); a slot of an earlier walk is free.
+    keys: Vec<KeySlot>,
+    /// Which walk this is, to tell this walk's slots from earlier ones.
+    generation: u32,
+    /// The keys not added to `text` again: their index in the walk, and their slot.
+    repeats: Vec<(usize, usize)>,
     crossings: Vec<Range<usize>>,
     /// The findings of the texts searched joined, sorted by text, with ranges in the text.
     found: Vec<(usize, Finding)>,
     /// The texts to search alone, sorted.
     alone: Vec<usize>,
+}
+
+/// A key in [`Joined::text`]: most keys of a document repeat (every record of an array has
+/// the same), and each is searched once.
+#[derive(Debug, Clone, Copy)]
+struct KeySlot {
+    /// The walk that filled it (see [`Joined::generation`]).
+    generation: u32,
+    hash: u64,
+    start: usize,
+    len: usize,
+    /// Its first index in the walk.
+    first: usize,
+    /// Whether the member is redacted for its key's name (when it holds a value).
+    sensitive: bool,
+    /// Whether its first occurrence holds a finding or is searched alone.
+    hit: bool,
+}
+
+const FREE: KeySlot = KeySlot {
+    generation: 0,
+    hash: 0,
+    start: 0,
+    len: 0,
+    first: 0,
+    sensitive: false,
+    hit: false,
+};
+/// Slots in [`Joined::keys`], a power of two.
+const KEY_SLOTS: usize = 1024;
+/// How many slots a lookup probes; a key that finds neither itself nor a free slot there is
+/// added to the text again.
+const KEY_PROBES: usize = 8;
+
+impl Joined {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.walk.clear();
+        self.count = 0;
+        self.shapes.clear();
+        // Slots are freed by starting a new generation, not by clearing all of them.
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 || self.keys.len() != KEY_SLOTS {
+            self.keys.clear();
+            self.keys.resize(KEY_SLOTS, FREE);
+            self.generation = 1;
+        }
+        self.repeats.clear();
+        self.crossings.clear();
+        self.found.clear();
+        self.alone.clear();
+    }
+
+    /// Adds `text`, the next text of the walk.
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.push_end();
+    }
+
+    fn push_end(&mut self) {
+        self.ends.push(self.text.len());
+        self.walk.push(self.count);
+        self.count += 1;
+        self.text.push('\0');
+    }
+
+    /// Adds `key`, the next text of the walk, unless already there; returns whether it
+    /// names a credential.
+    fn push_key(&mut self, key: &str) -> bool {
+        let hash = hash(key.as_bytes());
+        let mask = KEY_SLOTS - 1;
+        let mut free = None;
+        for probe in 0..KEY_PROBES {
+            let at = (hash as usize).wrapping_add(probe) & mask;
+            let Some(slot) = self.keys.get(at) else {
+                break;
+            };
+            if slot.generation != self.generation {
+                free = Some(at);
+                break;
+            }
+            if slot.hash == hash && self.text.as_bytes().get(slot.start..slot.start + slot.len) == Some(key.as_bytes())
+            {
+                self.repeats.push((self.count, at));
+                self.count += 1;
+                return slot.sensitive;
+            }
+        }
+        let sensitive = is_sensitive_key(key);
+        if let Some(slot) = free.and_then(|at| self.keys.get_mut(at)) {
+            *slot = KeySlot {
+                generation: self.generation,
+                hash,
+                start: self.text.len(),
+                len: key.len(),
+                first: self.count,
+                sensitive,
+                hit: false,
+            };
+        }
+        self.push(key);
+        sensitive
+    }
+
+    /// Appends every text the walk of `value` searches, in the order it searches them, and
+    /// the shape of each array and object; a short number only counts as a text when
+    /// `short_numbers` may hold a finding (see [`Detector::short_numbers_clean`]). Mirrors
+    /// [`Detector::visit`]. Returns whether a member is redacted for its key's name.
+    fn collect(&mut self, value: &Value, how: How<'_>, short_numbers_clean: bool) -> bool {
+        let (texts, at) = (self.count, self.shapes.len());
+        let sensitive = match value {
+            Value::String(text) => {
+                self.push(text);
+                return false;
+            }
+            Value::Number(number) => {
+                let start = self.text.len();
+                push_number(&mut self.text, number);
+                if short_numbers_clean && self.text.len() - start < super::SHORT_NUMBER {
+                    self.text.truncate(start);
+                    self.count += 1;
+                } else {
+                    self.push_end();
+                }
+                return false;
+            }
+            Value::Bool(_) | Value::Null => return false,
+            Value::Array(items) => {
+                self.shapes.push(Shape::default());
+                let mut sensitive = false;
+                for item in items {
+                    sensitive |= self.collect(item, how, short_numbers_clean);
+                }
+                sensitive
+            }
+            Value::Object(members) => {
+                self.shapes.push(Shape::default());
+                let mut sensitive = false;
+                for (key, member) in members {
+                    if self.push_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
+                        sensitive = true;
+                    } else {
+                        sensitive |= self.collect(member, how, short_numbers_clean);
+                    }
+                }
+                sensitive
+            }
+        };
+        let shape = Shape {
+            texts: self.count - texts,
+            containers: self.shapes.len() - at - 1,
+            sensitive,
+        };
+        if let Some(slot) = self.shapes.get_mut(at) {
+            *slot = shape;
+        }
+        sensitive
+    }
+}
+
+/// A fast hash of a short key (FxHash's mixing, eight bytes at a time).
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    let mut word = [0u8; 8];
+    let rest = chunks.remainder();
+    word.get_mut(..rest.len()).unwrap_or_default().copy_from_slice(rest);
+    hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    hash ^ (hash >> 29)
 }
 
 /// What an array or object holds, for a walk to step over it when nothing is found there.
@@ -543,61 +868,6 @@ impl How<'_> {
     fn allows(&self, kind: &str) -> bool {
         self.allow.iter().any(|a| a == kind)
     }
-}
-
-/// Appends to `joined` every text the walk of `value` searches, in the order it searches
-/// them, each followed by a NUL; `ends` gets where each ends, and `shapes` the shape of each
-/// array and object. Mirrors [`Detector::visit`]. Returns whether a member is redacted for
-/// its key's name.
-fn collect(value: &Value, how: How<'_>, joined: &mut String, ends: &mut Vec<usize>, shapes: &mut Vec<Shape>) -> bool {
-    let push = |joined: &mut String, ends: &mut Vec<usize>, text: &str| {
-        joined.push_str(text);
-        ends.push(joined.len());
-        joined.push('\0');
-    };
-    let (texts, at) = (ends.len(), shapes.len());
-    let sensitive = match value {
-        Value::String(text) => {
-            push(joined, ends, text);
-            return false;
-        }
-        Value::Number(number) => {
-            push_number(joined, number);
-            push(joined, ends, "");
-            return false;
-        }
-        Value::Bool(_) | Value::Null => return false,
-        Value::Array(items) => {
-            shapes.push(Shape::default());
-            let mut sensitive = false;
-            for item in items {
-                sensitive |= collect(item, how, joined, ends, shapes);
-            }
-            sensitive
-        }
-        Value::Object(members) => {
-            shapes.push(Shape::default());
-            let mut sensitive = false;
-            for (key, member) in members {
-                push(joined, ends, key);
-                if is_sensitive_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
-                    sensitive = true;
-                } else {
-                    sensitive |= collect(member, how, joined, ends, shapes);
-                }
-            }
-            sensitive
-        }
-    };
-    let shape = Shape {
-        texts: ends.len() - texts,
-        containers: shapes.len() - at - 1,
-        sensitive,
-    };
-    if let Some(slot) = shapes.get_mut(at) {
-        *slot = shape;
-    }
-    sensitive
 }
 
 /// Appends `number` as it displays, integers without the formatting machinery.
@@ -787,26 +1057,88 @@ mod tests {
         use proptest::prelude::*;
         use serde_json::{Map, Value};
 
-        use super::super::super::builtin_rules;
+        use super::super::super::{Category, CustomRule, builtin_rules};
         use super::{Detector, Treatment};
 
-        static DETECTOR: LazyLock<Detector> = LazyLock::new(Detector::builtin);
+        fn custom(id: &str, keyword: &str, regex: &str, example: &str) -> CustomRule {
+            CustomRule {
+                id: id.to_owned(),
+                category: Category::Secret,
+                description: "test".to_owned(),
+                keywords: vec![keyword.to_owned()],
+                regex: regex.to_owned(),
+                examples_true: vec![example.to_owned()],
+                examples_false: vec!["nothing here".to_owned()],
+            }
+        }
 
-        /// JSON made of the rules' examples, near-misses, sensitive key names and numbers.
+        /// The builtin rules; plus a rule anchored at both ends and one whose class matches
+        /// a NUL, which search joined texts with their own regexes; plus a multi-line rule,
+        /// with which the detector cannot search joined texts at all.
+        static DETECTORS: LazyLock<[Detector; 3]> = LazyLock::new(|| {
+            let joinable = [
+                custom("order-ref", "ord-", r"(?i)^ord-[0-9]{4}$", "ORD-1234"),
+                custom("ref-code", "ref:", r"(?i)ref:[^,]{2,10}", "ref:abc"),
+            ];
+            let mut all = joinable.to_vec();
+            all.push(custom("ticket", "tkt", r"(?m)^tkt[0-9]{3}$", "tkt123"));
+            [
+                Detector::builtin(),
+                Detector::configure(&[], &joinable).unwrap(),
+                Detector::configure(&[], &all).unwrap(),
+            ]
+        });
+
+        const KINDS: &[&str] = &[
+            "email",
+            "ipv4",
+            "phone-e164",
+            "payment-card",
+            "sensitive-key",
+            "order-ref",
+        ];
+
+        /// JSON made of the rules' examples, near-misses, sensitive key names, numbers,
+        /// texts with NULs and line breaks, and keys that repeat.
         fn json() -> impl Strategy<Value = Value> {
             let examples: Vec<String> = builtin_rules()
                 .flat_map(|rule| rule.examples_true.iter().chain(rule.examples_false))
                 .map(|example| (*example).to_owned())
-                .chain(["password".to_owned(), "api_key".to_owned(), "ok".to_owned()])
+                .chain(
+                    [
+                        "password",
+                        "api_key",
+                        "ok",
+                        "ORD-1234",
+                        "tkt123",
+                        "ref:abcdef",
+                        "a\ntkt123",
+                    ]
+                    .map(str::to_owned),
+                )
                 .collect();
+            let keys = [
+                "id",
+                "email",
+                "password",
+                "ip",
+                "ops@example.com",
+                "ORD-1234",
+                "+14155550123",
+            ]
+            .map(str::to_owned);
+            let example = proptest::sample::select(examples);
             let text = prop_oneof![
-                proptest::sample::select(examples),
-                "[ a-zA-Z0-9@.:+/_-]{0,12}",
-                any::<String>()
+                4 => example.clone(),
+                2 => "[ a-zA-Z0-9@.:+/_-]{0,12}",
+                1 => (example.clone(), "[\\x00\n ,.:-]", example).prop_map(|(a, sep, b)| format!("{a}{sep}{b}")),
+                1 => any::<String>(),
             ];
+            let key = prop_oneof![text.clone(), proptest::sample::select(keys.to_vec())];
             let leaf = prop_oneof![
-                text.clone().prop_map(Value::String),
+                text.prop_map(Value::String),
                 any::<i64>().prop_map(Value::from),
+                (0..100_000_i64).prop_map(Value::from),
                 any::<f64>().prop_map(Value::from),
                 Just(Value::Null),
                 Just(Value::Bool(true)),
@@ -814,25 +1146,44 @@ mod tests {
             leaf.prop_recursive(3, 24, 4, move |inner| {
                 prop_oneof![
                     proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    proptest::collection::vec((text.clone(), inner), 0..4)
+                    proptest::collection::vec((key.clone(), inner), 0..4)
                         .prop_map(|members| Value::Object(members.into_iter().collect::<Map<_, _>>())),
                 ]
             })
         }
 
+        #[test]
+        fn the_detectors_take_each_path() {
+            let [builtin, anchored, multi_line] = &*DETECTORS;
+            assert!(builtin.joinable && builtin.short_numbers_clean);
+            assert!(anchored.joinable);
+            assert!(!multi_line.joinable);
+        }
+
         proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Searching a document's texts joined (or prefiltered joined, for a detector
+            /// that cannot search them joined) gives what searching each text alone does:
+            /// the same findings, masked or dropped values and masked keys, in
+            /// `redact_json` and `scan_json` alike.
             #[test]
-            fn the_joined_prefilter_changes_nothing(value in json(), drop in any::<bool>(), allow_email in any::<bool>()) {
-                let detector = &*DETECTOR;
-                let treatment = if drop { Treatment::Drop } else { Treatment::Mask };
-                let allow = if allow_email { vec!["email".to_owned()] } else { Vec::new() };
+            fn the_joined_search_changes_nothing(
+                value in json(),
+                which in 0..3_usize,
+                treatment in 0..3_usize,
+                allow in proptest::sample::subsequence(KINDS, 0..3),
+            ) {
+                let detector = &DETECTORS[which];
+                let treatment = [None, Some(Treatment::Mask), Some(Treatment::Drop)][treatment];
+                let allow: Vec<String> = allow.into_iter().map(str::to_owned).collect();
                 let (mut fast, mut slow) = (value.clone(), value.clone());
-                let found_fast = detector.walk(&mut fast, Some(treatment), &allow, true);
-                let found_slow = detector.walk(&mut slow, Some(treatment), &allow, false);
+                let found_fast = detector.walk(&mut fast, treatment, &allow, true);
+                let found_slow = detector.walk(&mut slow, treatment, &allow, false);
                 prop_assert_eq!(found_fast, found_slow);
                 prop_assert_eq!(fast, slow);
-                let (mut fast, mut slow) = (value.clone(), value);
-                prop_assert_eq!(detector.walk(&mut fast, None, &[], true), detector.walk(&mut slow, None, &[], false));
+                let scanned = detector.scan_json(&value);
+                prop_assert_eq!(scanned, detector.walk(&mut value.clone(), None, &[], false));
             }
         }
     }

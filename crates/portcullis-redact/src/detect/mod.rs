@@ -145,7 +145,15 @@ pub struct Detector {
     short: Vec<char>,
     /// Whether every rule can search texts joined by NULs (see [`Joined`]).
     joinable: bool,
+    /// Whether nothing can be found in a number of fewer than [`SHORT_NUMBER`] characters:
+    /// no rule runs on every text or has a keyword made of the characters of numbers (the
+    /// number rules' keywords are not searched), and the number scan passes over such short
+    /// runs without a colon.
+    short_numbers_clean: bool,
 }
+
+/// See [`Detector::short_numbers_clean`].
+const SHORT_NUMBER: usize = 7;
 
 /// What `find` reuses from call to call on one thread, so that a call that finds nothing
 /// allocates nothing.
@@ -278,6 +286,15 @@ impl Detector {
         short.sort_unstable();
         short.dedup();
         let joinable = rules.iter().all(|compiled| !matches!(compiled.joined, Joined::No));
+        let of_a_number = |keyword: &Cow<'static, str>| {
+            keyword
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
+        };
+        let short_numbers_clean = !always
+            && !rules
+                .iter()
+                .any(|compiled| compiled.scan.is_none() && compiled.keywords.iter().any(of_a_number));
         Self {
             rules,
             keywords,
@@ -285,6 +302,7 @@ impl Detector {
             always,
             short,
             joinable,
+            short_numbers_clean,
         }
     }
 
