@@ -190,6 +190,9 @@ struct Compiled {
     has_short_keyword: bool,
     /// How the rule searches texts joined by NULs.
     joined: Joined,
+    /// For a value failing validation, the length of a shorter one to validate instead,
+    /// which the regex does not try (see [`pii::card_without_last_group`]).
+    shorter: Option<fn(&str) -> Option<usize>>,
 }
 
 /// How a rule searches many texts joined by NUL bytes at once (see [`Detector::find_joined`]).
@@ -455,6 +458,7 @@ impl Compiled {
             regex,
         );
         compiled.scan = pii::Scan::of(&rule);
+        compiled.shorter = pii::shorter_value(&rule);
         compiled.exact_keywords = !rule.regex.contains("(?i");
         Ok(compiled)
     }
@@ -484,6 +488,7 @@ impl Compiled {
             exact_keywords: false,
             has_short_keyword,
             joined,
+            shorter: None,
         }
     }
 
@@ -620,13 +625,25 @@ impl Compiled {
             return;
         };
         let valid = self.validate.is_none_or(|validate| validate(slice));
-        if valid && !value.is_empty() {
-            out.push(Finding {
-                rule_id: self.id.clone(),
-                category: self.category,
-                range: value,
-            });
+        if value.is_empty() {
+            return;
         }
+        let value = if valid {
+            value
+        } else if let Some(len) = self.shorter.and_then(|shorter| shorter(slice))
+            && self
+                .validate
+                .is_none_or(|validate| slice.get(..len).is_some_and(validate))
+        {
+            value.start..value.start + len
+        } else {
+            return;
+        };
+        out.push(Finding {
+            rule_id: self.id.clone(),
+            category: self.category,
+            range: value,
+        });
     }
 }
 

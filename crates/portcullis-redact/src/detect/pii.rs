@@ -517,6 +517,22 @@ fn scan_run(text: &str, run: Range<usize>, windows: &mut Windows) {
     }
 }
 
+/// For the card rule, [`card_without_last_group`].
+pub(crate) fn shorter_value(rule: &Rule) -> Option<fn(&str) -> Option<usize>> {
+    (rule.id == "payment-card").then_some(card_without_last_group as fn(&str) -> Option<usize>)
+}
+
+/// For a card number in the 4-4-4-n layout followed by a group of three digits with the same
+/// separator (`4111 1111 1111 1111 123`, read as a 19-digit number first), the length
+/// without that group: when the 19 digits fail the checksum, the three digits just follow
+/// the card, and the regex, having matched them, never tries the card on its own.
+pub(crate) fn card_without_last_group(value: &str) -> Option<usize> {
+    let separator = value.bytes().find(|&byte| byte == b' ' || byte == b'-')?;
+    let groups = value.bytes().filter(|&byte| byte == separator).count() + 1;
+    let cut = value.bytes().rposition(|byte| byte == separator)?;
+    (groups == 5 && value.len() - cut == 4).then_some(cut)
+}
+
 /// Where a label before a run starting at `start` can start (`version 1.2.3.4`,
 /// `"ver":"10.0.19041.1"`, `order #0123 456789`): back over whitespace and `separators`, then
 /// over a word of at most sixteen bytes (non-ASCII bytes count as both, for Unicode spaces and

@@ -174,6 +174,25 @@ fn a_card_number_followed_by_a_digit_group_is_found() {
 }
 
 #[test]
+fn a_card_number_followed_by_three_digits_with_its_separator_is_found() {
+    let detector = Detector::builtin();
+    for (text, card) in [
+        ("4111 1111 1111 1111 123", "4111 1111 1111 1111"),
+        ("ref 4111-1111-1111-1111-123 paid", "4111-1111-1111-1111"),
+        // 19 digits that pass the checksum are one card.
+        ("4111 1111 1111 1111 003", "4111 1111 1111 1111 003"),
+    ] {
+        let found = detector.find(text);
+        let ranges: Vec<_> = found.iter().map(|f| (&*f.rule_id, &text[f.range.clone()])).collect();
+        assert_eq!(ranges, [("payment-card", card)], "{text:?}");
+    }
+    assert_eq!(
+        detector.redact("card 4111 1111 1111 1111 123"),
+        "card [REDACTED:payment-card] 123"
+    );
+}
+
+#[test]
 fn version_numbers_in_json_are_not_ip_addresses() {
     let detector = Detector::builtin();
     for text in [
@@ -278,11 +297,21 @@ mod properties {
                     continue;
                 }
                 let value = captures.name("v").or_else(|| captures.get(0)).unwrap();
-                if !value.is_empty() && rule.validate.is_none_or(|validate| validate(value.as_str())) {
+                let valid = |value: &str| rule.validate.is_none_or(|validate| validate(value));
+                let mut range = value.range();
+                if !valid(value.as_str()) {
+                    // A card followed by three more digits, which the rule retries without them.
+                    let shorter = super::super::pii::shorter_value(rule).and_then(|shorter| shorter(value.as_str()));
+                    match shorter {
+                        Some(len) if valid(&value.as_str()[..len]) => range.end = range.start + len,
+                        _ => continue,
+                    }
+                }
+                if !range.is_empty() {
                     candidates.push(Finding {
                         rule_id: rule.id.into(),
                         category: rule.category,
-                        range: value.range(),
+                        range,
                     });
                 }
             }
