@@ -188,8 +188,8 @@ impl Detector {
             text,
             ends,
             walk,
-            keys,
             repeats,
+            hits,
             crossings,
             found,
             alone,
@@ -232,33 +232,38 @@ impl Detector {
         }
         alone.sort_unstable();
         alone.dedup();
-        // A repeated key holds what its first occurrence does.
-        let mut repeated_hit = false;
-        let generation = joined.generation;
-        for slot in keys.iter_mut().filter(|slot| slot.generation == generation) {
-            let in_found = found.get(found.partition_point(|(index, _)| *index < slot.first));
-            slot.hit =
-                alone.binary_search(&slot.first).is_ok() || in_found.is_some_and(|(index, _)| *index == slot.first);
-            repeated_hit |= slot.hit;
-        }
-        if !repeated_hit {
+        // A repeated text holds what its first occurrence does.
+        if repeats.is_empty() || (found.is_empty() && alone.is_empty()) {
             return;
         }
-        for &(index, slot) in repeats.iter() {
-            let Some(slot) = keys.get(slot).filter(|slot| slot.hit) else {
-                continue;
-            };
-            if alone.binary_search(&slot.first).is_ok() {
+        hits.clear();
+        hits.resize(joined.count.div_ceil(64), 0);
+        let is_hit =
+            |hits: &[u64], index: usize| hits.get(index / 64).is_some_and(|word| word >> (index % 64) & 1 != 0);
+        for &index in alone.iter().chain(found.iter().map(|(index, _)| index)) {
+            if let Some(word) = hits.get_mut(index / 64) {
+                *word |= 1 << (index % 64);
+            }
+        }
+        let (alone_sorted, found_sorted) = (alone.len(), found.len());
+        for &(index, first) in repeats.iter().filter(|(_, first)| is_hit(hits, *first)) {
+            if alone
+                .get(..alone_sorted)
+                .unwrap_or_default()
+                .binary_search(&first)
+                .is_ok()
+            {
                 alone.push(index);
             }
-            let first = found.partition_point(|(at, _)| *at < slot.first);
-            let count = found
-                .get(first..)
+            let sorted = found.get(..found_sorted).unwrap_or_default();
+            let start = sorted.partition_point(|(at, _)| *at < first);
+            let count = sorted
+                .get(start..)
                 .unwrap_or_default()
                 .iter()
-                .take_while(|(at, _)| *at == slot.first)
+                .take_while(|(at, _)| *at == first)
                 .count();
-            for at in first..first + count {
+            for at in start..start + count {
                 if let Some((_, finding)) = found.get(at) {
                     found.push((index, finding.clone()));
                 }
@@ -613,12 +618,16 @@ struct Joined {
     count: usize,
     /// Each array and object the walk visits, in order.
     shapes: Vec<Shape>,
-    /// The keys in `text`, hashed (open addressing); a slot of an earlier walk is free.
-    keys: Vec<KeySlot>,
+    /// The keys in `text`, hashed (open addressing); a slot of an earlier walk is free, and
+    /// one in use may be taken by another key.
+    keys: Vec<Slot>,
     /// Which walk this is, to tell this walk's slots from earlier ones.
     generation: u32,
-    /// The keys not added to `text` again: their index in the walk, and their slot.
+    /// The keys not added to `text` again: their index in the walk, and that of the same
+    /// key's first occurrence.
     repeats: Vec<(usize, usize)>,
+    /// A bit per text of the walk: whether it holds a finding or is searched alone.
+    hits: Vec<u64>,
     crossings: Vec<Range<usize>>,
     /// The findings of the texts searched joined, sorted by text, with ranges in the text.
     found: Vec<(usize, Finding)>,
@@ -627,9 +636,10 @@ struct Joined {
 }
 
 /// A key in [`Joined::text`]: most keys of a document repeat (every record of an array has
-/// the same), and each is searched once.
+/// the same), and each is searched once. (Strings repeat too, types, states, currencies,
+/// but looking them up costs about what searching them again does.)
 #[derive(Debug, Clone, Copy)]
-struct KeySlot {
+struct Slot {
     /// The walk that filled it (see [`Joined::generation`]).
     generation: u32,
     hash: u64,
@@ -639,24 +649,20 @@ struct KeySlot {
     first: usize,
     /// Whether the member is redacted for its key's name (when it holds a value).
     sensitive: bool,
-    /// Whether its first occurrence holds a finding or is searched alone.
-    hit: bool,
 }
 
-const FREE: KeySlot = KeySlot {
+const FREE: Slot = Slot {
     generation: 0,
     hash: 0,
     start: 0,
     len: 0,
     first: 0,
     sensitive: false,
-    hit: false,
 };
 /// Slots in [`Joined::keys`], a power of two.
-const KEY_SLOTS: usize = 1024;
-/// How many slots a lookup probes; a key that finds neither itself nor a free slot there is
-/// added to the text again.
-const KEY_PROBES: usize = 8;
+const SLOTS: usize = 1024;
+/// How many slots a lookup probes.
+const PROBES: usize = 8;
 
 impl Joined {
     fn clear(&mut self) {
@@ -667,9 +673,9 @@ impl Joined {
         self.shapes.clear();
         // Slots are freed by starting a new generation, not by clearing all of them.
         self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 || self.keys.len() != KEY_SLOTS {
+        if self.generation == 0 || self.keys.len() != SLOTS {
             self.keys.clear();
-            self.keys.resize(KEY_SLOTS, FREE);
+            self.keys.resize(SLOTS, FREE);
             self.generation = 1;
         }
         self.repeats.clear();
@@ -695,38 +701,54 @@ impl Joined {
     /// names a credential.
     fn push_key(&mut self, key: &str) -> bool {
         let hash = hash(key.as_bytes());
-        let mask = KEY_SLOTS - 1;
-        let mut free = None;
-        for probe in 0..KEY_PROBES {
-            let at = (hash as usize).wrapping_add(probe) & mask;
-            let Some(slot) = self.keys.get(at) else {
+        match self.lookup(&self.keys, hash, key) {
+            Ok(slot) => {
+                self.repeats.push((self.count, slot.first));
+                self.count += 1;
+                slot.sensitive
+            }
+            Err(at) => {
+                let sensitive = is_sensitive_key(key);
+                let slot = self.slot(hash, key, sensitive);
+                if let Some(free) = self.keys.get_mut(at) {
+                    *free = slot;
+                }
+                self.push(key);
+                sensitive
+            }
+        }
+    }
+
+    /// The slot of `table` holding `text`, or where to put it: a free slot, or else the
+    /// first one probed.
+    fn lookup(&self, table: &[Slot], hash: u64, text: &str) -> Result<Slot, usize> {
+        let home = (hash as usize) & (SLOTS - 1);
+        for probe in 0..PROBES {
+            let at = (home + probe) & (SLOTS - 1);
+            let Some(slot) = table.get(at) else {
                 break;
             };
             if slot.generation != self.generation {
-                free = Some(at);
-                break;
+                return Err(at);
             }
-            if slot.hash == hash && self.text.as_bytes().get(slot.start..slot.start + slot.len) == Some(key.as_bytes())
+            if slot.hash == hash && self.text.as_bytes().get(slot.start..slot.start + slot.len) == Some(text.as_bytes())
             {
-                self.repeats.push((self.count, at));
-                self.count += 1;
-                return slot.sensitive;
+                return Ok(*slot);
             }
         }
-        let sensitive = is_sensitive_key(key);
-        if let Some(slot) = free.and_then(|at| self.keys.get_mut(at)) {
-            *slot = KeySlot {
-                generation: self.generation,
-                hash,
-                start: self.text.len(),
-                len: key.len(),
-                first: self.count,
-                sensitive,
-                hit: false,
-            };
+        Err(home)
+    }
+
+    /// A slot for `text`, about to be added as the next text.
+    fn slot(&self, hash: u64, text: &str, sensitive: bool) -> Slot {
+        Slot {
+            generation: self.generation,
+            hash,
+            start: self.text.len(),
+            len: text.len(),
+            first: self.count,
+            sensitive,
         }
-        self.push(key);
-        sensitive
     }
 
     /// Appends every text the walk of `value` searches, in the order it searches them, and
