@@ -183,7 +183,11 @@ impl Detector {
     /// Fills `joined` with what the walk of `value` finds in each text, found in advance.
     fn plan(&self, value: &Value, how: How<'_>, joined: &mut Joined) {
         joined.clear();
-        joined.collect(value, how, self.short_numbers_clean);
+        let clean = Clean {
+            short_numbers: self.short_numbers_clean,
+            timestamps: self.timestamps_clean,
+        };
+        joined.collect(value, how, clean);
         let Joined {
             text,
             ends,
@@ -752,12 +756,16 @@ impl Joined {
     }
 
     /// Appends every text the walk of `value` searches, in the order it searches them, and
-    /// the shape of each array and object; a short number only counts as a text when
-    /// `short_numbers` may hold a finding (see [`Detector::short_numbers_clean`]). Mirrors
+    /// the shape of each array and object; a short number or a timestamp counts as a text
+    /// but is left out when `clean` says nothing can be found in it. Mirrors
     /// [`Detector::visit`]. Returns whether a member is redacted for its key's name.
-    fn collect(&mut self, value: &Value, how: How<'_>, short_numbers_clean: bool) -> bool {
+    fn collect(&mut self, value: &Value, how: How<'_>, clean: Clean) -> bool {
         let (texts, at) = (self.count, self.shapes.len());
         let sensitive = match value {
+            Value::String(text) if clean.timestamps && is_timestamp(text) => {
+                self.count += 1;
+                return false;
+            }
             Value::String(text) => {
                 self.push(text);
                 return false;
@@ -765,7 +773,7 @@ impl Joined {
             Value::Number(number) => {
                 let start = self.text.len();
                 push_number(&mut self.text, number);
-                if short_numbers_clean && self.text.len() - start < super::SHORT_NUMBER {
+                if clean.short_numbers && self.text.len() - start < super::SHORT_NUMBER {
                     self.text.truncate(start);
                     self.count += 1;
                 } else {
@@ -778,7 +786,7 @@ impl Joined {
                 self.shapes.push(Shape::default());
                 let mut sensitive = false;
                 for item in items {
-                    sensitive |= self.collect(item, how, short_numbers_clean);
+                    sensitive |= self.collect(item, how, clean);
                 }
                 sensitive
             }
@@ -789,7 +797,7 @@ impl Joined {
                     if self.push_key(key) && holds_a_value(member) && !how.allows(SENSITIVE_KEY) {
                         sensitive = true;
                     } else {
-                        sensitive |= self.collect(member, how, short_numbers_clean);
+                        sensitive |= self.collect(member, how, clean);
                     }
                 }
                 sensitive
@@ -804,6 +812,66 @@ impl Joined {
             *slot = shape;
         }
         sensitive
+    }
+}
+
+/// Which texts the detector of a walk can find nothing in (see
+/// [`Detector::short_numbers_clean`] and [`Detector::timestamps_clean`]).
+#[derive(Debug, Clone, Copy)]
+struct Clean {
+    short_numbers: bool,
+    timestamps: bool,
+}
+
+/// Whether `text` is an ISO 8601 timestamp as APIs write them: `2024-03-05T10:20:30`, then
+/// up to nine digits of a fraction of a second, then `Z` or an offset (`+01:00`) or nothing.
+/// No number rule matches in one: its groups of digits are too short for a card or a phone
+/// number and too few for an IP address, its colons too few for an IPv6 address without
+/// `::`, and its `+` is followed by `0` or one digit only.
+fn is_timestamp(text: &str) -> bool {
+    let [
+        y1,
+        y2,
+        y3,
+        y4,
+        b'-',
+        m1,
+        m2,
+        b'-',
+        d1,
+        d2,
+        b'T',
+        h1,
+        h2,
+        b':',
+        n1,
+        n2,
+        b':',
+        s1,
+        s2,
+        rest @ ..,
+    ] = text.as_bytes()
+    else {
+        return false;
+    };
+    let digits = [y1, y2, y3, y4, m1, m2, d1, d2, h1, h2, n1, n2, s1, s2];
+    if !digits.iter().all(|digit| digit.is_ascii_digit()) {
+        return false;
+    }
+    let rest = match rest {
+        [b'.', fraction @ ..] => {
+            let count = fraction.iter().take_while(|byte| byte.is_ascii_digit()).count();
+            if !(1..=9).contains(&count) {
+                return false;
+            }
+            fraction.get(count..).unwrap_or_default()
+        }
+        rest => rest,
+    };
+    match rest {
+        [] | [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|digit| digit.is_ascii_digit()),
+        _ => false,
     }
 }
 
@@ -1156,6 +1224,7 @@ mod tests {
                 1 => (example.clone(), "[\\x00\n ,.:-]", example).prop_map(|(a, sep, b)| format!("{a}{sep}{b}")),
                 1 => any::<String>(),
             ];
+            let text = prop_oneof![5 => text, 1 => super::timestamp()];
             let key = prop_oneof![text.clone(), proptest::sample::select(keys.to_vec())];
             let leaf = prop_oneof![
                 text.prop_map(Value::String),
@@ -1177,9 +1246,12 @@ mod tests {
         #[test]
         fn the_detectors_take_each_path() {
             let [builtin, anchored, multi_line] = &*DETECTORS;
-            assert!(builtin.joinable && builtin.short_numbers_clean);
-            assert!(anchored.joinable);
+            assert!(builtin.joinable && builtin.short_numbers_clean && builtin.timestamps_clean);
+            assert!(anchored.joinable && anchored.timestamps_clean);
             assert!(!multi_line.joinable);
+            let digits = custom("digits", "20", r"\b20[0-9]{2}\b", "in 2024");
+            let digits = Detector::configure(&[], &[digits]).unwrap();
+            assert!(!digits.short_numbers_clean && !digits.timestamps_clean);
         }
 
         proptest! {
@@ -1207,6 +1279,53 @@ mod tests {
                 let scanned = detector.scan_json(&value);
                 prop_assert_eq!(scanned, detector.walk(&mut value.clone(), None, &[], false));
             }
+        }
+    }
+
+    /// ISO 8601 timestamps with any digits, fractions of a second and zones.
+    fn timestamp() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let zone = prop_oneof![Just(String::new()), Just("Z".to_owned()), "[+-][0-9]{2}:[0-9]{2}"];
+        (
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}",
+            proptest::option::of("\\.[0-9]{1,9}"),
+            zone,
+        )
+            .prop_map(|(time, fraction, zone)| format!("{time}{}{zone}", fraction.unwrap_or_default()))
+    }
+
+    static BUILTIN: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(Detector::builtin);
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// What lets a walk leave timestamps out of its search.
+        #[test]
+        fn nothing_is_found_in_a_timestamp(text in timestamp()) {
+            proptest::prop_assert!(is_timestamp(&text));
+            proptest::prop_assert_eq!(BUILTIN.find(&text), Vec::new());
+        }
+    }
+
+    #[test]
+    fn what_is_a_timestamp() {
+        for text in [
+            "2024-03-05T10:20:30Z",
+            "2024-03-05T10:20:30",
+            "2024-03-05T10:20:30.123456789+05:30",
+        ] {
+            assert!(is_timestamp(text), "{text}");
+        }
+        for text in [
+            "2024-03-05T10:20:30.1234567890Z",
+            "2024-03-05 10:20:30",
+            "2024-03-05T10:20:30Zx",
+            "2024-03-05T10:20:30.Z",
+            "2024-03-05T10:20",
+            "2024-03-05T10:20:30+0530",
+            "20x4-03-05T10:20:30Z",
+        ] {
+            assert!(!is_timestamp(text), "{text}");
         }
     }
 

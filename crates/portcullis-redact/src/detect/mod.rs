@@ -146,10 +146,13 @@ pub struct Detector {
     /// Whether every rule can search texts joined by NULs (see [`Joined`]).
     joinable: bool,
     /// Whether nothing can be found in a number of fewer than [`SHORT_NUMBER`] characters:
-    /// no rule runs on every text or has a keyword made of the characters of numbers (the
-    /// number rules' keywords are not searched), and the number scan passes over such short
-    /// runs without a colon.
+    /// no rule runs on every text or has a keyword made of the characters of numbers, and
+    /// the number scan passes over such short runs without a colon.
     short_numbers_clean: bool,
+    /// Whether nothing can be found in an ISO 8601 timestamp (see `json::is_timestamp`):
+    /// no rule runs on every text or has a keyword made of the characters of timestamps,
+    /// and no number rule matches one (see [`pii::scan`]; a test checks it).
+    timestamps_clean: bool,
 }
 
 /// See [`Detector::short_numbers_clean`].
@@ -289,15 +292,16 @@ impl Detector {
         short.sort_unstable();
         short.dedup();
         let joinable = rules.iter().all(|compiled| !matches!(compiled.joined, Joined::No));
-        let of_a_number = |keyword: &Cow<'static, str>| {
-            keyword
-                .bytes()
-                .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
+        // The number rules' keywords are not searched.
+        let keywords_avoid = |chars: &[u8]| {
+            !always
+                && !rules.iter().any(|compiled| {
+                    let within = |keyword: &Cow<'static, str>| keyword.bytes().all(|byte| chars.contains(&byte));
+                    compiled.scan.is_none() && compiled.keywords.iter().any(within)
+                })
         };
-        let short_numbers_clean = !always
-            && !rules
-                .iter()
-                .any(|compiled| compiled.scan.is_none() && compiled.keywords.iter().any(of_a_number));
+        let short_numbers_clean = keywords_avoid(b"0123456789+-.eE");
+        let timestamps_clean = keywords_avoid(b"0123456789+-.:TZtz");
         Self {
             rules,
             keywords,
@@ -306,6 +310,7 @@ impl Detector {
             short,
             joinable,
             short_numbers_clean,
+            timestamps_clean,
         }
     }
 
