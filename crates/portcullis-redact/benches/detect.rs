@@ -46,10 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = workload(megabytes * 1_000_000);
     let value: Value = serde_json::from_str(&text)?;
     let detector = Detector::builtin();
-    // For a profiler: only `find` or only `redact_json`, a few times.
+    // For a profiler: only `find`, only `redact_json` or only `scan_json`, a few times.
     if std::env::args().any(|arg| arg == "--find-only") {
         for _ in 0..3 {
             black_box(detector.find(&text).len());
+        }
+        return Ok(());
+    }
+    if std::env::args().any(|arg| arg == "--scan-json-only") {
+        for _ in 0..10 {
+            black_box(detector.scan_json(&value).len());
         }
         return Ok(());
     }

@@ -772,8 +772,12 @@ impl Joined {
             }
             Value::Number(number) => {
                 let start = self.text.len();
-                push_number(&mut self.text, number);
-                if clean.short_numbers && self.text.len() - start < super::SHORT_NUMBER {
+                let integer = push_number(&mut self.text, number);
+                let short = match integer {
+                    Some(magnitude) => magnitude < super::SHORT_INTEGER,
+                    None => self.text.len() - start < super::SHORT_NUMBER,
+                };
+                if clean.short_numbers && short {
                     self.text.truncate(start);
                     self.count += 1;
                 } else {
@@ -961,14 +965,15 @@ impl How<'_> {
 }
 
 /// Appends `number` as it displays, integers without the formatting machinery.
-fn push_number(joined: &mut String, number: &serde_json::Number) {
+/// Returns the magnitude of an integer.
+fn push_number(joined: &mut String, number: &serde_json::Number) -> Option<u64> {
     let (negative, magnitude) = match (number.as_u64(), number.as_i64()) {
         (Some(positive), _) => (false, positive),
         (None, Some(negative)) => (true, negative.unsigned_abs()),
         (None, None) => {
             // Writing to a `String` cannot fail.
             let _ = write!(joined, "{number}");
-            return;
+            return None;
         }
     };
     let mut digits = [0u8; 20];
@@ -986,6 +991,7 @@ fn push_number(joined: &mut String, number: &serde_json::Number) {
         joined.push('-');
     }
     joined.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+    Some(magnitude)
 }
 
 /// A member whose key names a credential is redacted unless its value is empty, `null` or a
@@ -1230,6 +1236,7 @@ mod tests {
                 text.prop_map(Value::String),
                 any::<i64>().prop_map(Value::from),
                 (0..100_000_i64).prop_map(Value::from),
+                (-10_000_000_000_000_i64..10_000_000_000_000).prop_map(Value::from),
                 any::<f64>().prop_map(Value::from),
                 Just(Value::Null),
                 Just(Value::Bool(true)),
@@ -1304,6 +1311,13 @@ mod tests {
         fn nothing_is_found_in_a_timestamp(text in timestamp()) {
             proptest::prop_assert!(is_timestamp(&text));
             proptest::prop_assert_eq!(BUILTIN.find(&text), Vec::new());
+        }
+
+        /// What lets a walk leave integers of up to twelve digits out of its search.
+        #[test]
+        fn nothing_is_found_in_a_short_integer(number in -999_999_999_999_i64..=999_999_999_999, digits in 1_u32..=12) {
+            let number = number % 10_i64.pow(digits);
+            proptest::prop_assert_eq!(BUILTIN.find(&number.to_string()), Vec::new());
         }
     }
 

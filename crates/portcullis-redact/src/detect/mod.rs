@@ -145,9 +145,11 @@ pub struct Detector {
     short: Vec<char>,
     /// Whether every rule can search texts joined by NULs (see [`Joined`]).
     joinable: bool,
-    /// Whether nothing can be found in a number of fewer than [`SHORT_NUMBER`] characters:
-    /// no rule runs on every text or has a keyword made of the characters of numbers, and
-    /// the number scan passes over such short runs without a colon.
+    /// Whether nothing can be found in a number of fewer than [`SHORT_NUMBER`] characters
+    /// or an integer of fewer than [`SHORT_INTEGER`] digits: no rule runs on every text or
+    /// has a keyword made of the characters of numbers; the number scan passes over runs of
+    /// fewer than seven characters without a colon, and no number rule matches digits with
+    /// no separator but a leading `-` short of a card's thirteen (a test checks it).
     short_numbers_clean: bool,
     /// Whether nothing can be found in an ISO 8601 timestamp (see `json::is_timestamp`):
     /// no rule runs on every text or has a keyword made of the characters of timestamps,
@@ -157,6 +159,8 @@ pub struct Detector {
 
 /// See [`Detector::short_numbers_clean`].
 const SHORT_NUMBER: usize = 7;
+/// See [`Detector::short_numbers_clean`].
+const SHORT_INTEGER: u64 = 1_000_000_000_000;
 
 /// What `find` reuses from call to call on one thread, so that a call that finds nothing
 /// allocates nothing.
