@@ -1008,7 +1008,7 @@ fn holds_a_value(value: &Value) -> bool {
 
 /// RFC 6901: `~` becomes `~0` and `/` becomes `~1`.
 fn push_escaped(pointer: &mut String, key: &str) {
-    if !key.contains(['~', '/']) {
+    if !key.bytes().any(|byte| byte == b'~' || byte == b'/') {
         pointer.push_str(key);
         return;
     }
