@@ -510,11 +510,30 @@ fn scan_run(text: &str, run: Range<usize>, windows: &mut Windows) {
         for part in bytes.split(|&b| class(b) & scan.class() == 0) {
             let start = run.start + offset;
             offset += part.len() + 1;
-            if part.len() >= scan.min_len() && scan.may_match(&Count::of(part)) {
-                windows.push(scan, scan.window(text, start..start + part.len()));
+            let part_range = start..start + part.len();
+            if part.len() >= scan.min_len()
+                && scan.may_match(&Count::of(part))
+                && (scan != Scan::Ipv6 || ipv6_context(text.as_bytes(), part_range.clone()))
+            {
+                windows.push(scan, scan.window(text, part_range));
             }
         }
     }
+}
+
+/// Whether the IPv6 rule can match in the maximal run of hexadecimal digits and colons at
+/// `run`: its regex wants the address right after a character that is not a word character,
+/// a colon or a dot (or the start of the text), and right before one that is not a word
+/// character or a colon (or the end), so an address fills its run, and the characters
+/// around it must be such. Most runs with two colons are paths (`app::http::server`,
+/// `config.rs:318:33`), glued to letters. A byte of a non-ASCII character may be of a
+/// non-word character and counts as one.
+fn ipv6_context(bytes: &[u8], run: Range<usize>) -> bool {
+    let word = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_';
+    let before = run.start.checked_sub(1).and_then(|at| bytes.get(at));
+    let after = bytes.get(run.end);
+    before.is_none_or(|&byte| !(word(byte) || byte == b':' || byte == b'.'))
+        && after.is_none_or(|&byte| !(word(byte) || byte == b':'))
 }
 
 /// For the card rule, [`card_without_last_group`].
