@@ -16,6 +16,10 @@
 //! - a text with no keyword hit, no scan window and none of the one-character keywords (`@`)
 //!   has no findings, and `find` returns at once, without allocating.
 //!
+//! The JSON walk (see `detect/json.rs`) searches all texts of a document at once, joined by NULs,
+//! with each regex rebuilt so that a match stays inside one text and `^`/`$` match at each
+//! text's ends (see `Detector::find_joined`).
+//!
 //! Every match of a rule contains one of its keywords (custom rules are checked for that on
 //! their examples), so a window holds every match that can exist there, and searching a window
 //! sees the text around it for `\b` and `^`: the findings are those of running each regex
