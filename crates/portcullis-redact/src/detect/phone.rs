@@ -14,7 +14,7 @@ use super::check;
 /// A number after a word that says it is something else (`order 0123 456789`).
 macro_rules! not_after_a_label {
     () => {
-        r"(?:(?P<fp>(?i:order|invoice|ticket|ref|id|no|version|build|release|serial|account)[\s:#.]*)|^|[^\w+./#-])"
+        r"(?:(?P<fp>\b(?i:order|invoice|ticket|ref|id|no|version|build|release|serial|account)[\s:#.]*)|^|[^\w+./#-])"
     };
 }
 
@@ -41,6 +41,8 @@ pub(crate) static RULES: &[Rule] = &[
         validate: None,
         examples_true: &[
             "call 020 7946 0958 after nine",
+            // A word merely ending in a label (`casi-no`) is not one.
+            "the casino 020 7946 0958 opens at six",
             "mobile: 07700 900123",
             "Tel. 0161 496 0000",
             "+44 (0)20 7946 0958",
