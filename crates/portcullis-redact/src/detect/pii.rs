@@ -113,13 +113,16 @@ pub(crate) static RULES: &[Rule] = &[
     Rule {
         id: "ipv4",
         category: Pii,
-        description: "IPv4 address (not a four-part version number)",
+        description: "IPv4 address (not a four-part version number, not a product version like Chrome/124.0.0.0)",
         keywords: &["."],
-        regex: r#"(?:(?P<fp>\b(?i:version|ver|release|rev|build|v)["'\s:=]*)|^|[^\w.])(?P<v>[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:\.[0-9]+)*)\b"#,
+        // `fp`: a version label before (`version 1.2.3.4`, `"ver":"10.0.19041.1"`), or a
+        // product token (`Chrome/124.0.0.0` in a user agent).
+        regex: r#"(?:(?P<fp>\b(?i:version|ver|release|rev|build|v)["'\s:=]*|\b[A-Za-z]+/)|^|[^\w.])(?P<v>[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:\.[0-9]+)*)\b"#,
         validate: Some(check::ipv4),
         examples_true: &[
             "client 203.0.113.42 connected",
             "X-Forwarded-For: 10.0.0.1, 192.168.1.20",
+            "GET http://203.0.113.7/status",
         ],
         examples_false: &[
             "version 1.2.3.4",
@@ -129,6 +132,7 @@ pub(crate) static RULES: &[Rule] = &[
             "ver=10.0.19041.1",
             "{\"version\": \"17.1.9.5\"}",
             "{\"ver\":\"10.0.19041.1\"}",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36",
         ],
     },
     Rule {
@@ -259,7 +263,7 @@ impl Scan {
     fn window(self, text: &str, run: Range<usize>) -> Range<usize> {
         let bytes = text.as_bytes();
         match self {
-            Self::Ipv4 => prev_char(text, label_context(bytes, run.start, b"\"':="))..next_char(text, run.end),
+            Self::Ipv4 => prev_char(text, label_context(bytes, run.start, b"\"':=/"))..next_char(text, run.end),
             // A label (`order 0123 456789`) before, and `[./:-]` then a space after.
             Self::Uk | Self::Fr | Self::De => {
                 prev_char(text, label_context(bytes, run.start, b":#."))..next_char(text, next_char(text, run.end))
