@@ -11,6 +11,7 @@ credential arrived, exactly once. Endpoints:
   GET  /customer           a customer record full of personal data and a pasted
                            access key, with the email also in an `X-Contact` header
   POST /echo               answers with the JSON body it received
+  GET  /slow?seconds=N     answers after N seconds (at most 10)
   GET  /leak               echoes the Authorization header in the body and `X-Echo`
   GET  /__requests         every recorded request, as JSON (for tests)
   anything else            200 {"ok": true, "path": ...}
@@ -20,6 +21,7 @@ Usage: upstream.py PORT_FILE   (binds 127.0.0.1 on a free port, writes it to POR
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CUSTOMER = {
@@ -78,6 +80,15 @@ class Handler(BaseHTTPRequestHandler):
             # A hostile upstream: echoes the credential back in the body and a header.
             auth = self.headers.get("Authorization", "")
             return self._reply(200, {"echo": auth, "query": entry["query"]}, {"X-Echo": auth})
+        if entry["path"] == "/slow":
+            # Answers after `seconds` (at most 10): a call still in flight when a test kills
+            # the gateway.
+            try:
+                seconds = min(float(entry["query"].partition("seconds=")[2] or 0), 10.0)
+            except ValueError:
+                seconds = 0.0
+            time.sleep(max(seconds, 0.0))
+            return self._reply(200, {"slow": True})
         if entry["path"] == "/customer":
             # A customer record full of personal data and a pasted credential, as real APIs
             # return them (all values synthetic).

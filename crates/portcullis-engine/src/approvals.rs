@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use portcullis_catalog::ActionDef;
-use portcullis_core::{AgentId, AuditKind, Decision, IntentId};
+use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, IntentId};
 use portcullis_policy::Decided;
 use portcullis_store::{HoldRecord, NewHold, NewVote, VoteOutcome};
 
@@ -20,6 +20,9 @@ use crate::intent::{DecisionView, IntentResponse, IntentStatus};
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a long-poll looks again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// What an agent is told about an intent the gateway stopped in the middle of.
+const OUTCOME_UNKNOWN: &str = "the gateway stopped while this intent was executing, so whether the upstream call was made is unknown; it will not be run again (check the upstream before retrying with a new idempotency key)";
 
 /// An authenticated person (from `admins` in the config).
 #[derive(Debug, Clone, Serialize)]
@@ -599,7 +602,57 @@ impl Gateway {
             }
             Err(e) => tracing::error!(error = %e, "could not list approved holds"),
         }
+        self.settle_interrupted_intents().await;
         self.sweep().await;
+    }
+
+    /// At start-up, after the holds: an intent still `executing` was interrupted by the
+    /// gateway stopping, somewhere between its decision and its outcome. Whether the upstream
+    /// call was made can't be known, so it is recorded as `outcome_unknown` (with an audit
+    /// `outcome` event saying so), never run again, and its idempotency key stays taken.
+    ///
+    /// Only `serve` calls this: on SQLite one `serve` owns the store, so at its start nothing
+    /// else can be executing.
+    async fn settle_interrupted_intents(&self) {
+        let interrupted = match self.store().intents_in_state(IntentStatus::Executing.as_str()).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list interrupted intents");
+                return;
+            }
+        };
+        for intent in interrupted {
+            let body = json!({
+                "id": intent.id,
+                "status": IntentStatus::OutcomeUnknown.as_str(),
+                "error": OUTCOME_UNKNOWN,
+            });
+            let event = AuditEvent {
+                actor: None,
+                kind: AuditKind::Outcome,
+                intent_id: intent.id.clone(),
+                agent: intent.agent.clone(),
+                action: Some(intent.action.clone()),
+                payload_sha256: Some(intent.payload_sha256.clone()),
+                decision: None,
+                dry_run: false,
+                detail: json!({"status": IntentStatus::OutcomeUnknown.as_str()}),
+            };
+            // The status first: if the audit event can't be written, the intent is still
+            // never re-run, and the next start-up finds nothing to settle.
+            if let Err(e) = self
+                .store()
+                .finish_intent(&intent.id, IntentStatus::OutcomeUnknown.as_str(), &body)
+                .await
+            {
+                tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted intent");
+                continue;
+            }
+            match self.store().append(&event).await {
+                Ok(_) => tracing::warn!(intent = %intent.id, "interrupted while executing: outcome unknown"),
+                Err(e) => tracing::error!(intent = %intent.id, error = %e, "could not audit an interrupted intent"),
+            }
+        }
     }
 
     /// Runs forever: expires due holds every second. Spawn it beside the server.

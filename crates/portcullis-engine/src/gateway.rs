@@ -707,6 +707,7 @@ pub(crate) fn parse_status(s: &str) -> IntentStatus {
         "pending_approval" => IntentStatus::PendingApproval,
         "dry_run" => IntentStatus::DryRun,
         "withheld" => IntentStatus::Withheld,
+        "outcome_unknown" => IntentStatus::OutcomeUnknown,
         "executing" => IntentStatus::Executing,
         _ => IntentStatus::Failed,
     }

@@ -107,6 +107,10 @@ pub enum IntentStatus {
     /// The upstream call was made, but its response contained secrets or personal data the
     /// action may not return (`response.redact: block`); `error` says what was found where.
     Withheld,
+    /// The gateway stopped (a crash, a kill) while the intent was executing, so whether the
+    /// upstream call was made is unknown. It is never run again; its idempotency key stays
+    /// taken and returns this status.
+    OutcomeUnknown,
 }
 
 impl IntentStatus {
@@ -122,6 +126,7 @@ impl IntentStatus {
             Self::DryRun => "dry_run",
             Self::Expired => "expired",
             Self::Withheld => "withheld",
+            Self::OutcomeUnknown => "outcome_unknown",
         }
     }
 }

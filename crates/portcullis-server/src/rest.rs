@@ -147,7 +147,8 @@ fn submitted(s: Submitted) -> Response {
         | IntentStatus::Failed
         | IntentStatus::DryRun
         | IntentStatus::Executing
-        | IntentStatus::Withheld => StatusCode::OK,
+        | IntentStatus::Withheld
+        | IntentStatus::OutcomeUnknown => StatusCode::OK,
         IntentStatus::Denied | IntentStatus::Expired => StatusCode::FORBIDDEN,
         IntentStatus::PendingApproval => StatusCode::ACCEPTED,
     };

@@ -204,6 +204,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every intent whose status is `status`, oldest first.
+    ///
+    /// # Errors
+    /// When the query fails or a stored row is unreadable.
+    pub async fn intents_in_state(&self, status: &str) -> Result<Vec<IntentRecord>, StoreError> {
+        const CONTEXT: &str = "listing intents by status";
+        let rows: Vec<IntentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            intent_columns!(),
+            " FROM intents WHERE status = ? ORDER BY created_at, id"
+        ))
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+        rows.into_iter().map(|row| intent_record(CONTEXT, row)).collect()
+    }
+}
+
 fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, StoreError> {
     let (id, agent, action, payload_sha256, idempotency_key, status, response, created_at, updated_at) = row;
     let what = format!("intent `{id}`");

@@ -115,7 +115,8 @@ impl McpHandler {
             | IntentStatus::Failed
             | IntentStatus::DryRun
             | IntentStatus::Expired
-            | IntentStatus::Withheld => {
+            | IntentStatus::Withheld
+            | IntentStatus::OutcomeUnknown => {
                 let result = match serde_json::to_value(render::outcome(submitted)) {
                     Ok(Value::Object(o)) => o,
                     _ => JsonObject::new(),

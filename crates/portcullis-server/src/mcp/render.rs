@@ -36,6 +36,13 @@ pub(crate) fn outcome(s: &Submitted) -> CallToolResult {
                 json!({"intent_id": id, "status": "withheld", "error": error}),
             )
         }
+        IntentStatus::OutcomeUnknown => {
+            let error = body["error"].as_str().unwrap_or("the outcome is unknown");
+            with_structured(
+                CallToolResult::error(vec![ContentBlock::text(format!("outcome unknown: {error}"))]),
+                json!({"intent_id": id, "status": "outcome_unknown", "error": error}),
+            )
+        }
         IntentStatus::PendingApproval => pending(body),
         IntentStatus::Executing => with_structured(
             CallToolResult::success(vec![ContentBlock::text(format!(

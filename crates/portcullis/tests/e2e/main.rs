@@ -22,6 +22,7 @@ mod audit;
 mod bad_input;
 mod browser;
 mod cli;
+mod crash;
 mod egress;
 mod hostile;
 mod intents;
