@@ -26,6 +26,10 @@ const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// `limits.max_body_bytes`.
 const ENVELOPE_BYTES: usize = 16 * 1024;
 
+/// Nesting the JSON-RPC envelope adds around a tool call's arguments
+/// (`{"params": {"arguments": …}}`), on top of `limits.max_depth`.
+const ENVELOPE_DEPTH: usize = 3;
+
 #[derive(Debug)]
 struct McpState {
     gateway: Arc<Gateway>,
@@ -63,6 +67,8 @@ pub fn routes(gateway: Arc<Gateway>, served: &Served) -> Router {
     );
     Router::new()
         .route_service("/mcp", service)
+        // Layers run last-added first: authentication, then strict JSON, then rmcp.
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), strict_json))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), authenticate))
         .route(METADATA_PATH, get(metadata))
         .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
@@ -115,6 +121,41 @@ async fn authenticate(State(state): State<Arc<McpState>>, mut request: Request, 
         Err(IntentError::Unauthenticated) => unauthorized(&state, true),
         Err(e) => ApiError::Intent(e).into_response(),
     }
+}
+
+/// Parses a JSON `POST` body as strictly as `POST /v1/intents` does before rmcp sees it:
+/// a duplicate key, nesting deeper than `limits.max_depth` (plus the envelope) or a number
+/// that can't be represented exactly is refused with a JSON-RPC parse error (HTTP 400), so a
+/// tool call's arguments can't carry two values for one field, one for the policy and one
+/// for the request. Other bodies and methods pass to rmcp unchanged.
+async fn strict_json(State(state): State<Arc<McpState>>, request: Request, next: Next) -> Response {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if request.method() != axum::http::Method::POST || !is_json {
+        return next.run(request).await;
+    }
+    let config = &state.gateway.loaded().config;
+    let max_body = config.max_body_bytes.saturating_add(ENVELOPE_BYTES);
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        return ApiError::PayloadTooLarge(max_body).into_response();
+    };
+    let limits = portcullis_core::json::Limits {
+        max_depth: config.json_limits.max_depth.saturating_add(ENVELOPE_DEPTH),
+    };
+    if let Err(e) = portcullis_core::json::parse_strict(&bytes, limits) {
+        let error = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32700, "message": format!("the request is not acceptable JSON: {e}")},
+        });
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// 401 with `WWW-Authenticate: Bearer resource_metadata="…"` (RFC 9728 §5.1), and

@@ -224,6 +224,17 @@ impl World {
         self.send(request.body(Body::from(body.to_string())).unwrap()).await
     }
 
+    /// POSTs `raw` bytes as a JSON-RPC message, for bodies a `Value` can't hold.
+    async fn post_raw(&self, token: &str, raw: &str) -> Reply {
+        let request = Request::post("/mcp")
+            .header("host", HOST)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .header("mcp-protocol-version", LEGACY);
+        self.send(request.body(Body::from(raw.to_owned())).unwrap()).await
+    }
+
     /// A request of the handshake era (version in the header, no per-request `_meta`).
     async fn legacy(&self, token: &str, method: &str, params: Value) -> Reply {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
@@ -394,6 +405,31 @@ async fn invalid_input_is_a_tool_error_naming_the_fields() {
     assert!(text.contains("/title"), "{text}");
     assert!(text.contains("colour"), "{text}");
     assert_eq!(w.hits(), 0);
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_tool_arguments_are_refused_before_anything_runs() {
+    let w = World::new().await;
+    // Two titles: a lenient parser keeps one of them, and policy and request could disagree.
+    let raw = r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "tickets.create",
+        "arguments": {"title": "harmless", "title": "something else"}}}"#;
+    let reply = w.post_raw(SUPPORT_TOKEN, raw).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let error = reply.json();
+    assert_eq!(error["error"]["code"], -32700, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key `title`"),
+        "{error}"
+    );
+    assert_eq!(w.hits(), 0);
+    // The same call without the duplicate runs.
+    let ok = raw.replace(r#", "title": "something else""#, "");
+    let result = w.post_raw(SUPPORT_TOKEN, &ok).await.result();
+    assert_eq!(result["isError"], false, "{result}");
+    assert_eq!(w.hits(), 1);
 }
 
 #[tokio::test]
