@@ -21,6 +21,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a long-poll looks again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
+/// Added to the egress timeouts to bound how long an intent can be `executing`.
+const EXECUTION_MARGIN: Duration = Duration::from_secs(15);
+
 /// What an agent is told about an intent the gateway stopped in the middle of.
 const OUTCOME_UNKNOWN: &str = "the gateway stopped while this intent was executing, so whether the upstream call was made is unknown; it will not be run again (check the upstream before retrying with a new idempotency key)";
 
@@ -606,21 +609,35 @@ impl Gateway {
         self.sweep().await;
     }
 
-    /// At start-up, after the holds: an intent still `executing` was interrupted by the
-    /// gateway stopping, somewhere between its decision and its outcome. Whether the upstream
-    /// call was made can't be known, so it is recorded as `outcome_unknown` (with an audit
-    /// `outcome` event saying so), never run again, and its idempotency key stays taken.
+    /// How long an intent can legitimately stay `executing`: the upstream's connect and total
+    /// timeouts, plus a margin for the decision, the audit appends and the store writes
+    /// around them (each bounded by the store's busy timeout).
+    fn longest_execution(&self) -> Duration {
+        let egress = &self.loaded().config.egress;
+        egress.connect_timeout + egress.timeout + EXECUTION_MARGIN
+    }
+
+    /// An intent `executing` for longer than any execution can take was interrupted by a
+    /// gateway stopping (a crash, a kill) between its decision and its outcome. Whether the
+    /// upstream call was made can't be known, so it is recorded as `outcome_unknown` (with an
+    /// audit `outcome` event saying so), never run again, and its idempotency key stays taken.
     ///
-    /// Only `serve` calls this: on SQLite one `serve` owns the store, so at its start nothing
-    /// else can be executing.
+    /// Age, not "whatever is executing at start-up", decides: another gateway instance on the
+    /// same store may be executing right now, and its intents are younger than that bound.
+    /// Runs at start-up and then every second with the hold sweep.
     async fn settle_interrupted_intents(&self) {
-        let interrupted = match self.store().intents_in_state(IntentStatus::Executing.as_str()).await {
+        let executing = match self.store().intents_in_state(IntentStatus::Executing.as_str()).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "could not list interrupted intents");
                 return;
             }
         };
+        let cutoff = time::OffsetDateTime::now_utc() - self.longest_execution();
+        let interrupted = executing.into_iter().filter(|intent| {
+            time::OffsetDateTime::parse(&intent.updated_at, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|t| t < cutoff)
+        });
         for intent in interrupted {
             let body = json!({
                 "id": intent.id,
@@ -655,11 +672,13 @@ impl Gateway {
         }
     }
 
-    /// Runs forever: expires due holds every second. Spawn it beside the server.
+    /// Runs forever: every second, expires due holds and settles interrupted intents. Spawn
+    /// it beside the server.
     pub async fn maintain(&self) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             self.sweep().await;
+            self.settle_interrupted_intents().await;
         }
     }
 

@@ -12,7 +12,7 @@ use crate::http;
 
 const SLOW: &str = r#"
 name: slow.get
-description: An upstream call that takes four seconds
+description: An upstream call that takes four seconds (longer than the two-second timeout)
 input: {type: object, properties: {}}
 request:
   method: GET
@@ -29,6 +29,8 @@ permit (principal in AgentGroup::"support", action == Action::"slow.get", resour
 fn an_intent_interrupted_by_a_crash_is_outcome_unknown_and_never_rerun() {
     let env = Env::new();
     write_standard_files(&env);
+    let config = crate::fixtures::CONFIG.replace("timeout_ms: 5000", "timeout_ms: 2000\n  connect_timeout_ms: 500");
+    env.write("portcullis.yaml", &config);
     env.write("actions/slow.yaml", SLOW);
     env.write("policies/slow.cedar", SLOW_POLICY);
     let token = env.add_agent(AGENT);
@@ -46,8 +48,20 @@ fn an_intent_interrupted_by_a_crash_is_outcome_unknown_and_never_rerun() {
     drop(gateway); // SIGKILL, mid-call
     let _ = call.join();
 
+    // Egress timeouts of 0.5 s + 2 s plus a 15 s margin: younger than that, the intent could
+    // still be executing on another instance, and a retry is told it is in progress.
     let gateway = env.serve();
-    let retried = gateway.post_intent(&token, &intent);
+    let early = gateway.post_intent(&token, &intent);
+    assert_eq!(early.status, 409, "{}", early.text());
+    assert_eq!(early.json()["error"]["code"], "idempotency_in_progress");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let retried = loop {
+        let r = gateway.post_intent(&token, &intent);
+        if r.status != 409 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(retried.status, 200, "{}", retried.text());
     let body = retried.json();
     assert_eq!(body["status"], "outcome_unknown", "{body}");
