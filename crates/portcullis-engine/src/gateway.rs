@@ -358,9 +358,15 @@ impl Gateway {
         findings: &[JsonFinding],
     ) -> Result<Submitted, IntentError> {
         let hash = permitted.get().sha256().to_owned();
+        // The audit log hashes the input as decided; when what was sent differs (masked),
+        // the outcome says so, with the hash of what was sent.
+        let mut sent_sha256 = None;
         let permitted = if action.request.redact && !findings.is_empty() {
             match permitted.redacted(action, self.detector()) {
-                Ok(p) => p,
+                Ok(p) => {
+                    sent_sha256 = Some(p.get().sha256().to_owned());
+                    p
+                }
                 Err(e) => {
                     let detail = format!("the input no longer matches the schema once redacted: {e}");
                     return self
@@ -409,6 +415,9 @@ impl Gateway {
                 let upstream_status = result.status();
                 let withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
                 let mut detail = json!({"status": "executed", "upstream_status": upstream_status});
+                if let Some(sha) = &sent_sha256 {
+                    detail["request_redacted"] = json!({"sent_payload_sha256": sha});
+                }
                 if !found.is_empty() {
                     detail["response_findings"] = findings_view(&found);
                     detail["response_redaction"] = json!(redaction_name(action.response.redact));

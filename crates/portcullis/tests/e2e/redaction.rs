@@ -228,6 +228,15 @@ fn inbound_findings_drive_policy_and_outbound_redaction() {
     assert_eq!(got.len(), 1);
     let body: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body, json!({"text": "reach me at [REDACTED:email]"}));
+    // The audit log hashes the input as decided, and the outcome names what was sent instead.
+    let events = s.env.audit_tail(2);
+    let (decided, outcome) = (&events[0]["event"], &events[1]["event"]);
+    assert_eq!(outcome["kind"], "outcome", "{events:?}");
+    let sent = outcome["detail"]["request_redacted"]["sent_payload_sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(sent.len(), 64, "{outcome}");
+    assert_ne!(Some(sent), decided["payload_sha256"].as_str(), "{events:?}");
 
     // Without it, the upstream gets the input as sent.
     s.intent("echo.send", json!({"text": "reach me at ops@example.com"}));
