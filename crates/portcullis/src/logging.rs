@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::sync::{Arc, LazyLock, RwLock};
 
-use portcullis_redact::detect::{Detector, placeholder};
+use portcullis_redact::detect::{Detector, Finding, mask};
 
 /// The detector log lines pass through: every builtin rule until a configuration is loaded,
 /// then the configured set.
@@ -67,20 +67,16 @@ fn redact_line(detector: &Detector, line: &str) -> String {
         if found.is_empty() {
             break;
         }
-        let mut masked = String::with_capacity(out.len());
-        let mut copied = 0;
-        for finding in &found {
-            let start = origin.get(finding.range.start).copied().unwrap_or(out.len());
-            let end = origin.get(finding.range.end).copied().unwrap_or(out.len());
-            if start < copied {
-                continue;
-            }
-            masked.push_str(out.get(copied..start).unwrap_or_default());
-            masked.push_str(&placeholder(&finding.rule_id));
-            copied = end;
-        }
-        masked.push_str(out.get(copied..).unwrap_or_default());
-        out = masked;
+        // Back to the line's own offsets (the map only grows, so they stay sorted).
+        let on_the_line: Vec<Finding> = found
+            .into_iter()
+            .map(|mut finding| {
+                let at = |offset: usize| origin.get(offset).copied().unwrap_or(out.len());
+                finding.range = at(finding.range.start)..at(finding.range.end);
+                finding
+            })
+            .collect();
+        out = mask(&out, &on_the_line);
     }
     out
 }

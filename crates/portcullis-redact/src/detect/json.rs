@@ -19,7 +19,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Category, Detector, Finding, placeholder, replace};
+use super::{Category, Detector, Finding, mask, placeholder};
 use crate::json::unique_key;
 
 /// The kind reported for a member redacted because of its key's name.
@@ -321,7 +321,7 @@ impl Detector {
             if found.is_empty() {
                 break;
             }
-            out = Cow::Owned(replace(&out, &found));
+            out = Cow::Owned(mask(&out, &found));
         }
         out
     }

@@ -454,7 +454,7 @@ impl Detector {
             if findings.is_empty() {
                 break;
             }
-            out = Cow::Owned(replace(&out, &findings));
+            out = Cow::Owned(mask(&out, &findings));
         }
         out
     }
@@ -836,16 +836,25 @@ fn next_char(text: &str, at: usize) -> usize {
 /// How many times [`Detector::redact`] re-scans its own output.
 const MAX_REDACTION_PASSES: usize = 4;
 
-/// `text` with each of `findings` (sorted, disjoint) replaced by its placeholder.
-fn replace(text: &str, findings: &[Finding]) -> String {
+/// `text` with each of `findings` (sorted, disjoint ranges of `text`, as [`Detector::find`]
+/// returns them) replaced by its placeholder. A finding that starts before the previous one
+/// ends, or whose range is not in `text`, is skipped.
+#[must_use]
+pub fn mask(text: &str, findings: &[Finding]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     for finding in findings {
-        out.push_str(&text[copied..finding.range.start]);
+        let Some(before) = text.get(copied..finding.range.start) else {
+            continue;
+        };
+        if text.get(finding.range.clone()).is_none() {
+            continue;
+        }
+        out.push_str(before);
         push_placeholder(&mut out, &finding.rule_id);
         copied = finding.range.end;
     }
-    out.push_str(&text[copied..]);
+    out.push_str(text.get(copied..).unwrap_or_default());
     out
 }
 
