@@ -26,14 +26,15 @@ impl Store {
     pub async fn add_agent(&self, id: &AgentId, token_sha256: &str) -> Result<(), StoreError> {
         const CONTEXT: &str = "adding an agent";
         check_token_hash(token_sha256)?;
-        let inserted = sqlx::query(
-            "INSERT INTO agents (id, token_sha256, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        let inserted = on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO agents (id, token_sha256, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
         .bind(token_sha256)
         .bind(now_rfc3339())
-        .execute(&self.pool)
+        .execute(pool)
         .await
+        .map(|done| done.rows_affected()))
         .map_err(|e| {
             // The id conflict is handled above, so a violation here is the token's.
             if is_unique_violation(&e) {
@@ -44,7 +45,7 @@ impl Store {
                 StoreError::db(CONTEXT)(e)
             }
         })?;
-        if inserted.rows_affected() == 0 {
+        if inserted == 0 {
             return Err(StoreError::AlreadyExists {
                 what: format!("agent `{id}`"),
             });
@@ -58,10 +59,12 @@ impl Store {
     /// When the query fails or a stored id is invalid.
     pub async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         const CONTEXT: &str = "listing agents";
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, created_at FROM agents ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
+        let rows: Vec<(String, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, created_at FROM agents ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)
+        .map_err(StoreError::db(CONTEXT))?;
         rows.into_iter()
             .map(|(id, created_at)| {
                 Ok(AgentRecord {
@@ -77,12 +80,13 @@ impl Store {
     /// # Errors
     /// When the statement fails.
     pub async fn remove_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM agents WHERE id = ?")
+        let done = on_pool!(self, |pool| sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(pool)
             .await
-            .map_err(StoreError::db("removing an agent"))?;
-        Ok(done.rows_affected() > 0)
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("removing an agent"))?;
+        Ok(done > 0)
     }
 
     /// The agent whose token has this SHA-256, if any.
@@ -91,11 +95,13 @@ impl Store {
     /// When the query fails or the stored id is invalid.
     pub async fn agent_for_token_hash(&self, token_sha256: &str) -> Result<Option<AgentId>, StoreError> {
         const CONTEXT: &str = "authenticating an agent";
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE token_sha256 = ?")
-            .bind(token_sha256)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
+        let id: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM agents WHERE token_sha256 = $1"
+        )
+        .bind(token_sha256)
+        .fetch_optional(pool)
+        .await)
+        .map_err(StoreError::db(CONTEXT))?;
         id.map(|id| agent_id(CONTEXT, id)).transpose()
     }
 }

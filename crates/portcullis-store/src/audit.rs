@@ -57,13 +57,13 @@ impl Store {
     /// # Errors
     /// When the query fails or a stored event is not JSON.
     pub async fn audit_events(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<RawRow> = sqlx::query_as(
-            "SELECT seq, ts, event, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        let rows: Vec<RawRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT seq, ts, event, prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db(READ_CONTEXT))?;
         rows.into_iter().map(stored_event).collect()
     }
@@ -73,13 +73,13 @@ impl Store {
     /// # Errors
     /// When the query fails or a stored event is not JSON.
     pub async fn audit_tail(&self, n: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<RawRow> = sqlx::query_as(
+        let rows: Vec<RawRow> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT seq, ts, event, prev_hash, hash FROM \
-             (SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+             (SELECT * FROM audit_events ORDER BY seq DESC LIMIT $1) AS tail ORDER BY seq",
         )
         .bind(i64::from(n))
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db(READ_CONTEXT))?;
         rows.into_iter().map(stored_event).collect()
     }
@@ -96,13 +96,13 @@ impl Store {
         const CONTEXT: &str = "verifying the audit log";
         let mut verifier = Verifier::default();
         loop {
-            let rows: Vec<RawRow> = sqlx::query_as(
-                "SELECT seq, ts, event, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            let rows: Vec<RawRow> = on_pool!(self, |pool| sqlx::query_as(
+                "SELECT seq, ts, event, prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(verifier.last_seq())
             .bind(VERIFY_PAGE)
-            .fetch_all(&self.pool)
-            .await
+            .fetch_all(pool)
+            .await)
             .map_err(StoreError::db(CONTEXT))?;
             let full = rows.len() == usize::try_from(VERIFY_PAGE).unwrap_or(usize::MAX);
             for (seq, ts, event, prev_hash, hash) in rows {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 pub enum StoreError {
     /// The URL is not one this build can open. Only the scheme is shown, since a
     /// database URL may carry a password.
-    #[error("unsupported store URL scheme `{scheme}`: this build supports `sqlite://PATH`")]
+    #[error("unsupported store URL scheme `{scheme}`: this build supports `sqlite://PATH` and `postgres://…`")]
     UnsupportedUrl {
         /// The URL's scheme, or the whole text up to 16 characters when it has none.
         scheme: String,

@@ -7,10 +7,21 @@
 
 use portcullis_core::{IntentId, now_rfc3339};
 use serde::Serialize;
-use sqlx::Connection as _;
 
-use crate::error::is_unique_violation;
 use crate::{Store, StoreError};
+
+/// Moves the hold `$id` to `$state` inside the transaction `$tx`.
+macro_rules! set_state {
+    ($tx:ident, $id:expr, $state:expr, $now:expr) => {
+        sqlx::query("UPDATE holds SET state = $1, decided_at = $2 WHERE intent_id = $3")
+            .bind($state)
+            .bind($now)
+            .bind($id.as_str())
+            .execute(&mut *$tx)
+            .await
+            .map_err(StoreError::db("changing a hold's state"))?
+    };
+}
 
 /// A hold to store.
 #[derive(Debug, Clone)]
@@ -157,9 +168,9 @@ impl Store {
     /// # Errors
     /// When the database can't be written (the intent must then not be reported as held).
     pub async fn put_hold(&self, hold: &NewHold) -> Result<(), StoreError> {
-        sqlx::query(
+        on_pool!(self, |pool| sqlx::query(
             "INSERT INTO holds (intent_id, agent, action, payload_sha256, input, decision, approver_group, \
-             required, state, expires_at, expires_unix, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+             required, state, expires_at, expires_unix, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11)",
         )
         .bind(hold.intent_id.as_str())
         .bind(&hold.agent)
@@ -172,8 +183,8 @@ impl Store {
         .bind(&hold.expires_at)
         .bind(hold.expires_unix)
         .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))
         .map_err(StoreError::db("storing a held intent"))?;
         Ok(())
     }
@@ -183,12 +194,15 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn get_hold(&self, id: &IntentId) -> Result<Option<HoldRecord>, StoreError> {
-        let row: Option<HoldRow> =
-            sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds WHERE intent_id = ?"))
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::db("reading a hold"))?;
+        let row: Option<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            hold_columns!(),
+            " FROM holds WHERE intent_id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await)
+        .map_err(StoreError::db("reading a hold"))?;
         match row {
             Some(row) => Ok(Some(self.hold_record(row).await?)),
             None => Ok(None),
@@ -200,14 +214,14 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn list_holds(&self, states: &[&str], limit: u32) -> Result<Vec<HoldRecord>, StoreError> {
-        let rows: Vec<HoldRow> = sqlx::query_as(concat!(
+        let rows: Vec<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
             "SELECT ",
             hold_columns!(),
-            " FROM holds ORDER BY created_at DESC, intent_id LIMIT ?"
+            " FROM holds ORDER BY created_at DESC, intent_id LIMIT $1"
         ))
         .bind(i64::from(limit.saturating_mul(4).max(limit)))
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db("listing holds"))?;
         let mut out = Vec::new();
         for row in rows {
@@ -230,69 +244,69 @@ impl Store {
     /// When the database can't be written.
     pub async fn vote(&self, v: &NewVote<'_>) -> Result<VoteOutcome, StoreError> {
         const CONTEXT: &str = "recording an approval vote";
-        let mut conn = self.pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
-        let row: Option<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT state, payload_sha256, required, expires_unix FROM holds WHERE intent_id = ?")
+        let outcome = in_tx!(self, CONTEXT, |tx| {
+            // The first statement writes the hold's row: on PostgreSQL that row-locks it, so
+            // concurrent votes on one hold (from any instance) run one after the other.
+            sqlx::query("UPDATE holds SET state = state WHERE intent_id = $1")
                 .bind(v.intent_id.as_str())
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(StoreError::db(CONTEXT))?;
-        let Some((state, sha, required, expires)) = row else {
-            return Ok(VoteOutcome::NotFound);
-        };
-        let now = now_rfc3339();
-        if state != "pending" {
-            return Ok(VoteOutcome::NotPending(state));
-        }
-        if expires <= v.now_unix {
-            set_state(&mut tx, v.intent_id, "expired", &now).await?;
-            tx.commit().await.map_err(StoreError::db(CONTEXT))?;
-            return Ok(VoteOutcome::Expired);
-        }
-        if sha != v.payload_sha256 {
-            return Ok(VoteOutcome::PayloadMismatch);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO approval_votes (intent_id, approver, verdict, reason, payload_sha256, at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(v.intent_id.as_str())
-        .bind(v.approver)
-        .bind(if v.approve { "approve" } else { "deny" })
-        .bind(v.reason)
-        .bind(v.payload_sha256)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Ok(VoteOutcome::AlreadyVoted),
-            Err(e) => return Err(StoreError::db(CONTEXT)(e)),
-            Ok(_) => {}
-        }
-        let outcome = if v.approve {
-            let approvers: Vec<String> = sqlx::query_scalar(
-                "SELECT approver FROM approval_votes WHERE intent_id = ? AND verdict = 'approve' ORDER BY at, approver",
-            )
-            .bind(v.intent_id.as_str())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
-            let have = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
-            let need = u32::try_from(required).unwrap_or(1);
-            if have >= need {
-                set_state(&mut tx, v.intent_id, "approved", &now).await?;
-                VoteOutcome::Approved(approvers)
-            } else {
-                VoteOutcome::Recorded { have, need }
+            let row: Option<(String, String, i64, i64)> =
+                sqlx::query_as("SELECT state, payload_sha256, required, expires_unix FROM holds WHERE intent_id = $1")
+                    .bind(v.intent_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(CONTEXT))?;
+            let now = now_rfc3339();
+            match row {
+                None => VoteOutcome::NotFound,
+                Some((state, _, _, _)) if state != "pending" => VoteOutcome::NotPending(state),
+                Some((_, _, _, expires)) if expires <= v.now_unix => {
+                    set_state!(tx, v.intent_id, "expired", &now);
+                    VoteOutcome::Expired
+                }
+                Some((_, sha, _, _)) if sha != v.payload_sha256 => VoteOutcome::PayloadMismatch,
+                Some((_, _, required, _)) => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO approval_votes (intent_id, approver, verdict, reason, payload_sha256, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (intent_id, approver) DO NOTHING",
+                    )
+                    .bind(v.intent_id.as_str())
+                    .bind(v.approver)
+                    .bind(if v.approve { "approve" } else { "deny" })
+                    .bind(v.reason)
+                    .bind(v.payload_sha256)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(CONTEXT))?;
+                    if inserted.rows_affected() == 0 {
+                        VoteOutcome::AlreadyVoted
+                    } else if v.approve {
+                        let approvers: Vec<String> = sqlx::query_scalar(
+                            "SELECT approver FROM approval_votes WHERE intent_id = $1 AND verdict = 'approve' \
+                             ORDER BY at, approver",
+                        )
+                        .bind(v.intent_id.as_str())
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                        let have = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
+                        let need = u32::try_from(required).unwrap_or(1);
+                        if have >= need {
+                            set_state!(tx, v.intent_id, "approved", &now);
+                            VoteOutcome::Approved(approvers)
+                        } else {
+                            VoteOutcome::Recorded { have, need }
+                        }
+                    } else {
+                        set_state!(tx, v.intent_id, "denied", &now);
+                        VoteOutcome::Denied
+                    }
+                }
             }
-        } else {
-            set_state(&mut tx, v.intent_id, "denied", &now).await?;
-            VoteOutcome::Denied
-        };
-        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+        });
         Ok(outcome)
     }
 
@@ -304,23 +318,24 @@ impl Store {
     /// When the database can't be written.
     pub async fn retract_vote(&self, id: &IntentId, approver: &str) -> Result<(), StoreError> {
         const CONTEXT: &str = "retracting an unaudited vote";
-        let mut conn = self.pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
-        sqlx::query("DELETE FROM approval_votes WHERE intent_id = ? AND approver = ?")
-            .bind(id.as_str())
-            .bind(approver)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
-        sqlx::query("UPDATE holds SET state = 'pending', decided_at = NULL WHERE intent_id = ? AND state IN ('approved', 'denied')")
+        in_tx!(self, CONTEXT, |tx| {
+            // The hold's row first: the row lock on PostgreSQL, as in `vote`.
+            sqlx::query(
+                "UPDATE holds SET state = 'pending', decided_at = NULL \
+                 WHERE intent_id = $1 AND state IN ('approved', 'denied')",
+            )
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(CONTEXT))?;
-        tx.commit().await.map_err(StoreError::db(CONTEXT))
+            sqlx::query("DELETE FROM approval_votes WHERE intent_id = $1 AND approver = $2")
+                .bind(id.as_str())
+                .bind(approver)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+        });
+        Ok(())
     }
 
     /// Claims the right to execute an approved hold: `approved → executing`, true for
@@ -329,12 +344,15 @@ impl Store {
     /// # Errors
     /// When the database can't be written.
     pub async fn claim_execution(&self, id: &IntentId) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE holds SET state = 'executing' WHERE intent_id = ? AND state = 'approved'")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("claiming an approved hold"))?;
-        Ok(done.rows_affected() == 1)
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE holds SET state = 'executing' WHERE intent_id = $1 AND state = 'approved'"
+        )
+        .bind(id.as_str())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("claiming an approved hold"))?;
+        Ok(done == 1)
     }
 
     /// Sets the final state of a hold that was executing (`executed` or `failed`).
@@ -342,12 +360,15 @@ impl Store {
     /// # Errors
     /// When the database can't be written.
     pub async fn finish_hold(&self, id: &IntentId, state: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE holds SET state = ? WHERE intent_id = ? AND state = 'executing'")
-            .bind(state)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("finishing a hold"))?;
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE holds SET state = $1 WHERE intent_id = $2 AND state = 'executing'"
+        )
+        .bind(state)
+        .bind(id.as_str())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("finishing a hold"))?;
         Ok(())
     }
 
@@ -356,14 +377,14 @@ impl Store {
     /// # Errors
     /// When the database can't be written.
     pub async fn expire_due(&self, now_unix: i64) -> Result<Vec<HoldRecord>, StoreError> {
-        let rows: Vec<HoldRow> = sqlx::query_as(concat!(
-            "UPDATE holds SET state = 'expired', decided_at = ? WHERE state = 'pending' AND expires_unix <= ? RETURNING ",
+        let rows: Vec<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
+            "UPDATE holds SET state = 'expired', decided_at = $1 WHERE state = 'pending' AND expires_unix <= $2 RETURNING ",
             hold_columns!()
         ))
         .bind(now_rfc3339())
         .bind(now_unix)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db("expiring holds"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -378,11 +399,15 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn holds_in_state(&self, state: &str) -> Result<Vec<HoldRecord>, StoreError> {
-        let rows: Vec<HoldRow> = sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds WHERE state = ?"))
-            .bind(state)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("listing holds"))?;
+        let rows: Vec<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            hold_columns!(),
+            " FROM holds WHERE state = $1"
+        ))
+        .bind(state)
+        .fetch_all(pool)
+        .await)
+        .map_err(StoreError::db("listing holds"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             out.push(self.hold_record(row).await?);
@@ -392,12 +417,12 @@ impl Store {
 
     async fn hold_record(&self, row: HoldRow) -> Result<HoldRecord, StoreError> {
         const CONTEXT: &str = "reading a hold";
-        let votes: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT approver, verdict, reason, payload_sha256, at FROM approval_votes WHERE intent_id = ? ORDER BY at, approver",
+        let votes: Vec<(String, String, String, String, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT approver, verdict, reason, payload_sha256, at FROM approval_votes WHERE intent_id = $1 ORDER BY at, approver",
         )
         .bind(&row.0)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db(CONTEXT))?;
         let json = |what: &'static str, text: &str| {
             serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
@@ -441,15 +466,16 @@ impl Store {
     /// When the hash is not a SHA-256 hex digest or the database can't be written.
     pub async fn set_person_token(&self, id: &str, token_sha256: &str) -> Result<(), StoreError> {
         crate::agents::check_token_hash(token_sha256)?;
-        sqlx::query(
-            "INSERT INTO people (id, token_sha256, created_at) VALUES (?, ?, ?) \
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO people (id, token_sha256, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET token_sha256 = excluded.token_sha256, created_at = excluded.created_at",
         )
         .bind(id)
         .bind(token_sha256)
         .bind(now_rfc3339())
-        .execute(&self.pool)
+        .execute(pool)
         .await
+        .map(|done| done.rows_affected()))
         .map_err(StoreError::db("setting a login token"))?;
         Ok(())
     }
@@ -459,26 +485,12 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn person_for_token_hash(&self, token_sha256: &str) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM people WHERE token_sha256 = ?")
-            .bind(token_sha256)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("looking up a login token"))
+        on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM people WHERE token_sha256 = $1"
+        )
+        .bind(token_sha256)
+        .fetch_optional(pool)
+        .await)
+        .map_err(StoreError::db("looking up a login token"))
     }
-}
-
-async fn set_state(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &IntentId,
-    state: &str,
-    now: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE holds SET state = ?, decided_at = ? WHERE intent_id = ?")
-        .bind(state)
-        .bind(now)
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::db("changing a hold's state"))?;
-    Ok(())
 }

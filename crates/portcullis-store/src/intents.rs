@@ -98,9 +98,9 @@ impl Store {
         const CONTEXT: &str = "recording an intent";
         let now = now_rfc3339();
         let response = serde_json::to_string(&new.response).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let inserted = sqlx::query(
+        let inserted = on_pool!(self, |pool| sqlx::query(
             "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (agent, idempotency_key) DO NOTHING",
         )
         .bind(new.id.as_str())
@@ -112,8 +112,9 @@ impl Store {
         .bind(response)
         .bind(now.as_str())
         .bind(now.as_str())
-        .execute(&self.pool)
+        .execute(pool)
         .await
+        .map(|done| done.rows_affected()))
         .map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::AlreadyExists {
@@ -123,18 +124,18 @@ impl Store {
                 StoreError::db(CONTEXT)(e)
             }
         })?;
-        if inserted.rows_affected() == 1 {
+        if inserted == 1 {
             return Ok(Begin::Started);
         }
-        let row: Option<IntentRow> = sqlx::query_as(concat!(
+        let row: Option<IntentRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
             "SELECT ",
             intent_columns!(),
-            " FROM intents WHERE agent = ? AND idempotency_key = ?"
+            " FROM intents WHERE agent = $1 AND idempotency_key = $2"
         ))
         .bind(new.agent.as_str())
         .bind(new.idempotency_key.as_deref())
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
         .map_err(StoreError::db(CONTEXT))?;
         match row {
             Some(row) => Ok(Begin::Existing(intent_record(CONTEXT, row)?)),
@@ -157,15 +158,18 @@ impl Store {
         response: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let done = sqlx::query("UPDATE intents SET status = ?, response = ?, updated_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(response)
-            .bind(now_rfc3339())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("finishing an intent"))?;
-        if done.rows_affected() == 0 {
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4"
+        )
+        .bind(status)
+        .bind(response)
+        .bind(now_rfc3339())
+        .bind(id.as_str())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("finishing an intent"))?;
+        if done == 0 {
             return Err(StoreError::NotFound {
                 what: format!("intent `{id}`"),
             });
@@ -180,12 +184,15 @@ impl Store {
     /// # Errors
     /// When the database can't be written.
     pub async fn abandon_intent(&self, id: &IntentId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM intents WHERE id = ? AND status = 'executing'")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::db("abandoning an intent"))?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM intents WHERE id = $1 AND status = 'executing'"
+        )
+        .bind(id.as_str())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("abandoning an intent"))?;
+        Ok(done > 0)
     }
 
     /// The intent with this id, if any.
@@ -194,12 +201,15 @@ impl Store {
     /// When the query fails or the stored row is unreadable.
     pub async fn get_intent(&self, id: &IntentId) -> Result<Option<IntentRecord>, StoreError> {
         const CONTEXT: &str = "reading an intent";
-        let row: Option<IntentRow> =
-            sqlx::query_as(concat!("SELECT ", intent_columns!(), " FROM intents WHERE id = ?"))
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::db(CONTEXT))?;
+        let row: Option<IntentRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            intent_columns!(),
+            " FROM intents WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await)
+        .map_err(StoreError::db(CONTEXT))?;
         row.map(|row| intent_record(CONTEXT, row)).transpose()
     }
 }
@@ -211,14 +221,14 @@ impl Store {
     /// When the query fails or a stored row is unreadable.
     pub async fn intents_in_state(&self, status: &str) -> Result<Vec<IntentRecord>, StoreError> {
         const CONTEXT: &str = "listing intents by status";
-        let rows: Vec<IntentRow> = sqlx::query_as(concat!(
+        let rows: Vec<IntentRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
             "SELECT ",
             intent_columns!(),
-            " FROM intents WHERE status = ? ORDER BY created_at, id"
+            " FROM intents WHERE status = $1 ORDER BY created_at, id"
         ))
         .bind(status)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(StoreError::db(CONTEXT))?;
         rows.into_iter().map(|row| intent_record(CONTEXT, row)).collect()
     }

@@ -1,10 +1,58 @@
-//! Persistence for Portcullis on SQLite: the hash-chained audit log, intents and
-//! idempotency, agents (token hashes only) and secrets (ciphertext only).
+//! Persistence for Portcullis: the hash-chained audit log, intents and idempotency, held
+//! intents and votes, rate and spend counters, agents (token hashes only) and secrets
+//! (ciphertext only), on SQLite (the embedded default) or PostgreSQL (many gateway
+//! instances sharing one database).
+//!
+//! [`Store`] is the one interface; the backend is chosen by the URL's scheme. Both run the
+//! same SQL text (positional `$N` parameters, `ON CONFLICT`, `RETURNING`), compiled once
+//! per driver by [`on_pool!`], so the two cannot drift apart; only connecting, migrating
+//! and the audit writer's locking differ, and the store test suite runs against both.
 //!
 //! One [`Store`] is cheap to clone and shared by the whole process. Audit appends go
 //! through a single writer task that commits whatever is queued in one transaction
 //! (group commit), so many concurrent appends cost one fsync; each caller gets its
-//! [`AppendReceipt`] only once the commit is durable, and an error otherwise.
+//! [`AppendReceipt`] only once the commit is durable, and an error otherwise. On
+//! PostgreSQL every batch also takes a transaction-scoped advisory lock, so writers in
+//! several gateway processes extend one chain, one batch at a time.
+
+/// Runs `$body` with `$pool` bound to the store's pool, once per backend: the same
+/// statement text, type-checked against each driver.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite($pool) => $body,
+            $crate::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in a transaction that is the only writer of the rows it touches, once per
+/// backend, and commits it when `$body` yields `Ok`. SQLite takes the database write lock
+/// up front (`BEGIN IMMEDIATE`); on PostgreSQL the body's first statement must be a write
+/// to the row it decides on, which row-locks it until commit. An early `return` rolls back.
+macro_rules! in_tx {
+    ($store:expr, $context:expr, |$tx:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite(pool) => {
+                use sqlx::Connection as _;
+                let mut conn = pool.acquire().await.map_err(StoreError::db($context))?;
+                let mut $tx = conn
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(StoreError::db($context))?;
+                let out = $body;
+                $tx.commit().await.map_err(StoreError::db($context))?;
+                out
+            }
+            $crate::Pool::Postgres(pool) => {
+                let mut $tx = pool.begin().await.map_err(StoreError::db($context))?;
+                let out = $body;
+                $tx.commit().await.map_err(StoreError::db($context))?;
+                out
+            }
+        }
+    };
+}
 
 mod agents;
 mod audit;
@@ -12,6 +60,7 @@ mod chain;
 mod error;
 mod holds;
 mod intents;
+mod limits;
 mod schema;
 mod secrets;
 mod writer;
@@ -20,7 +69,9 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use agents::AgentRecord;
@@ -29,76 +80,153 @@ pub use chain::{AuditProblem, GENESIS_HASH, MAX_REPORTED_PROBLEMS, VerifyReport}
 pub use error::StoreError;
 pub use holds::{HoldRecord, NewHold, NewVote, Vote, VoteOutcome};
 pub use intents::{Begin, IntentRecord, NewIntent};
+pub use limits::{Charge, Charged, CounterView};
 pub use schema::SCHEMA_VERSION;
 pub use secrets::SecretMeta;
 
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections in the pool for reads and for writes other than audit appends.
-const POOL_SIZE: u32 = 4;
+/// Connections in a SQLite pool for reads and for writes other than audit appends.
+const SQLITE_POOL_SIZE: u32 = 4;
+
+/// Connections per gateway instance on PostgreSQL (the audit writer takes one at a time
+/// from the same pool). Several instances multiply it: size `max_connections` for all.
+const POSTGRES_POOL_SIZE: u32 = 10;
+
+/// How long to wait for a PostgreSQL connection before an operation fails (closed).
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The backend's connection pool.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    /// The embedded default: one file, one process writing at a time.
+    Sqlite(SqlitePool),
+    /// Shared state for any number of gateway instances.
+    Postgres(PgPool),
+}
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
 
 /// A handle on the store. Clones share one connection pool and one audit writer.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     writer: writer::AuditWriter,
     location: Arc<str>,
 }
 
 impl Store {
-    /// Opens (creating if missing) the SQLite database at `url` and brings its schema up
-    /// to date.
+    /// Opens the store at `url` and brings its schema up to date.
     ///
-    /// `url` is `sqlite://PATH` (also `sqlite:PATH`); `sqlite::memory:` gives a private
-    /// in-memory database for tests. The database runs in WAL mode with
-    /// `synchronous=FULL` (an acknowledged audit append survives a power cut), a
-    /// [`BUSY_TIMEOUT`] and foreign keys on.
+    /// - `sqlite://PATH` (also `sqlite:PATH`) opens or creates a SQLite file, in WAL mode
+    ///   with `synchronous=FULL` (an acknowledged audit append survives a power cut), a
+    ///   [`BUSY_TIMEOUT`] and foreign keys on; `sqlite::memory:` gives a private in-memory
+    ///   database for tests.
+    /// - `postgres://…` (also `postgresql://…`) connects to PostgreSQL with libpq's URL
+    ///   syntax (`sslmode`, `options`, … as query parameters).
+    ///
+    /// Migrations run in one transaction; concurrent openers (several instances starting
+    /// at once) migrate one after the other.
     ///
     /// # Errors
-    /// When the URL is not a SQLite URL, the file can't be opened or created, a
-    /// migration fails, or the database has a newer schema than [`SCHEMA_VERSION`].
+    /// When the URL is not one of these, the database can't be reached, opened or
+    /// created, a migration fails, or the database has a newer schema than
+    /// [`SCHEMA_VERSION`].
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await
+        } else if url.starts_with("sqlite:") {
+            Self::open_sqlite(url).await
+        } else {
+            let scheme = url
+                .split_once(':')
+                .map_or_else(|| url.chars().take(16).collect(), |(s, _)| s.to_owned());
+            Err(StoreError::UnsupportedUrl { scheme })
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
         const CONTEXT: &str = "opening the store";
-        let options = connect_options(url)?;
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::db("parsing the store URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
         let location: Arc<str> = options.get_filename().display().to_string().into();
         let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(SQLITE_POOL_SIZE)
             .connect_with(options.clone())
             .await
             .map_err(StoreError::db(CONTEXT))?;
         let mut conn = pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
-        schema::migrate(&mut conn, &location).await?;
+        schema::migrate_sqlite(&mut conn, &location).await?;
         drop(conn);
         // The audit writer owns its own connection so that appends never queue behind
         // reads for a pool slot.
         let writer_conn = options.connect().await.map_err(StoreError::db(CONTEXT))?;
         Ok(Self {
-            pool,
-            writer: writer::AuditWriter::spawn(writer_conn),
+            pool: Pool::Sqlite(pool),
+            writer: writer::AuditWriter::spawn_sqlite(writer_conn),
             location,
         })
     }
 
-    /// The database file this store was opened on.
+    async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        const CONTEXT: &str = "connecting to PostgreSQL";
+        let mut options = PgConnectOptions::from_str(url).map_err(|_| StoreError::Invalid {
+            what: "store URL",
+            reason: "not a valid postgres:// URL",
+        })?;
+        if options.get_application_name().is_none() {
+            // So that `pg_stat_activity` tells the gateway's connections apart.
+            options = options.application_name("portcullis");
+        }
+        // Never the password: the location appears in errors and logs.
+        let location: Arc<str> = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        )
+        .into();
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_POOL_SIZE)
+            .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
+        schema::migrate_postgres(&pool, &location).await?;
+        Ok(Self {
+            writer: writer::AuditWriter::spawn_postgres(pool.clone()),
+            pool: Pool::Postgres(pool),
+            location,
+        })
+    }
+
+    /// Where this store lives: the SQLite file, or the PostgreSQL server and database
+    /// (never a password).
     #[must_use]
     pub fn location(&self) -> &str {
         &self.location
     }
-}
 
-fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
-    if !url.starts_with("sqlite:") {
-        let scheme = url
-            .split_once(':')
-            .map_or_else(|| url.chars().take(16).collect(), |(s, _)| s.to_owned());
-        return Err(StoreError::UnsupportedUrl { scheme });
+    /// Which database this store runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
-    let options = SqliteConnectOptions::from_str(url).map_err(StoreError::db("parsing the store URL"))?;
-    Ok(options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true))
 }

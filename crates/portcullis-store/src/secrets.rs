@@ -25,9 +25,9 @@ impl Store {
     /// When the statement fails.
     pub async fn put_secret(&self, sealed: &SealedSecret) -> Result<(), StoreError> {
         let now = now_rfc3339();
-        sqlx::query(
+        on_pool!(self, |pool| sqlx::query(
             "INSERT INTO secrets (name, nonce, ciphertext, key_version, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
              key_version = excluded.key_version, updated_at = excluded.updated_at",
         )
@@ -37,8 +37,9 @@ impl Store {
         .bind(i64::from(sealed.key_version))
         .bind(now.as_str())
         .bind(now.as_str())
-        .execute(&self.pool)
+        .execute(pool)
         .await
+        .map(|done| done.rows_affected()))
         .map_err(StoreError::db("storing a secret"))?;
         Ok(())
     }
@@ -49,12 +50,13 @@ impl Store {
     /// When the query fails or the stored key version is out of range.
     pub async fn get_secret(&self, name: &str) -> Result<Option<SealedSecret>, StoreError> {
         const CONTEXT: &str = "reading a secret";
-        let row: Option<(Vec<u8>, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT nonce, ciphertext, key_version FROM secrets WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::db(CONTEXT))?;
+        let row: Option<(Vec<u8>, Vec<u8>, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT nonce, ciphertext, key_version FROM secrets WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await)
+        .map_err(StoreError::db(CONTEXT))?;
         row.map(|(nonce, ciphertext, version)| {
             let key_version = u32::try_from(version)
                 .map_err(|e| StoreError::corrupt(CONTEXT, format!("key version of secret `{name}`"), e))?;
@@ -73,11 +75,12 @@ impl Store {
     /// # Errors
     /// When the query fails.
     pub async fn list_secrets(&self) -> Result<Vec<SecretMeta>, StoreError> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT name, created_at, updated_at FROM secrets ORDER BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::db("listing secrets"))?;
+        let rows: Vec<(String, String, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT name, created_at, updated_at FROM secrets ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await)
+        .map_err(StoreError::db("listing secrets"))?;
         Ok(rows
             .into_iter()
             .map(|(name, created_at, updated_at)| SecretMeta {
@@ -93,11 +96,12 @@ impl Store {
     /// # Errors
     /// When the statement fails.
     pub async fn remove_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM secrets WHERE name = ?")
+        let done = on_pool!(self, |pool| sqlx::query("DELETE FROM secrets WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(pool)
             .await
-            .map_err(StoreError::db("removing a secret"))?;
-        Ok(done.rows_affected() > 0)
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("removing a secret"))?;
+        Ok(done > 0)
     }
 }

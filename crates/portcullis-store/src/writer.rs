@@ -1,7 +1,12 @@
-//! The single audit writer: one task, one connection, group commit.
+//! The single audit writer: one task per process, group commit.
+//!
+//! On SQLite the task owns one connection and `BEGIN IMMEDIATE` serializes it with any
+//! other process on the file. On PostgreSQL each batch takes a transaction-scoped
+//! advisory lock before reading the chain head, so the writers of every gateway instance
+//! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
 use portcullis_core::now_rfc3339;
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::{Connection as _, PgPool, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{GENESIS_HASH, record_hash};
@@ -31,10 +36,21 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the writer task on the current runtime. It stops when every handle is gone.
-    pub fn spawn(conn: SqliteConnection) -> Self {
+    /// Starts the writer task for a SQLite store on the current runtime. It stops when
+    /// every handle is gone.
+    pub fn spawn_sqlite(conn: SqliteConnection) -> Self {
+        Self::spawn(Sink::Sqlite(conn))
+    }
+
+    /// Starts the writer task for a PostgreSQL store; it borrows a connection from the
+    /// pool for each batch, so a lost connection is replaced on the next one.
+    pub fn spawn_postgres(pool: PgPool) -> Self {
+        Self::spawn(Sink::Postgres(pool))
+    }
+
+    fn spawn(sink: Sink) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(conn, rx));
+        tokio::spawn(run(sink, rx));
         Self { queue }
     }
 
@@ -49,11 +65,22 @@ impl AuditWriter {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Pending>) {
+/// Where the writer commits.
+#[derive(Debug)]
+enum Sink {
+    Sqlite(SqliteConnection),
+    Postgres(PgPool),
+}
+
+async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // `recv_many` waits for one event, then takes whatever else is already queued.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write_batch(&mut conn, &batch).await {
+        let written = match &mut sink {
+            Sink::Sqlite(conn) => write_sqlite(conn, &batch).await,
+            Sink::Postgres(pool) => write_postgres(pool, &batch).await,
+        };
+        match written {
             Ok(receipts) => {
                 for (pending, receipt) in batch.drain(..).zip(receipts) {
                     // A caller that stopped waiting still has its event durably stored.
@@ -76,7 +103,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Pending>) {
 /// The chain head is read inside the transaction, under the write lock, on every batch.
 /// That costs one indexed lookup and means the head is never stale: not after a failed
 /// batch, and not when another process (say `portcullis audit` tooling) appended.
-async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
+async fn write_sqlite(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
@@ -91,7 +118,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<V
         seq += 1;
         let ts = now_rfc3339();
         let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        sqlx::query("INSERT INTO audit_events (seq, ts, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO audit_events (seq, ts, event, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)")
             .bind(seq)
             .bind(ts)
             .bind(pending.event_json.as_str())
@@ -106,6 +133,58 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<V
         });
         prev_hash = hash;
     }
+    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+    Ok(receipts)
+}
+
+/// The advisory lock key that serializes audit appends across instances (`"pcaudit"`).
+const AUDIT_LOCK: i64 = 0x0070_6361_7564_6974;
+
+/// Writes a batch on PostgreSQL: lock, read the head, one multi-row insert, commit.
+///
+/// The lock is transaction-scoped, so it is released by commit, rollback, or the server
+/// dropping a dead connection; an instance that crashes mid-batch blocks nobody.
+async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
+    let mut tx = pool.begin().await.map_err(StoreError::db(CONTEXT))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut stamps = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
+    let mut prevs = Vec::with_capacity(batch.len());
+    let mut hashes = Vec::with_capacity(batch.len());
+    let mut receipts = Vec::with_capacity(batch.len());
+    for pending in batch {
+        seq += 1;
+        let ts = now_rfc3339();
+        let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
+        seqs.push(seq);
+        stamps.push(ts);
+        events.push(pending.event_json.as_str());
+        prevs.push(std::mem::replace(&mut prev_hash, hash.clone()));
+        hashes.push(hash.clone());
+        receipts.push(AppendReceipt { seq, hash });
+    }
+    sqlx::query(
+        "INSERT INTO audit_events (seq, ts, event, prev_hash, hash) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
+    )
+    .bind(seqs.as_slice())
+    .bind(stamps.as_slice())
+    .bind(events.as_slice())
+    .bind(prevs.as_slice())
+    .bind(hashes.as_slice())
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(CONTEXT))?;
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
     Ok(receipts)
 }
