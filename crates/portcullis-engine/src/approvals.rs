@@ -478,10 +478,25 @@ impl Gateway {
             }
         };
         let findings = self.detector().scan_json(input.value());
+        let now = time::OffsetDateTime::now_utc();
+        let charges = match self
+            .loaded()
+            .config
+            .quotas
+            .charges(&agent, action.name.as_str(), input.value())
+        {
+            Ok(c) => c,
+            Err(message) => {
+                return self
+                    .finish(id, IntentStatus::Failed, &held, None, None, Some(message))
+                    .await;
+            }
+        };
+        let counters = self.counters(&charges, now).await?;
         let decided = self
             .loaded()
             .policy
-            .decide(&agent, &action, input, &findings, time::OffsetDateTime::now_utc());
+            .decide(&agent, &action, input, &findings, &counters, now);
         match decided.into_permitted_after_approval(approvers) {
             Ok(permitted) => {
                 let decision = permitted.decision().clone();
@@ -497,6 +512,13 @@ impl Gateway {
                     json!({"approved_by": approvers}),
                 )
                 .await?;
+                // Approved, but a quota still applies when it runs: a used-up quota fails
+                // the held intent (the approval does not carry over to a later window).
+                if let Err(e) = self.charge(id, &agent, &action, &charges, now).await {
+                    return self
+                        .finish(id, IntentStatus::Failed, &decision, None, None, Some(e.to_string()))
+                        .await;
+                }
                 self.run(id, &agent, &action, &decision, permitted, &findings).await
             }
             Err(refused) => {
@@ -675,10 +697,20 @@ impl Gateway {
     /// Runs forever: every second, expires due holds and settles interrupted intents. Spawn
     /// it beside the server.
     pub async fn maintain(&self) {
+        let mut ticks: u64 = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             self.sweep().await;
             self.settle_interrupted_intents().await;
+            ticks += 1;
+            if ticks.is_multiple_of(60) {
+                // Windows that ended are never read again; a minute's grace keeps a
+                // counter that another instance is charging right at the boundary.
+                let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - 60;
+                if let Err(e) = self.store().prune_counters(cutoff).await {
+                    tracing::warn!(error = %e, "could not prune old quota counters");
+                }
+            }
         }
     }
 

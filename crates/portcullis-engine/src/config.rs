@@ -36,7 +36,10 @@ pub struct RawConfig {
     /// Address the gateway listens on (`host:port`). Default `127.0.0.1:8080`.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Where state lives: `sqlite://PATH` (relative to this file). Default `sqlite://portcullis.db`.
+    /// Where state lives: `sqlite://PATH` (relative to this file; default
+    /// `sqlite://portcullis.db`), `postgres://USER@HOST:PORT/DB?sslmode=verify-full` for
+    /// several instances sharing one database, or `env:VAR` to read either URL from the
+    /// environment (keeps a database password out of the file).
     #[serde(default)]
     pub store: Option<String>,
     /// The master key that encrypts stored secrets: `env:VAR` or `file:PATH`.
@@ -76,6 +79,10 @@ pub struct RawConfig {
     /// Detection of secrets and personal data in payloads, responses, logs and the audit log.
     #[serde(default)]
     pub redaction: RawRedaction,
+    /// Rate and spend quotas by name, enforced across every instance sharing the store and
+    /// visible to policies as `context.counters["NAME"]`.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, crate::quota::RawQuota>,
 }
 
 /// The detector's rule set: every builtin rule unless disabled, plus the operator's own.
@@ -388,6 +395,36 @@ pub struct Config {
     /// The detector for secrets and personal data (builtin rules, less the disabled ones,
     /// plus the operator's).
     pub detector: Arc<Detector>,
+    /// Rate and spend quotas.
+    pub quotas: crate::quota::Quotas,
+}
+
+/// The store URL, resolved: a SQLite path relative to the config's directory, a
+/// PostgreSQL URL as is, `env:VAR` read from the environment. Messages never include the
+/// URL past its scheme, since it may carry a password.
+fn store_url(dir: &Path, text: &str) -> Result<String, String> {
+    let from_env;
+    let text = match text.strip_prefix("env:") {
+        Some(var) => {
+            from_env = std::env::var(var).map_err(|_| format!("`store` names `env:{var}`, which is not set"))?;
+            from_env.as_str()
+        }
+        None => text,
+    };
+    if let Some(p) = text.strip_prefix("sqlite://") {
+        return Ok(if p.starts_with(':') {
+            text.to_owned()
+        } else {
+            format!("sqlite://{}", dir.join(p).display())
+        });
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(text.to_owned());
+    }
+    let scheme = text.split_once(':').map_or("", |(s, _)| s);
+    Err(format!(
+        "`store` with scheme `{scheme}` is not supported: use `sqlite://PATH` or `postgres://…`"
+    ))
 }
 
 impl Config {
@@ -452,18 +489,10 @@ impl Config {
             );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
-        let store_text = raw.store.as_deref().unwrap_or(DEFAULT_STORE);
-        let store = match store_text.strip_prefix("sqlite://") {
-            Some(p) if p.starts_with(':') => store_text.to_owned(),
-            Some(p) => format!("sqlite://{}", dir.join(p).display()),
-            None => {
-                report(
-                    "store",
-                    format!("`store` `{store_text}` is not supported: use `sqlite://PATH`"),
-                );
-                String::new()
-            }
-        };
+        let store = store_url(&dir, raw.store.as_deref().unwrap_or(DEFAULT_STORE)).unwrap_or_else(|m| {
+            report("store", m);
+            String::new()
+        });
         if let Some(mk) = &raw.master_key
             && !(mk.starts_with("env:") || mk.starts_with("file:"))
         {
@@ -558,6 +587,10 @@ impl Config {
             );
         }
         let mcp = mcp_settings(&raw.mcp, &mut report);
+        let (quotas, quota_problems) = crate::quota::Quotas::new(raw.quotas);
+        for (name, m) in quota_problems {
+            report(&format!("{name}:"), m);
+        }
         let detector = detector(raw.redaction, &mut report);
         let entities = raw
             .entities
@@ -598,6 +631,7 @@ impl Config {
             webhook: raw.approvals.webhook,
             public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             mcp,
+            quotas,
             detector,
         }
     }

@@ -35,6 +35,21 @@ pub enum IntentError {
     /// The action ran, but its outcome could not be written to the store or the audit log.
     #[error("the action ran, but its outcome could not be recorded; fetch GET /v1/intents/{0} for the result")]
     OutcomeNotRecorded(String),
+    /// A quota covering the intent is used up for its window: nothing was executed, and the
+    /// idempotency key is free again for a retry after the reset.
+    #[error("quota `{quota}` is used up ({used} of {max}) until {resets_at}; the action did not run")]
+    RateLimited {
+        /// The quota's name.
+        quota: String,
+        /// Used in the window (a count, or a sum as a decimal).
+        used: String,
+        /// The window's maximum.
+        max: String,
+        /// When the window resets, RFC 3339 UTC.
+        resets_at: String,
+        /// Seconds until then (at least 1).
+        retry_after_secs: u64,
+    },
     /// The audit log or the store could not be written: nothing was executed.
     #[error("the gateway's store is unavailable; the action did not run")]
     StoreUnavailable(String),

@@ -1,5 +1,7 @@
 //! `portcullis eval`: decide a batch of intents without executing anything.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,6 +26,10 @@ pub struct EvalCase {
     /// A label for the case, shown in the output.
     #[serde(default)]
     pub name: Option<String>,
+    /// What each quota has already used in the current window, by quota name (intents,
+    /// or the summed amount); quotas not named are unused.
+    #[serde(default)]
+    pub counters: BTreeMap<String, f64>,
 }
 
 /// What happened to one case.
@@ -95,10 +101,19 @@ fn decide(loaded: &Loaded, case: &EvalCase, now: time::OffsetDateTime) -> Decisi
     if let Err(e) = portcullis_exec::prepare::render(action, valid.value()) {
         return Decision::gateway_deny(format!("invalid input: {e}"));
     }
+    let charges = match loaded
+        .config
+        .quotas
+        .charges(&agent, action.name.as_str(), valid.value())
+    {
+        Ok(c) => c,
+        Err(e) => return Decision::gateway_deny(format!("invalid input: {e}")),
+    };
+    let counters = charges.states(&charges.assumed(&case.counters, now.unix_timestamp()));
     let findings = loaded.config.detector.scan_json(valid.value());
     loaded
         .policy
-        .decide(&agent, action, valid, &findings, now)
+        .decide(&agent, action, valid, &findings, &counters, now)
         .decision()
         .clone()
 }

@@ -10,16 +10,18 @@ use portcullis_catalog::{ActionDef, Hints, ResponseRedaction};
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
 use portcullis_exec::prepare::{self, Credential, Rendered};
 use portcullis_exec::{Egress, ExecError};
+use portcullis_policy::CounterState;
 use portcullis_policy::Permitted;
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::MasterKey;
-use portcullis_store::{Begin, NewIntent, Store};
+use portcullis_store::{Begin, Charged, NewIntent, Store};
 
 use crate::credentials;
 use crate::error::{IntentError, StartError};
 use crate::intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};
 use crate::load::Loaded;
+use crate::quota::Charges;
 use portcullis_core::Diagnostic;
 
 /// The running gateway: loaded configuration plus the store and the egress client.
@@ -259,6 +261,15 @@ impl Gateway {
         if let Err(e) = prepare::render(&action, input.value()) {
             return Err(self.reject(&id, agent, &action, req.dry_run, vec![e.to_string()]).await);
         }
+        let charges = match self
+            .loaded
+            .config
+            .quotas
+            .charges(agent, action.name.as_str(), input.value())
+        {
+            Ok(c) => c,
+            Err(e) => return Err(self.reject(&id, agent, &action, req.dry_run, vec![e]).await),
+        };
         let key = if req.dry_run { None } else { req.idempotency_key.clone() };
         let new = NewIntent {
             id: id.clone(),
@@ -276,10 +287,19 @@ impl Gateway {
         // detector on their way out.
         tracing::debug!(intent = %id, action = %action.name, input = %input.canonical_json(), "validated");
         let findings = self.detector().scan_json(input.value());
+        let now = time::OffsetDateTime::now_utc();
+        let counters = match self.counters(&charges, now).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing was decided or run: free the idempotency key.
+                let _ = self.store.abandon_intent(&id).await;
+                return Err(e);
+            }
+        };
         let decided = self
             .loaded
             .policy
-            .decide(agent, &action, input, &findings, time::OffsetDateTime::now_utc());
+            .decide(agent, &action, input, &findings, &counters, now);
         let decision = decided.decision().clone();
         let hash = decided.input().sha256().to_owned();
         let detail = if findings.is_empty() {
@@ -326,13 +346,80 @@ impl Gateway {
                 .await;
         }
         match decided.into_permitted() {
-            Ok(permitted) => self.run(&id, agent, &action, &decision, permitted, &findings).await,
+            Ok(permitted) => {
+                if let Err(limited) = self.charge(&id, agent, &action, &charges, now).await {
+                    // Nothing ran: the key is free again for a retry after the reset.
+                    if let Err(forget) = self.store.abandon_intent(&id).await {
+                        tracing::error!(intent = %id, error = %forget, "could not release a rate-limited intent");
+                    }
+                    return Err(limited);
+                }
+                self.run(&id, agent, &action, &decision, permitted, &findings).await
+            }
             Err(refused) if refused.decision().effect == Effect::Hold => self.hold(&id, agent, &action, *refused).await,
             Err(refused) => {
                 self.finish(&id, IntentStatus::Denied, refused.decision(), None, None, None)
                     .await
             }
         }
+    }
+
+    /// The quotas' counters for the policy context (none when no quota covers the intent).
+    pub(crate) async fn counters(
+        &self,
+        charges: &Charges,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<CounterState>, IntentError> {
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let views = self
+            .store
+            .counters(&charges.charges, now.unix_timestamp())
+            .await
+            .map_err(store_down)?;
+        Ok(charges.states(&views))
+    }
+
+    /// Charges the quotas covering a permitted intent, all or none, right before it runs.
+    /// A quota that is used up is audited as the intent's outcome and reported as
+    /// [`IntentError::RateLimited`]; nothing runs then.
+    pub(crate) async fn charge(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        charges: &Charges,
+        now: time::OffsetDateTime,
+    ) -> Result<(), IntentError> {
+        if charges.is_empty() {
+            return Ok(());
+        }
+        let charged = self
+            .store
+            .charge(&charges.charges, now.unix_timestamp())
+            .await
+            .map_err(store_down)?;
+        let Charged::Exceeded(view) = charged else {
+            return Ok(());
+        };
+        let resets = time::OffsetDateTime::from_unix_timestamp(view.resets_at_unix).unwrap_or(now);
+        let resets_at = portcullis_core::format_rfc3339(resets);
+        let retry_after_secs = u64::try_from((view.resets_at_unix - now.unix_timestamp()).max(1)).unwrap_or(1);
+        let used = charges.display(&view.limit, view.used);
+        let max = charges.display(&view.limit, view.max);
+        tracing::info!(intent = %id, quota = %view.limit, %used, %max, %resets_at, "rate limited");
+        let detail =
+            json!({"status": "rate_limited", "quota": view.limit, "used": used, "max": max, "resets_at": resets_at});
+        self.audit(AuditKind::Outcome, id, agent, Some(action), None, None, false, detail)
+            .await?;
+        Err(IntentError::RateLimited {
+            quota: view.limit,
+            used,
+            max,
+            resets_at,
+            retry_after_secs,
+        })
     }
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {

@@ -19,6 +19,7 @@ mod gateway;
 mod intent;
 mod load;
 mod notify;
+pub mod quota;
 
 pub use approvals::{ApprovalError, HoldView, MAX_WAIT, Person, VoteResult};
 pub use config::Config;

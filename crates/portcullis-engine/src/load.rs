@@ -90,11 +90,17 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
             }
         }
     }
+    for quota in config.quotas.iter() {
+        for m in quota.check(&catalog) {
+            problems.push(Diagnostic::at(&config.path, None, m));
+        }
+    }
     let policy = PolicyEngine::load(PolicyInputs {
         catalog: &catalog,
         agents: &config.agents,
         entities: &config.entities,
         policy_files: &config.policy_files,
+        counters: &config.quotas.specs(&catalog),
     });
     let policy = match policy {
         Ok(p) => {

@@ -36,7 +36,7 @@ fn every_semantic_problem_is_listed() {
     assert_eq!(errs.len(), 6, "{all}");
     for needle in [
         "`listen` `nowhere`",
-        "`store` `mysql://x`",
+        "`store` with scheme `mysql` is not supported",
         "`master_key` must be",
         "credential `gh` of kind `header` needs `header`",
         "10.1.2.3/8",
@@ -45,6 +45,43 @@ fn every_semantic_problem_is_listed() {
         assert!(all.contains(needle), "missing {needle}: {all}");
     }
     assert!(!all.contains("plain-text-key"), "a mistyped key is never echoed: {all}");
+}
+
+#[test]
+fn postgres_stores_are_taken_as_is_and_env_urls_are_read() {
+    let config = Config::parse(
+        Path::new("portcullis.yaml"),
+        "store: postgres://portcullis@db.internal:5432/gateway?sslmode=verify-full\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.store,
+        "postgres://portcullis@db.internal:5432/gateway?sslmode=verify-full"
+    );
+    let errs = errors("store: env:PORTCULLIS_TEST_UNSET_STORE_VARIABLE\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("`store` names `env:PORTCULLIS_TEST_UNSET_STORE_VARIABLE`, which is not set"),
+        "{errs:?}"
+    );
+    // A password in an unsupported URL is never echoed.
+    let errs = errors("store: mysql://root:hunter2@db/x\n");
+    assert!(!errs.join("\n").contains("hunter2"), "{errs:?}");
+}
+
+#[test]
+fn quotas_are_validated() {
+    let src = "quotas:\n  Bad Name:\n    actions: [x]\n    window: 1h\n    max: 1\n  frac:\n    actions: [x]\n    window: 1h\n    max: 2.5\n  weekly:\n    actions: [x]\n    window: 1w\n    max: 1\n  ptr:\n    actions: [x]\n    window: 1h\n    max: 10\n    sum: amount\n  none:\n    actions: []\n    window: 1h\n    max: 1\n";
+    let all = errors(src).join("\n");
+    for needle in [
+        "quota name `Bad Name` must be",
+        "quota `frac`: `max` counts intents, so it must be a whole number",
+        "quota `weekly`: window `1w` is not like",
+        "quota `ptr`: `sum` must be a JSON pointer",
+        "quota `none` covers no `actions`",
+    ] {
+        assert!(all.contains(needle), "missing {needle}: {all}");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_
 use portcullis_redact::detect::JsonFinding;
 
 use crate::context::{self, derivation};
+use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
 use crate::permitted::Permitted;
 use crate::schema::record_type;
@@ -31,6 +32,8 @@ pub struct PolicyInputs<'a> {
     pub entities: &'a [EntityDecl],
     /// The `.cedar` files.
     pub policy_files: &'a [PathBuf],
+    /// The rate and spend quotas that apply to each action, by action name.
+    pub counters: &'a BTreeMap<String, Vec<CounterSpec>>,
 }
 
 /// Loaded, validated policies, ready to decide.
@@ -127,7 +130,7 @@ impl PolicyEngine {
                     .collect());
             }
         };
-        let schema_json = generate_schema(inputs.catalog, entity_types);
+        let schema_json = generate_schema(inputs.catalog, entity_types, inputs.counters);
         let schema = Schema::from_json_value(schema_json.clone()).map_err(|e| {
             vec![Diagnostic::general(format!(
                 "the generated Cedar schema is invalid: {e}"
@@ -189,7 +192,8 @@ impl PolicyEngine {
         self.policies.policies().count()
     }
 
-    /// Decides whether `agent` may run `action` with `input` at time `now`.
+    /// Decides whether `agent` may run `action` with `input` at time `now`, given what
+    /// the detectors found in the input and the state of the quotas that apply.
     ///
     /// Default deny; forbid wins; an evaluation error, or an input that can't be put
     /// into the context, denies.
@@ -200,10 +204,11 @@ impl PolicyEngine {
         action: &ActionDef,
         input: ValidInput,
         findings: &[JsonFinding],
+        counters: &[CounterState],
         now: time::OffsetDateTime,
     ) -> Decided {
         let decision = self
-            .evaluate(agent, action, &input, findings, now)
+            .evaluate(agent, action, &input, findings, counters, now)
             .unwrap_or_else(Decision::gateway_deny);
         Decided { decision, input }
     }
@@ -214,6 +219,7 @@ impl PolicyEngine {
         action: &ActionDef,
         input: &ValidInput,
         findings: &[JsonFinding],
+        counters: &[CounterState],
         now: time::OffsetDateTime,
     ) -> Result<Decision, String> {
         let principal = uid("Agent", agent.as_str())?;
@@ -224,6 +230,7 @@ impl PolicyEngine {
             "derived": context::derived(input.value(), &action.input_schema),
             "now": context::now(now),
             "findings": context::findings(findings),
+            "counters": counters::counters(counters),
         });
         let context = Context::from_json_value(ctx, Some((&self.schema, &action_uid)))
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
@@ -401,7 +408,11 @@ fn render_id(action: &ActionDef, input: &Value) -> String {
         .collect()
 }
 
-fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> Value {
+fn generate_schema(
+    catalog: &Catalog,
+    mut entity_types: Map<String, Value>,
+    quotas: &BTreeMap<String, Vec<CounterSpec>>,
+) -> Value {
     let mut actions = Map::new();
     for action in catalog.iter() {
         entity_types
@@ -432,6 +443,7 @@ fn generate_schema(catalog: &Catalog, mut entity_types: Map<String, Value>) -> V
             "derived": {"type": "Record", "attributes": derived},
             "now": context::now_type(),
             "findings": context::findings_type(),
+            "counters": counters::counters_type(quotas.get(action.name.as_str()).map_or(&[], Vec::as_slice)),
         }});
         actions.insert(
             action.name.to_string(),

@@ -8,11 +8,13 @@
 //! evaluation error denies.
 
 mod context;
+mod counters;
 mod engine;
 mod entities;
 mod permitted;
 mod schema;
 
+pub use counters::{CounterSpec, CounterState, SUM_SCALE};
 pub use engine::{Decided, PolicyEngine, PolicyInputs};
 pub use entities::{AgentEntity, EntityDecl, EntityRef};
 pub use permitted::Permitted;

@@ -38,6 +38,7 @@ impl From<ApprovalError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, code, message, details): (StatusCode, &str, String, Option<Value>) = match self {
             Self::Intent(e) => match &e {
                 IntentError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string(), None),
@@ -62,6 +63,21 @@ impl IntoResponse for ApiError {
                     None,
                 ),
                 IntentError::IntentNotFound => (StatusCode::NOT_FOUND, "not_found", e.to_string(), None),
+                IntentError::RateLimited {
+                    quota,
+                    used,
+                    max,
+                    resets_at,
+                    retry_after_secs,
+                } => {
+                    retry_after = Some(*retry_after_secs);
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        e.to_string(),
+                        Some(json!({"quota": quota, "used": used, "max": max, "resets_at": resets_at})),
+                    )
+                }
                 // The cause stays in the gateway's log: it may name internal paths.
                 IntentError::StoreUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), None)
@@ -96,6 +112,11 @@ impl IntoResponse for ApiError {
             body["error"]["details"] = d;
         }
         let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -18,6 +18,7 @@ pub async fn run(config: &Path, listen: Option<String>) -> anyhow::Result<ExitCo
         None => loaded.config.listen,
     };
     let gateway = Arc::new(Gateway::open(loaded).await?);
+    eprintln!("portcullis store: {}", gateway.store().location());
     // Holds approved before a restart run now; ones a crash interrupted are settled.
     gateway.recover().await;
     let maintenance = {

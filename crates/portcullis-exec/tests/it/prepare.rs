@@ -119,6 +119,7 @@ fn permit_all(c: &Catalog) -> (tempfile::TempDir, PolicyEngine) {
         agents: &BTreeMap::new(),
         entities: &[],
         policy_files: std::slice::from_ref(&file),
+        counters: &std::collections::BTreeMap::new(),
     })
     .unwrap();
     (dir, engine)
@@ -136,6 +137,7 @@ fn the_credential_goes_only_to_its_realm() {
                 &AgentId::new("bot").unwrap(),
                 a,
                 input,
+                &[],
                 &[],
                 time::OffsetDateTime::now_utc(),
             )

@@ -131,6 +131,7 @@ fn engine(f: &Fixture) -> Result<PolicyEngine, Vec<String>> {
         agents: &f.agents,
         entities: &f.entities,
         policy_files: &f.files,
+        counters: &std::collections::BTreeMap::new(),
     })
     .map_err(|d| d.into_iter().map(|d| d.to_string()).collect())
 }
@@ -144,6 +145,7 @@ fn decide(e: &PolicyEngine, f: &Fixture, agent: &str, action: &str, input: Value
         action,
         valid,
         &findings,
+        &[],
         time::OffsetDateTime::now_utc(),
     );
     (d.decision().effect, d.decision().reasons.clone())

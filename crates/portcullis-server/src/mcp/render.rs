@@ -151,6 +151,17 @@ pub(crate) fn intent_error(e: IntentError) -> Result<CallToolResult, ErrorData> 
             ),
             json!({"error": "outcome_not_recorded", "intent_id": id}),
         ),
+        IntentError::RateLimited {
+            quota,
+            used,
+            max,
+            resets_at,
+            retry_after_secs,
+        } => (
+            message,
+            json!({"error": "rate_limited", "quota": quota, "used": used, "max": max,
+                   "resets_at": resets_at, "retry_after_seconds": retry_after_secs}),
+        ),
         // The cause stays in the gateway's log: it may name internal paths.
         IntentError::StoreUnavailable(_) => (message, json!({"error": "unavailable"})),
     };
