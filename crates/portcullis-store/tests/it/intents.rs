@@ -1,0 +1,96 @@
+//! Intents and idempotency keys.
+
+use std::collections::HashSet;
+
+use portcullis_core::{ActionName, AgentId, IntentId, sha256_hex};
+use portcullis_store::{Begin, NewIntent, StoreError};
+use serde_json::json;
+
+use crate::support::TestDb;
+
+fn new_intent(id: u8, agent: &str, key: Option<&str>) -> NewIntent {
+    NewIntent {
+        id: IntentId::from_random([id; 16]),
+        agent: AgentId::new(agent).unwrap(),
+        action: ActionName::new("billing.refund").unwrap(),
+        payload_sha256: sha256_hex(&[id]),
+        idempotency_key: key.map(str::to_owned),
+        status: "executing".into(),
+        response: serde_json::Value::Null,
+    }
+}
+
+/// Two store handles, as two gateway instances behind a load balancer would have.
+async fn concurrent_begins_with_one_key_start_exactly_once(db: TestDb) {
+    let stores = [db.open().await, db.open().await];
+    let handles: Vec<_> = (0..16u8)
+        .map(|i| {
+            let store = stores[usize::from(i % 2)].clone();
+            tokio::spawn(async move { store.begin_intent(&new_intent(i, "bot", Some("refund-42"))).await })
+        })
+        .collect();
+    let mut started = 0;
+    let mut existing_ids = HashSet::new();
+    for h in handles {
+        match h.await.unwrap().unwrap() {
+            Begin::Started => started += 1,
+            Begin::Existing(record) => {
+                assert_eq!(record.idempotency_key.as_deref(), Some("refund-42"));
+                existing_ids.insert(record.id);
+            }
+        }
+    }
+    assert_eq!(started, 1);
+    // Every loser saw the one winner.
+    assert_eq!(existing_ids.len(), 1);
+}
+on_both!(concurrent_begins_with_one_key_start_exactly_once);
+
+async fn idempotency_keys_are_per_agent_and_optional(db: TestDb) {
+    let store = db.open().await;
+    for (id, agent, key) in [
+        (1, "bot-a", Some("k")),
+        (2, "bot-b", Some("k")),
+        (3, "bot-a", None),
+        (4, "bot-a", None),
+    ] {
+        assert_eq!(
+            store.begin_intent(&new_intent(id, agent, key)).await.unwrap(),
+            Begin::Started
+        );
+    }
+
+    let begun = store.begin_intent(&new_intent(5, "bot-a", Some("k"))).await.unwrap();
+    let Begin::Existing(record) = begun else {
+        panic!("the key was already used: {begun:?}");
+    };
+    assert_eq!(record.id, IntentId::from_random([1; 16]));
+    assert_eq!(record.payload_sha256, sha256_hex(&[1]));
+
+    let err = store.begin_intent(&new_intent(1, "bot-c", None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+}
+on_both!(idempotency_keys_are_per_agent_and_optional);
+
+async fn finishing_an_intent_records_its_outcome(db: TestDb) {
+    let store = db.open().await;
+    let new = new_intent(7, "bot", Some("k"));
+    store.begin_intent(&new).await.unwrap();
+    let begun = store.get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(begun.status, "executing");
+    assert_eq!(begun.response, serde_json::Value::Null);
+
+    let response = json!({"status": 201, "body": {"number": 12}});
+    store.finish_intent(&new.id, "executed", &response).await.unwrap();
+    let done = store.get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(done.status, "executed");
+    assert_eq!(done.response, response);
+    assert_eq!(done.created_at, begun.created_at);
+    assert!(done.updated_at >= begun.updated_at);
+
+    let missing = IntentId::from_random([99; 16]);
+    assert_eq!(store.get_intent(&missing).await.unwrap(), None);
+    let err = store.finish_intent(&missing, "executed", &response).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("intent `{missing}` does not exist"));
+}
+on_both!(finishing_an_intent_records_its_outcome);
