@@ -214,23 +214,40 @@ impl Store {
     /// # Errors
     /// When the database can't be read.
     pub async fn list_holds(&self, states: &[&str], limit: u32) -> Result<Vec<HoldRecord>, StoreError> {
-        let rows: Vec<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
-            "SELECT ",
-            hold_columns!(),
-            " FROM holds ORDER BY created_at DESC, intent_id LIMIT $1"
-        ))
-        .bind(i64::from(limit.saturating_mul(4).max(limit)))
-        .fetch_all(pool)
-        .await)
-        .map_err(StoreError::db("listing holds"))?;
-        let mut out = Vec::new();
+        const CONTEXT: &str = "listing holds";
+        let mut rows: Vec<HoldRow> = Vec::new();
+        if states.is_empty() {
+            rows = on_pool!(self, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                hold_columns!(),
+                " FROM holds ORDER BY created_at DESC, intent_id LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+            .map_err(StoreError::db(CONTEXT))?;
+        }
+        // One indexed query per state (the set is small and fixed), merged: a filter after
+        // a global LIMIT would miss older holds in a rarer state.
+        for state in states {
+            let more: Vec<HoldRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                hold_columns!(),
+                " FROM holds WHERE state = $1 ORDER BY created_at DESC, intent_id LIMIT $2"
+            ))
+            .bind(*state)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+            .map_err(StoreError::db(CONTEXT))?;
+            rows.extend(more);
+        }
+        rows.sort_by(|a, b| b.11.cmp(&a.11).then_with(|| a.0.cmp(&b.0)));
+        rows.dedup_by(|a, b| a.0 == b.0);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            if states.is_empty() || states.contains(&row.8.as_str()) {
-                out.push(self.hold_record(row).await?);
-            }
-            if out.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-                break;
-            }
+            out.push(self.hold_record(row).await?);
         }
         Ok(out)
     }
@@ -312,14 +329,30 @@ impl Store {
 
     /// Takes back a vote that could not be written to the audit log, so that no decision
     /// stands without its audit event: the vote is deleted and a hold it approved or denied
-    /// is pending again (unless it has been claimed for execution meanwhile).
+    /// is pending again. A hold already claimed for execution keeps the votes it was
+    /// approved on.
     ///
     /// # Errors
     /// When the database can't be written.
     pub async fn retract_vote(&self, id: &IntentId, approver: &str) -> Result<(), StoreError> {
         const CONTEXT: &str = "retracting an unaudited vote";
         in_tx!(self, CONTEXT, |tx| {
-            // The hold's row first: the row lock on PostgreSQL, as in `vote`.
+            // A write to the hold's row whatever its state: the row lock on PostgreSQL, as
+            // in `vote`, so that no vote is counted while this one is being taken back.
+            sqlx::query("UPDATE holds SET state = state WHERE intent_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+            sqlx::query(
+                "DELETE FROM approval_votes WHERE intent_id = $1 AND approver = $2 AND EXISTS \
+                 (SELECT 1 FROM holds WHERE intent_id = $1 AND state IN ('pending', 'approved', 'denied'))",
+            )
+            .bind(id.as_str())
+            .bind(approver)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
             sqlx::query(
                 "UPDATE holds SET state = 'pending', decided_at = NULL \
                  WHERE intent_id = $1 AND state IN ('approved', 'denied')",
@@ -328,12 +361,6 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(CONTEXT))?;
-            sqlx::query("DELETE FROM approval_votes WHERE intent_id = $1 AND approver = $2")
-                .bind(id.as_str())
-                .bind(approver)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(CONTEXT))?;
         });
         Ok(())
     }

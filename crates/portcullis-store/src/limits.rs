@@ -116,10 +116,17 @@ impl Store {
         let mut ordered: Vec<&Charge> = charges.iter().collect();
         ordered.sort_by(|a, b| (&a.limit, &a.subject).cmp(&(&b.limit, &b.subject)));
         if let Some(c) = ordered.iter().find(|c| c.amount > c.max) {
+            // Never fits, whatever is used (and a first charge inserts without the check):
+            // refuse here, reporting the counter as it stands.
             let (_, end) = c.window(now_unix);
+            let used = self
+                .counters(std::slice::from_ref(*c), now_unix)
+                .await?
+                .first()
+                .map_or(0, |v| v.used);
             return Ok(Charged::Exceeded(CounterView {
                 limit: c.limit.clone(),
-                used: 0,
+                used,
                 max: c.max,
                 resets_at_unix: end,
             }));

@@ -140,7 +140,14 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<
 /// The advisory lock key that serializes audit appends across instances (`"pcaudit"`).
 const AUDIT_LOCK: i64 = 0x0070_6361_7564_6974;
 
-/// Writes a batch on PostgreSQL: lock, read the head, one multi-row insert, commit.
+/// The most parameter bytes one `INSERT` carries on PostgreSQL. sqlx 0.9.0 leaves Nagle's
+/// algorithm on (its issue #4335; fixed upstream, not yet released): a message larger than
+/// its 16 KiB write buffer goes out in two writes, and the second waits for the server's
+/// delayed ACK, 40 ms. Batches are therefore written as several statements below that
+/// size, in the same transaction; an event larger than this alone still pays the delay.
+const PG_STATEMENT_BYTES: usize = 12 * 1024;
+
+/// Writes a batch on PostgreSQL: lock, read the head, multi-row inserts, commit.
 ///
 /// The lock is transaction-scoped, so it is released by commit, rollback, or the server
 /// dropping a dead connection; an instance that crashes mid-batch blocks nobody.
@@ -156,35 +163,64 @@ async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRe
         .await
         .map_err(StoreError::db(CONTEXT))?;
     let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
-    let mut seqs = Vec::with_capacity(batch.len());
-    let mut stamps = Vec::with_capacity(batch.len());
-    let mut events = Vec::with_capacity(batch.len());
-    let mut prevs = Vec::with_capacity(batch.len());
-    let mut hashes = Vec::with_capacity(batch.len());
+    let mut rows = Rows::default();
     let mut receipts = Vec::with_capacity(batch.len());
     for pending in batch {
         seq += 1;
         let ts = now_rfc3339();
         let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        seqs.push(seq);
-        stamps.push(ts);
-        events.push(pending.event_json.as_str());
-        prevs.push(std::mem::replace(&mut prev_hash, hash.clone()));
-        hashes.push(hash.clone());
+        let size = pending.event_json.len() + ts.len() + 2 * hash.len();
+        if rows.bytes + size > PG_STATEMENT_BYTES && !rows.seqs.is_empty() {
+            rows.insert(&mut tx).await?;
+        }
+        rows.bytes += size;
+        rows.seqs.push(seq);
+        rows.stamps.push(ts);
+        rows.events.push(pending.event_json.as_str());
+        rows.prevs.push(std::mem::replace(&mut prev_hash, hash.clone()));
+        rows.hashes.push(hash.clone());
         receipts.push(AppendReceipt { seq, hash });
     }
-    sqlx::query(
-        "INSERT INTO audit_events (seq, ts, event, prev_hash, hash) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
-    )
-    .bind(seqs.as_slice())
-    .bind(stamps.as_slice())
-    .bind(events.as_slice())
-    .bind(prevs.as_slice())
-    .bind(hashes.as_slice())
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(CONTEXT))?;
+    rows.insert(&mut tx).await?;
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
     Ok(receipts)
+}
+
+/// Audit rows gathered for one multi-row `INSERT`.
+#[derive(Default)]
+struct Rows<'a> {
+    seqs: Vec<i64>,
+    stamps: Vec<String>,
+    events: Vec<&'a str>,
+    prevs: Vec<String>,
+    hashes: Vec<String>,
+    bytes: usize,
+}
+
+impl Rows<'_> {
+    /// Inserts the gathered rows (if any) and empties the buffers.
+    async fn insert(&mut self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO audit_events (seq, ts, event, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
+        )
+        .bind(self.seqs.as_slice())
+        .bind(self.stamps.as_slice())
+        .bind(self.events.as_slice())
+        .bind(self.prevs.as_slice())
+        .bind(self.hashes.as_slice())
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+        self.seqs.clear();
+        self.stamps.clear();
+        self.events.clear();
+        self.prevs.clear();
+        self.hashes.clear();
+        self.bytes = 0;
+        Ok(())
+    }
 }

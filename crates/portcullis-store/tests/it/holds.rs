@@ -281,3 +281,77 @@ async fn due_pending_holds_expire_and_are_returned(db: TestDb) {
     assert_eq!(store.expire_due(NOW + 100).await.unwrap().len(), 1);
 }
 on_both!(due_pending_holds_expire_and_are_returned);
+
+async fn listing_by_state_finds_older_holds_behind_newer_ones(db: TestDb) {
+    let store = db.open().await;
+    let old = hold(&store, 1, 1, EXPIRES).await;
+    // Five newer holds, all approved: a listing that filtered after a global limit would
+    // see only these.
+    for n in 2..=6 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let id = hold(&store, n, 1, EXPIRES).await;
+        assert!(matches!(
+            vote(&store, &id, "lena", true, &payload(n)).await,
+            VoteOutcome::Approved(_)
+        ));
+    }
+    let pending = store.list_holds(&["pending"], 1).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].intent_id, old.as_str());
+    let both = store.list_holds(&["pending", "approved"], 3).await.unwrap();
+    let ids: Vec<&str> = both.iter().map(|h| h.intent_id.as_str()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids.contains(&old.as_str()), "newest first: {ids:?}");
+    assert_eq!(store.list_holds(&[], 10).await.unwrap().len(), 6);
+}
+on_both!(listing_by_state_finds_older_holds_behind_newer_ones);
+
+async fn a_retraction_is_never_counted_by_a_concurrent_vote(db: TestDb) {
+    let store = db.open().await;
+    let id = hold(&store, 7, 2, EXPIRES).await;
+    assert_eq!(
+        vote(&store, &id, "lena", true, &payload(7)).await,
+        VoteOutcome::Recorded { have: 1, need: 2 }
+    );
+    // Another session holds lena's vote row, so the retraction stops midway (on SQLite
+    // the write lock serializes everything anyway).
+    let mut blocker = db.raw().await;
+    let postgres = matches!(blocker, crate::support::Raw::Postgres(_));
+    if postgres {
+        blocker
+            .exec("BEGIN; SELECT 1 FROM approval_votes WHERE approver = 'lena' FOR UPDATE")
+            .await
+            .unwrap();
+    }
+    let retract = {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move { store.retract_vote(&id, "lena").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move { vote(&store, &id, "omar", true, &payload(7)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if postgres {
+        blocker.exec("COMMIT").await.unwrap();
+    }
+    retract.await.unwrap().unwrap();
+    let outcome = second.await.unwrap();
+    let hold = store.get_hold(&id).await.unwrap().unwrap();
+    let voters: Vec<&str> = hold.votes.iter().map(|v| v.approver.as_str()).collect();
+    // Either order is fine, but the quorum must rest on two votes that still exist.
+    if hold.state == "approved" {
+        assert_eq!(voters.len(), 2, "approved on {voters:?}");
+    } else {
+        assert_eq!(outcome, VoteOutcome::Recorded { have: 1, need: 2 });
+        assert_eq!(
+            (hold.state.as_str(), voters.as_slice()),
+            ("pending", ["omar"].as_slice())
+        );
+    }
+    blocker.close().await;
+}
+on_both!(a_retraction_is_never_counted_by_a_concurrent_vote);

@@ -144,6 +144,22 @@ async fn an_amount_larger_than_the_maximum_never_fits(db: TestDb) {
 }
 on_both!(an_amount_larger_than_the_maximum_never_fits);
 
+async fn an_oversized_amount_reports_what_is_really_used(db: TestDb) {
+    let store = db.open().await;
+    let small = charge("spend", 10, 5);
+    assert_eq!(
+        store.charge(std::slice::from_ref(&small), NOW).await.unwrap(),
+        Charged::Charged
+    );
+    let huge = charge("spend", 10, 11);
+    assert_eq!(
+        store.charge(&[huge], NOW).await.unwrap(),
+        Charged::Exceeded(view("spend", 5, 10, WINDOW + HOUR))
+    );
+    assert_eq!(used(&store, &small, NOW).await, 5);
+}
+on_both!(an_oversized_amount_reports_what_is_really_used);
+
 async fn a_new_window_starts_from_zero(db: TestDb) {
     let store = db.open().await;
     let c = charge("refunds", 2, 1);
