@@ -21,6 +21,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a long-poll looks again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
+/// How long an approved hold may stay unclaimed before any instance's maintenance loop
+/// runs it: far longer than the instance that approved it takes to claim it.
+const ORPHANED_APPROVAL: Duration = Duration::from_secs(30);
+
 /// Added to the egress timeouts to bound how long an intent can be `executing`.
 const EXECUTION_MARGIN: Duration = Duration::from_secs(15);
 
@@ -442,6 +446,19 @@ impl Gateway {
         if !self.store().claim_execution(id).await.map_err(store_down)? {
             return Ok(None);
         }
+        // The intent is `executing` from the claim on, with its clock restarted: if this
+        // instance dies now, any instance settles it as `outcome_unknown` once it is older
+        // than an execution can take, exactly like an intent that was never held.
+        let running = json!({"id": id, "status": IntentStatus::Executing.as_str()});
+        if let Err(e) = self
+            .store()
+            .finish_intent(id, IntentStatus::Executing.as_str(), &running)
+            .await
+        {
+            // Claimed but not marked: fail it rather than run it unobserved.
+            let _ = self.store().finish_hold(id, "failed").await;
+            return Err(store_down(e));
+        }
         let Some(hold) = self.store().get_hold(id).await.map_err(store_down)? else {
             return Ok(None);
         };
@@ -588,45 +605,35 @@ impl Gateway {
         }
     }
 
-    /// At start-up: executes holds approved before a restart, and settles holds whose
-    /// execution a crash interrupted as failed (they are never run twice).
+    /// At start-up: executes holds approved but never claimed (their instance stopped),
+    /// settles intents (held or not) a crash interrupted, and expires due holds.
     pub async fn recover(&self) {
+        // Holds claimed by a build that did not yet mark their intent `executing` at the
+        // claim: nothing else would ever settle them.
         match self.store().holds_in_state("executing").await {
             Ok(holds) => {
                 for hold in holds {
                     let Ok(id) = IntentId::new(hold.intent_id.clone()) else {
                         continue;
                     };
-                    let held: Decision = serde_json::from_value(hold.decision.clone())
-                        .unwrap_or_else(|_| Decision::gateway_deny("interrupted"));
-                    let message = "the gateway stopped while this intent was executing; it was not run again, to avoid running it twice";
-                    let _ = self
-                        .finish(&id, IntentStatus::Failed, &held, None, None, Some(message.to_owned()))
-                        .await;
-                    let _ = self.store().finish_hold(&id, "failed").await;
+                    let unmarked = matches!(
+                        self.store().get_intent(&id).await,
+                        Ok(Some(i)) if i.status == IntentStatus::PendingApproval.as_str()
+                    );
+                    if unmarked {
+                        let held: Decision = serde_json::from_value(hold.decision.clone())
+                            .unwrap_or_else(|_| Decision::gateway_deny("interrupted"));
+                        let message = "the gateway stopped while this intent was executing; it was not run again, to avoid running it twice";
+                        let _ = self
+                            .finish(&id, IntentStatus::Failed, &held, None, None, Some(message.to_owned()))
+                            .await;
+                        let _ = self.store().finish_hold(&id, "failed").await;
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "could not list interrupted holds"),
         }
-        match self.store().holds_in_state("approved").await {
-            Ok(holds) => {
-                for hold in holds {
-                    let Ok(id) = IntentId::new(hold.intent_id.clone()) else {
-                        continue;
-                    };
-                    let approvers: Vec<String> = hold
-                        .votes
-                        .iter()
-                        .filter(|v| v.verdict == "approve")
-                        .map(|v| v.approver.clone())
-                        .collect();
-                    if let Err(e) = self.execute_approved(&id, &approvers).await {
-                        tracing::error!(intent = %id, error = %e, "could not execute an approved hold");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not list approved holds"),
-        }
+        self.resume_approved(Duration::ZERO).await;
         self.settle_interrupted_intents().await;
         self.sweep().await;
     }
@@ -687,6 +694,10 @@ impl Gateway {
                 tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted intent");
                 continue;
             }
+            // A held intent's hold ends with it (a no-op for intents that were never held).
+            if let Err(e) = self.store().finish_hold(&intent.id, "failed").await {
+                tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted hold");
+            }
             match self.store().append(&event).await {
                 Ok(_) => tracing::warn!(intent = %intent.id, "interrupted while executing: outcome unknown"),
                 Err(e) => tracing::error!(intent = %intent.id, error = %e, "could not audit an interrupted intent"),
@@ -694,8 +705,44 @@ impl Gateway {
         }
     }
 
-    /// Runs forever: every second, expires due holds and settles interrupted intents. Spawn
-    /// it beside the server.
+    /// Executes holds approved at least `min_age` ago that nobody claimed: the instance that
+    /// approved one stopped before running it. Claiming is atomic, so when several instances
+    /// find the same hold, one runs it.
+    async fn resume_approved(&self, min_age: Duration) {
+        let holds = match self.store().holds_in_state("approved").await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list approved holds");
+                return;
+            }
+        };
+        let cutoff = time::OffsetDateTime::now_utc() - min_age;
+        for hold in holds {
+            let old_enough = hold.decided_at.as_deref().is_none_or(|at| {
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|t| t <= cutoff)
+            });
+            let Ok(id) = IntentId::new(hold.intent_id.clone()) else {
+                continue;
+            };
+            if !old_enough {
+                continue;
+            }
+            let approvers: Vec<String> = hold
+                .votes
+                .iter()
+                .filter(|v| v.verdict == "approve")
+                .map(|v| v.approver.clone())
+                .collect();
+            if let Err(e) = self.execute_approved(&id, &approvers).await {
+                tracing::error!(intent = %id, error = %e, "could not execute an approved hold");
+            }
+        }
+    }
+
+    /// Runs forever: every second, expires due holds and settles interrupted intents; every
+    /// few seconds, runs approved holds their instance left behind. Spawn it beside the
+    /// server.
     pub async fn maintain(&self) {
         let mut ticks: u64 = 0;
         loop {
@@ -703,6 +750,9 @@ impl Gateway {
             self.sweep().await;
             self.settle_interrupted_intents().await;
             ticks += 1;
+            if ticks.is_multiple_of(5) {
+                self.resume_approved(ORPHANED_APPROVAL).await;
+            }
             if ticks.is_multiple_of(60) {
                 // Windows that ended are never read again; a minute's grace keeps a
                 // counter that another instance is charging right at the boundary.
