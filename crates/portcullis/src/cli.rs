@@ -277,12 +277,13 @@ async fn check(path: &Path, print_schema: bool, config_schema: bool) -> anyhow::
         println!("{}", serde_json::to_string_pretty(loaded.policy.schema_json())?);
     }
     eprintln!(
-        "ok: {} action(s), {} polic(ies), {} credential(s), {} agent(s), {} redaction rule(s) configured",
+        "ok: {} action(s), {} polic(ies), {} credential(s), {} agent(s), {} redaction rule(s), {} quota(s) configured",
         loaded.catalog.len(),
         loaded.policy.policy_count(),
         loaded.config.credentials.len(),
         loaded.config.agents.len(),
-        loaded.config.detector.rule_ids().count()
+        loaded.config.detector.rule_ids().count(),
+        loaded.config.quotas.iter().count()
     );
     Ok(ExitCode::SUCCESS)
 }
