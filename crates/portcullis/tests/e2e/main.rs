@@ -27,5 +27,7 @@ mod egress;
 mod hostile;
 mod intents;
 mod mcp;
+mod quotas;
 mod redaction;
+mod scale;
 mod smuggling;
