@@ -15,6 +15,7 @@ use crate::IntentError;
 use crate::config::Role;
 use crate::gateway::{Gateway, Submitted, store_down};
 use crate::intent::{DecisionView, IntentResponse, IntentStatus};
+use crate::quota::Reservation;
 
 /// The longest a long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -509,7 +510,9 @@ impl Gateway {
                     .await;
             }
         };
-        let counters = self.counters(&charges, now).await?;
+        // Taken before the decision, as for any intent; an approval doesn't carry a budget
+        // over into a later window, so a quota used up by now fails the held intent.
+        let (counters, reservation) = self.reserve(&charges, now, false).await?;
         let decided = self
             .loaded()
             .policy
@@ -518,27 +521,39 @@ impl Gateway {
             Ok(permitted) => {
                 let decision = permitted.decision().clone();
                 let hash = hold.payload_sha256.clone();
-                self.audit(
-                    AuditKind::Decided,
-                    id,
-                    &agent,
-                    Some(&action),
-                    Some(&hash),
-                    Some(&decision),
-                    false,
-                    json!({"approved_by": approvers}),
-                )
-                .await?;
-                // Approved, but a quota still applies when it runs: a used-up quota fails
-                // the held intent (the approval does not carry over to a later window).
-                if let Err(e) = self.charge(id, &agent, &action, &charges, now).await {
+                if let Err(e) = self
+                    .audit(
+                        AuditKind::Decided,
+                        id,
+                        &agent,
+                        Some(&action),
+                        Some(&hash),
+                        Some(&decision),
+                        false,
+                        json!({"approved_by": approvers}),
+                    )
+                    .await
+                {
+                    self.give_back(&charges, &reservation, now).await;
+                    return Err(e);
+                }
+                if let Reservation::Exceeded(view) = reservation {
+                    let limited = self.rate_limited(id, &agent, &action, &charges, view, now).await;
                     return self
-                        .finish(id, IntentStatus::Failed, &decision, None, None, Some(e.to_string()))
+                        .finish(
+                            id,
+                            IntentStatus::Failed,
+                            &decision,
+                            None,
+                            None,
+                            Some(limited.to_string()),
+                        )
                         .await;
                 }
                 self.run(id, &agent, &action, &decision, permitted, &findings).await
             }
             Err(refused) => {
+                self.give_back(&charges, &reservation, now).await;
                 let decision = refused.decision().clone();
                 self.audit(
                     AuditKind::Decided,

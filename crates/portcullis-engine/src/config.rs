@@ -587,7 +587,8 @@ impl Config {
             );
         }
         let mcp = mcp_settings(&raw.mcp, &mut report);
-        let (quotas, quota_problems) = crate::quota::Quotas::new(raw.quotas);
+        let (quotas, quota_problems) =
+            crate::quota::Quotas::new(raw.quotas, |name| portcullis_core::line_of(source, &format!("{name}:")));
         for (name, m) in quota_problems {
             report(&format!("{name}:"), m);
         }

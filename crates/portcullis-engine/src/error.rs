@@ -35,21 +35,10 @@ pub enum IntentError {
     /// The action ran, but its outcome could not be written to the store or the audit log.
     #[error("the action ran, but its outcome could not be recorded; fetch GET /v1/intents/{0} for the result")]
     OutcomeNotRecorded(String),
-    /// A quota covering the intent is used up for its window: nothing was executed, and the
-    /// idempotency key is free again for a retry after the reset.
-    #[error("quota `{quota}` is used up ({used} of {max}) until {resets_at}; the action did not run")]
-    RateLimited {
-        /// The quota's name.
-        quota: String,
-        /// Used in the window (a count, or a sum as a decimal).
-        used: String,
-        /// The window's maximum.
-        max: String,
-        /// When the window resets, RFC 3339 UTC.
-        resets_at: String,
-        /// Seconds until then (at least 1).
-        retry_after_secs: u64,
-    },
+    /// A quota covering the intent can't take it in its current window: nothing was
+    /// executed, and the idempotency key is free again for a retry after the reset.
+    #[error("{0}")]
+    RateLimited(Box<RateLimit>),
     /// The audit log or the store could not be written: nothing was executed.
     #[error("the gateway's store is unavailable; the action did not run")]
     StoreUnavailable(String),
@@ -59,3 +48,23 @@ pub enum IntentError {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct StartError(pub Vec<Diagnostic>);
+
+/// Which quota refused an intent, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "quota `{quota}` can't take this intent ({used} of {max} used, {requested} requested) until {resets_at}; the action did not run"
+)]
+pub struct RateLimit {
+    /// The quota's name.
+    pub quota: String,
+    /// Used in the window (a count, or a sum as a decimal).
+    pub used: String,
+    /// The window's maximum.
+    pub max: String,
+    /// What this intent needs.
+    pub requested: String,
+    /// When the window resets, RFC 3339 UTC.
+    pub resets_at: String,
+    /// Seconds until then (at least 1).
+    pub retry_after_secs: u64,
+}

@@ -15,13 +15,13 @@ use portcullis_policy::Permitted;
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::MasterKey;
-use portcullis_store::{Begin, Charged, NewIntent, Store};
+use portcullis_store::{Begin, Charged, CounterView, NewIntent, Store};
 
 use crate::credentials;
-use crate::error::{IntentError, StartError};
+use crate::error::{IntentError, RateLimit, StartError};
 use crate::intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};
 use crate::load::Loaded;
-use crate::quota::Charges;
+use crate::quota::{Charges, Reservation};
 use portcullis_core::Diagnostic;
 
 /// The running gateway: loaded configuration plus the store and the egress client.
@@ -288,8 +288,8 @@ impl Gateway {
         tracing::debug!(intent = %id, action = %action.name, input = %input.canonical_json(), "validated");
         let findings = self.detector().scan_json(input.value());
         let now = time::OffsetDateTime::now_utc();
-        let counters = match self.counters(&charges, now).await {
-            Ok(c) => c,
+        let (counters, reservation) = match self.reserve(&charges, now, req.dry_run).await {
+            Ok(r) => r,
             Err(e) => {
                 // Nothing was decided or run: free the idempotency key.
                 let _ = self.store.abandon_intent(&id).await;
@@ -321,6 +321,7 @@ impl Gateway {
             .await
         {
             // Nothing ran. Free the idempotency key, so a retry after the outage runs.
+            self.give_back(&charges, &reservation, now).await;
             if let Err(forget) = self.store.abandon_intent(&id).await {
                 tracing::error!(intent = %id, error = %forget, "could not release the intent after an audit failure");
             }
@@ -347,7 +348,8 @@ impl Gateway {
         }
         match decided.into_permitted() {
             Ok(permitted) => {
-                if let Err(limited) = self.charge(&id, agent, &action, &charges, now).await {
+                if let Reservation::Exceeded(view) = reservation {
+                    let limited = self.rate_limited(&id, agent, &action, &charges, view, now).await;
                     // Nothing ran: the key is free again for a retry after the reset.
                     if let Err(forget) = self.store.abandon_intent(&id).await {
                         tracing::error!(intent = %id, error = %forget, "could not release a rate-limited intent");
@@ -356,70 +358,92 @@ impl Gateway {
                 }
                 self.run(&id, agent, &action, &decision, permitted, &findings).await
             }
-            Err(refused) if refused.decision().effect == Effect::Hold => self.hold(&id, agent, &action, *refused).await,
+            // Held intents are charged when they run; refused ones never.
+            Err(refused) if refused.decision().effect == Effect::Hold => {
+                self.give_back(&charges, &reservation, now).await;
+                self.hold(&id, agent, &action, *refused).await
+            }
             Err(refused) => {
+                self.give_back(&charges, &reservation, now).await;
                 self.finish(&id, IntentStatus::Denied, refused.decision(), None, None, None)
                     .await
             }
         }
     }
 
-    /// The quotas' counters for the policy context (none when no quota covers the intent).
-    pub(crate) async fn counters(
+    /// Takes the quotas covering an intent before it is decided, so that policy sees the
+    /// counters exactly as this intent finds them: concurrent intents are charged one after
+    /// another, and each sees what those before it used (a "hold from half the budget on"
+    /// policy can't be slipped past by a burst). What is taken is given back unless the
+    /// decision is an allow. A dry run takes nothing and sees the counters as they stand.
+    pub(crate) async fn reserve(
         &self,
         charges: &Charges,
         now: time::OffsetDateTime,
-    ) -> Result<Vec<CounterState>, IntentError> {
+        dry_run: bool,
+    ) -> Result<(Vec<CounterState>, Reservation), IntentError> {
         if charges.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Reservation::Nothing));
         }
-        let views = self
-            .store
-            .counters(&charges.charges, now.unix_timestamp())
-            .await
-            .map_err(store_down)?;
-        Ok(charges.states(&views))
+        let at = now.unix_timestamp();
+        if dry_run {
+            let views = self.store.counters(&charges.charges, at).await.map_err(store_down)?;
+            return Ok((charges.states(&views), Reservation::Nothing));
+        }
+        match self.store.charge(&charges.charges, at).await.map_err(store_down)? {
+            Charged::Charged(after) => Ok((charges.states_after(&after), Reservation::Taken)),
+            Charged::Exceeded(view) => {
+                // Nothing was taken; policy sees the counters as they stand.
+                let views = self.store.counters(&charges.charges, at).await.map_err(store_down)?;
+                Ok((charges.states(&views), Reservation::Exceeded(view)))
+            }
+        }
     }
 
-    /// Charges the quotas covering a permitted intent, all or none, right before it runs.
-    /// A quota that is used up is audited as the intent's outcome and reported as
-    /// [`IntentError::RateLimited`]; nothing runs then.
-    pub(crate) async fn charge(
+    /// Gives back what [`Gateway::reserve`] took, for an intent that will not run now.
+    pub(crate) async fn give_back(&self, charges: &Charges, reservation: &Reservation, now: time::OffsetDateTime) {
+        if matches!(reservation, Reservation::Taken)
+            && let Err(e) = self.store.release(&charges.charges, now.unix_timestamp()).await
+        {
+            // The counter stays higher than it should until its window ends: conservative.
+            tracing::error!(error = %e, "could not give back quota that an intent did not use");
+        }
+    }
+
+    /// An allowed intent that a quota can't take: the `outcome` audit event, and the error
+    /// the agent gets (or the audit failure, which is what the agent must hear then).
+    pub(crate) async fn rate_limited(
         &self,
         id: &IntentId,
         agent: &AgentId,
         action: &ActionDef,
         charges: &Charges,
+        view: CounterView,
         now: time::OffsetDateTime,
-    ) -> Result<(), IntentError> {
-        if charges.is_empty() {
-            return Ok(());
-        }
-        let charged = self
-            .store
-            .charge(&charges.charges, now.unix_timestamp())
-            .await
-            .map_err(store_down)?;
-        let Charged::Exceeded(view) = charged else {
-            return Ok(());
-        };
+    ) -> IntentError {
         let resets = time::OffsetDateTime::from_unix_timestamp(view.resets_at_unix).unwrap_or(now);
         let resets_at = portcullis_core::format_rfc3339(resets);
         let retry_after_secs = u64::try_from((view.resets_at_unix - now.unix_timestamp()).max(1)).unwrap_or(1);
         let used = charges.display(&view.limit, view.used);
         let max = charges.display(&view.limit, view.max);
-        tracing::info!(intent = %id, quota = %view.limit, %used, %max, %resets_at, "rate limited");
-        let detail =
-            json!({"status": "rate_limited", "quota": view.limit, "used": used, "max": max, "resets_at": resets_at});
-        self.audit(AuditKind::Outcome, id, agent, Some(action), None, None, false, detail)
-            .await?;
-        Err(IntentError::RateLimited {
+        let requested = charges.display(&view.limit, charges.amount_of(&view.limit));
+        tracing::info!(intent = %id, quota = %view.limit, %used, %max, %requested, %resets_at, "rate limited");
+        let detail = json!({"status": "rate_limited", "quota": view.limit, "used": used, "max": max,
+                            "requested": requested, "resets_at": resets_at});
+        if let Err(e) = self
+            .audit(AuditKind::Outcome, id, agent, Some(action), None, None, false, detail)
+            .await
+        {
+            return e;
+        }
+        IntentError::RateLimited(Box::new(RateLimit {
             quota: view.limit,
             used,
             max,
+            requested,
             resets_at,
             retry_after_secs,
-        })
+        }))
     }
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {

@@ -23,7 +23,7 @@ pub mod quota;
 
 pub use approvals::{ApprovalError, HoldView, MAX_WAIT, Person, VoteResult};
 pub use config::Config;
-pub use error::{IntentError, StartError};
+pub use error::{IntentError, RateLimit, StartError};
 pub use eval::{EvalCase, EvalOutcome, evaluate_cases};
 pub use gateway::{ActionView, Gateway, Submitted};
 pub use intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};

@@ -92,7 +92,7 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
     }
     for quota in config.quotas.iter() {
         for m in quota.check(&catalog) {
-            problems.push(Diagnostic::at(&config.path, None, m));
+            problems.push(Diagnostic::at(&config.path, quota.line, m));
         }
     }
     let policy = PolicyEngine::load(PolicyInputs {

@@ -77,6 +77,8 @@ pub struct Quota {
     pub max: i64,
     /// The summed field, if any.
     pub sum: Option<String>,
+    /// Its line in the config file, for messages.
+    pub line: Option<u64>,
 }
 
 /// Longest window: a year.
@@ -129,6 +131,7 @@ impl Quota {
             window_secs,
             max,
             sum: raw.sum,
+            line: None,
         })
     }
 
@@ -204,6 +207,17 @@ pub struct Quotas {
     list: Vec<Quota>,
 }
 
+/// What [`crate::Gateway`] took from the quotas before deciding an intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Nothing: no quota covers the intent, or it is a dry run.
+    Nothing,
+    /// Charged; given back unless the decision is an allow.
+    Taken,
+    /// It doesn't fit (nothing taken): an allow becomes 429.
+    Exceeded(CounterView),
+}
+
 /// The counters an intent charges, and their state before it.
 #[derive(Debug, Clone, Default)]
 pub struct Charges {
@@ -214,16 +228,22 @@ pub struct Charges {
 }
 
 impl Quotas {
-    /// The quotas, validated.
+    /// The quotas, validated, each with its line in the config (`line_of(name)`).
     ///
     /// # Errors
     /// Every problem found, as `(quota name, message)`.
-    pub fn new(raw: BTreeMap<String, RawQuota>) -> (Self, Vec<(String, String)>) {
+    pub fn new(
+        raw: BTreeMap<String, RawQuota>,
+        line_of: impl Fn(&str) -> Option<u64>,
+    ) -> (Self, Vec<(String, String)>) {
         let mut list = Vec::new();
         let mut problems = Vec::new();
         for (name, q) in raw {
             match Quota::new(&name, q) {
-                Ok(q) => list.push(q),
+                Ok(q) => list.push(Quota {
+                    line: line_of(&name),
+                    ..q
+                }),
                 Err(e) => problems.push((name, e)),
             }
         }
@@ -299,6 +319,27 @@ impl Charges {
                 resets_at_unix: v.resets_at_unix,
             })
             .collect()
+    }
+
+    /// The counters' state for the policy context from their state right after this
+    /// intent was charged: what was used before it.
+    #[must_use]
+    pub fn states_after(&self, after: &[CounterView]) -> Vec<CounterState> {
+        let before: Vec<CounterView> = after
+            .iter()
+            .zip(&self.charges)
+            .map(|(v, c)| CounterView {
+                used: v.used.saturating_sub(c.amount),
+                ..v.clone()
+            })
+            .collect();
+        self.states(&before)
+    }
+
+    /// What this intent adds to the named quota, in units.
+    #[must_use]
+    pub fn amount_of(&self, limit: &str) -> i64 {
+        self.charges.iter().find(|c| c.limit == limit).map_or(0, |c| c.amount)
     }
 
     /// Counters as if `used` (in each quota's own terms: intents, or the summed amount)

@@ -63,19 +63,14 @@ impl IntoResponse for ApiError {
                     None,
                 ),
                 IntentError::IntentNotFound => (StatusCode::NOT_FOUND, "not_found", e.to_string(), None),
-                IntentError::RateLimited {
-                    quota,
-                    used,
-                    max,
-                    resets_at,
-                    retry_after_secs,
-                } => {
-                    retry_after = Some(*retry_after_secs);
+                IntentError::RateLimited(limit) => {
+                    retry_after = Some(limit.retry_after_secs);
                     (
                         StatusCode::TOO_MANY_REQUESTS,
                         "rate_limited",
                         e.to_string(),
-                        Some(json!({"quota": quota, "used": used, "max": max, "resets_at": resets_at})),
+                        Some(json!({"quota": limit.quota, "used": limit.used, "max": limit.max,
+                               "requested": limit.requested, "resets_at": limit.resets_at})),
                     )
                 }
                 // The cause stays in the gateway's log: it may name internal paths.

@@ -51,8 +51,8 @@ pub struct CounterView {
 /// What [`Store::charge`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charged {
-    /// Every counter was charged.
-    Charged,
+    /// Every counter was charged; their state after the charge, in the order given.
+    Charged(Vec<CounterView>),
     /// Charging would take this counter past its maximum; nothing was charged.
     Exceeded(CounterView),
 }
@@ -113,9 +113,9 @@ impl Store {
                 reason: "a window is at least one second",
             });
         }
-        let mut ordered: Vec<&Charge> = charges.iter().collect();
-        ordered.sort_by(|a, b| (&a.limit, &a.subject).cmp(&(&b.limit, &b.subject)));
-        if let Some(c) = ordered.iter().find(|c| c.amount > c.max) {
+        let mut ordered: Vec<(usize, &Charge)> = charges.iter().enumerate().collect();
+        ordered.sort_by(|(_, a), (_, b)| (&a.limit, &a.subject).cmp(&(&b.limit, &b.subject)));
+        if let Some((_, c)) = ordered.iter().find(|(_, c)| c.amount > c.max) {
             // Never fits, whatever is used (and a first charge inserts without the check):
             // refuse here, reporting the counter as it stands.
             let (_, end) = c.window(now_unix);
@@ -133,7 +133,8 @@ impl Store {
         }
         let charged = in_tx!(self, CHARGE_CONTEXT, |tx| {
             let mut exceeded = None;
-            for c in &ordered {
+            let mut after_all: Vec<Option<CounterView>> = vec![None; charges.len()];
+            for (i, c) in &ordered {
                 let (start, end) = c.window(now_unix);
                 let after: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO limit_counters (limit_name, subject, window_start, window_end, used) \
@@ -152,7 +153,14 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(StoreError::db(CHARGE_CONTEXT))?;
-                if after.is_none() {
+                if let Some(used) = after {
+                    after_all[*i] = Some(CounterView {
+                        limit: c.limit.clone(),
+                        used,
+                        max: c.max,
+                        resets_at_unix: end,
+                    });
+                } else {
                     let used: i64 = sqlx::query_scalar(
                         "SELECT used FROM limit_counters WHERE limit_name = $1 AND subject = $2 AND window_start = $3",
                     )
@@ -175,9 +183,40 @@ impl Store {
                 // Dropping the transaction rolls back the counters already raised.
                 return Ok(Charged::Exceeded(view));
             }
-            Charged::Charged
+            Charged::Charged(after_all.into_iter().flatten().collect())
         });
         Ok(charged)
+    }
+
+    /// Gives back what [`Store::charge`] took at `charged_at_unix` (an intent charged
+    /// before its decision that was then not allowed to run). Counters never go below zero.
+    ///
+    /// # Errors
+    /// When the database can't be written.
+    pub async fn release(&self, charges: &[Charge], charged_at_unix: i64) -> Result<(), StoreError> {
+        const CONTEXT: &str = "releasing rate and spend counters";
+        let mut ordered: Vec<&Charge> = charges.iter().filter(|c| c.amount > 0).collect();
+        if ordered.is_empty() {
+            return Ok(());
+        }
+        ordered.sort_by(|a, b| (&a.limit, &a.subject).cmp(&(&b.limit, &b.subject)));
+        in_tx!(self, CONTEXT, |tx| {
+            for c in &ordered {
+                let (start, _) = c.window(charged_at_unix);
+                sqlx::query(
+                    "UPDATE limit_counters SET used = CASE WHEN used > $4 THEN used - $4 ELSE 0 END \
+                     WHERE limit_name = $1 AND subject = $2 AND window_start = $3",
+                )
+                .bind(&c.limit)
+                .bind(&c.subject)
+                .bind(start)
+                .bind(c.amount)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+            }
+        });
+        Ok(())
     }
 
     /// Deletes counters whose window ended before `before_unix`; returns how many.

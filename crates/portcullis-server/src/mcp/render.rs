@@ -151,16 +151,11 @@ pub(crate) fn intent_error(e: IntentError) -> Result<CallToolResult, ErrorData> 
             ),
             json!({"error": "outcome_not_recorded", "intent_id": id}),
         ),
-        IntentError::RateLimited {
-            quota,
-            used,
-            max,
-            resets_at,
-            retry_after_secs,
-        } => (
+        IntentError::RateLimited(limit) => (
             message,
-            json!({"error": "rate_limited", "quota": quota, "used": used, "max": max,
-                   "resets_at": resets_at, "retry_after_seconds": retry_after_secs}),
+            json!({"error": "rate_limited", "quota": limit.quota, "used": limit.used, "max": limit.max,
+                   "requested": limit.requested, "resets_at": limit.resets_at,
+                   "retry_after_seconds": limit.retry_after_secs}),
         ),
         // The cause stays in the gateway's log: it may name internal paths.
         IntentError::StoreUnavailable(_) => (message, json!({"error": "unavailable"})),

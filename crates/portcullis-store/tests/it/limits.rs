@@ -46,10 +46,10 @@ fn windows_are_aligned_to_their_length() {
 async fn charges_succeed_up_to_the_maximum_and_then_report_the_counter(db: TestDb) {
     let store = db.open().await;
     let c = charge("refunds", 3, 1);
-    for _ in 0..3 {
+    for n in 1..=3 {
         assert_eq!(
             store.charge(std::slice::from_ref(&c), NOW).await.unwrap(),
-            Charged::Charged
+            Charged::Charged(vec![view("refunds", n, 3, WINDOW + HOUR)])
         );
     }
     assert_eq!(
@@ -65,10 +65,10 @@ async fn charges_succeed_up_to_the_maximum_and_then_report_the_counter(db: TestD
         subject: "triage-bot".into(),
         ..c
     };
-    assert_eq!(
+    assert!(matches!(
         store.charge(std::slice::from_ref(&other), NOW).await.unwrap(),
-        Charged::Charged
-    );
+        Charged::Charged(_)
+    ));
     assert_eq!(used(&store, &other, NOW).await, 1);
 }
 on_both!(charges_succeed_up_to_the_maximum_and_then_report_the_counter);
@@ -79,7 +79,11 @@ async fn a_charge_is_all_or_nothing(db: TestDb) {
     let spend = charge("b-spend", 3_0000, 2_0000);
     assert_eq!(
         store.charge(&[spend.clone(), count.clone()], NOW).await.unwrap(),
-        Charged::Charged
+        // In the order given, not the order charged.
+        Charged::Charged(vec![
+            view("b-spend", 2_0000, 3_0000, WINDOW + HOUR),
+            view(&count.limit, count.amount, count.max, WINDOW + HOUR)
+        ])
     );
     // `a-count` is charged first and fits; `b-spend` then overflows, and takes the
     // `a-count` charge back with it.
@@ -100,10 +104,10 @@ async fn a_charge_is_all_or_nothing(db: TestDb) {
         amount: 1_0000,
         ..spend
     };
-    assert_eq!(
+    assert!(matches!(
         store.charge(&[count.clone(), smaller.clone()], NOW).await.unwrap(),
-        Charged::Charged
-    );
+        Charged::Charged(_)
+    ));
     assert_eq!(used(&store, &count, NOW).await, 2);
     assert_eq!(used(&store, &smaller, NOW).await, 3_0000);
 }
@@ -147,10 +151,10 @@ on_both!(an_amount_larger_than_the_maximum_never_fits);
 async fn an_oversized_amount_reports_what_is_really_used(db: TestDb) {
     let store = db.open().await;
     let small = charge("spend", 10, 5);
-    assert_eq!(
+    assert!(matches!(
         store.charge(std::slice::from_ref(&small), NOW).await.unwrap(),
-        Charged::Charged
-    );
+        Charged::Charged(_)
+    ));
     let huge = charge("spend", 10, 11);
     assert_eq!(
         store.charge(&[huge], NOW).await.unwrap(),
@@ -165,20 +169,20 @@ async fn a_new_window_starts_from_zero(db: TestDb) {
     let c = charge("refunds", 2, 1);
     let next = WINDOW + HOUR;
     for _ in 0..2 {
-        assert_eq!(
+        assert!(matches!(
             store.charge(std::slice::from_ref(&c), NOW).await.unwrap(),
-            Charged::Charged
-        );
+            Charged::Charged(_)
+        ));
     }
     // The last second of the window is still in it.
     assert_eq!(
         store.charge(std::slice::from_ref(&c), next - 1).await.unwrap(),
         Charged::Exceeded(view("refunds", 2, 2, next))
     );
-    assert_eq!(
+    assert!(matches!(
         store.charge(std::slice::from_ref(&c), next).await.unwrap(),
-        Charged::Charged
-    );
+        Charged::Charged(_)
+    ));
     assert_eq!(
         store.counters(std::slice::from_ref(&c), next + 5).await.unwrap(),
         [view("refunds", 1, 2, next + HOUR)]
@@ -214,7 +218,7 @@ async fn charge_concurrently(
     let (mut charged, mut refused) = (Vec::new(), Vec::new());
     for task in tasks {
         match task.await.unwrap() {
-            (amount, Charged::Charged) => charged.push(amount),
+            (amount, Charged::Charged(_)) => charged.push(amount),
             (amount, Charged::Exceeded(view)) => refused.push((amount, view)),
         }
     }
@@ -279,3 +283,26 @@ async fn pruning_deletes_only_windows_that_have_ended(db: TestDb) {
     assert_eq!(store.prune_counters(next + 1).await.unwrap(), 0);
 }
 on_both!(pruning_deletes_only_windows_that_have_ended);
+
+async fn a_release_gives_back_what_a_charge_took(db: TestDb) {
+    let store = db.open().await;
+    let spend = charge("spend", 10, 4);
+    let count = charge("count", 3, 1);
+    for _ in 0..2 {
+        assert!(matches!(
+            store.charge(&[spend.clone(), count.clone()], NOW).await.unwrap(),
+            Charged::Charged(_)
+        ));
+    }
+    store.release(&[spend.clone(), count.clone()], NOW).await.unwrap();
+    assert_eq!(
+        (used(&store, &spend, NOW).await, used(&store, &count, NOW).await),
+        (4, 1)
+    );
+    // Never below zero, and a window nobody charged is left alone.
+    store.release(&[charge("spend", 10, 9)], NOW).await.unwrap();
+    assert_eq!(used(&store, &spend, NOW).await, 0);
+    store.release(std::slice::from_ref(&spend), NOW + 10 * HOUR).await.unwrap();
+    assert_eq!(used(&store, &spend, NOW + 10 * HOUR).await, 0);
+}
+on_both!(a_release_gives_back_what_a_charge_took);

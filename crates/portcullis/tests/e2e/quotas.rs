@@ -45,7 +45,7 @@ fn assert_rate_limited(r: &Response, quota: &str, used: &str, max: &str, ends: &
     assert_eq!(err["code"], "rate_limited", "{body}");
     let message = err["message"].as_str().expect("message");
     assert!(message.contains(&format!("quota `{quota}`")), "{message}");
-    assert!(message.contains(&format!("({used} of {max})")), "{message}");
+    assert!(message.contains(&format!("({used} of {max} used, ")), "{message}");
     assert!(message.contains("the action did not run"), "{message}");
     assert_eq!(err["details"]["quota"], quota, "{body}");
     assert_eq!(err["details"]["used"], used, "{body}");
@@ -308,6 +308,7 @@ fn a_spend_quota_holds_past_half_and_never_overshoots_even_after_approval() {
     let over = refund(&gateway, &token, "1002", "80");
     let after = window_end(OffsetDateTime::now_utc(), 86_400);
     assert_rate_limited(&over, "refunds-per-day", "30", "100", &[before, after]);
+    assert_eq!(over.json()["error"]["details"]["requested"], "80", "{}", over.text());
     assert_eq!(amounts_sent(&env), [30.0]);
 
     let r = refund(&gateway, &token, "1003", "25.50");
@@ -344,7 +345,7 @@ fn a_spend_quota_holds_past_half_and_never_overshoots_even_after_approval() {
     assert_eq!(failed["intent"]["status"], "failed", "{failed}");
     let error = failed["intent"]["error"].as_str().expect("error");
     assert!(
-        error.contains("quota `refunds-per-day` is used up (65.5 of 100)"),
+        error.contains("quota `refunds-per-day` can't take this intent (65.5 of 100 used, 60 requested)"),
         "{error}"
     );
     assert_eq!(amounts_sent(&env), [30.0, 25.5, 10.0]);
@@ -433,18 +434,35 @@ quotas:
     window: 15m
     max: 5
 "#;
-    env.write("portcullis.yaml", &format!("{}{quotas}", fixtures::CONFIG));
+    let text = format!("{}{quotas}", fixtures::CONFIG);
+    env.write("portcullis.yaml", &text);
     let out = env.cli(&["check"], None);
     assert_eq!(out.code, Some(1), "{out:?}");
     let config = env.config().display().to_string();
-    for expected in [
-        "quota `by-title` sums `/title`, which is not a required number in the input of `tickets.create`",
-        "quota `refunds` sums `/amount`, which is not a required number in the input of `refunds.maybe`",
-        "quota `ghost` covers no action in the catalog (payments.*, nothing.here)",
+    let line_of = |name: &str| {
+        text.lines()
+            .position(|l| l == format!("  {name}:"))
+            .map(|i| i + 1)
+            .expect("the quota is in the config")
+    };
+    for (name, expected) in [
+        (
+            "by-title",
+            "quota `by-title` sums `/title`, which is not a required number in the input of `tickets.create`",
+        ),
+        (
+            "refunds",
+            "quota `refunds` sums `/amount`, which is not a required number in the input of `refunds.maybe`",
+        ),
+        (
+            "ghost",
+            "quota `ghost` covers no action in the catalog (payments.*, nothing.here)",
+        ),
     ] {
+        let at = format!("{config}:{}:", line_of(name));
         assert!(
-            out.stderr.lines().any(|l| l.contains(expected) && l.contains(&config)),
-            "`{expected}` is reported against {config}:\n{}",
+            out.stderr.lines().any(|l| l.contains(expected) && l.contains(&at)),
+            "`{expected}` is reported at {at}:\n{}",
             out.stderr
         );
     }
@@ -536,4 +554,57 @@ fn eval_cases_with_counters_see_the_budget_half_used() {
         out.stdout
     );
     env.upstream.assert_untouched("eval");
+}
+
+/// A burst can't slip past a threshold policy: each intent is charged before it is decided,
+/// so concurrent intents see the counter one after another. With refunds of 10.00 against a
+/// budget of 100.00 and "hold from 50 % used", exactly five of twelve simultaneous refunds
+/// run on their own (they see 0, 10, 20, 30 and 40 used), and the rest are held; the held
+/// ones give their share back, so the counter ends at exactly what ran.
+#[test]
+fn a_burst_of_refunds_cannot_slip_past_the_half_budget_hold() {
+    let env = Env::new();
+    write_refund_files(&env);
+    let token = env.add_agent(AGENT);
+    let alice = env.person_token("alice");
+    let gateway = env.serve();
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..12)
+            .map(|i| {
+                let (gateway, token) = (&gateway, &token);
+                s.spawn(move || refund(gateway, token, &format!("{}", 2000 + i), "10"))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("the call")).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 7, "{statuses:?}");
+    let holds: Vec<(String, String)> = answers.iter().filter(|r| r.status == 202).map(held).collect();
+    assert_eq!(amounts_sent(&env), [10.0; 5]);
+    // The held refunds gave their share back: 50.00 is used, so a dry run (which sees the
+    // counter as it stands) would be held, the audit log shows five allows, and approving
+    // five of the held refunds fills the budget exactly, which it could not if the holds
+    // had kept their share.
+    let mut dry = json!({"action": "refunds.create", "input": {"order": "2999", "amount": 50}});
+    dry["dry_run"] = json!(true);
+    let r = gateway.post_intent(&token, &dry);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "dry_run", "{}", r.text());
+    assert_eq!(r.json()["decision"]["effect"], "hold", "{}", r.text());
+    let allows = audit_events(&env)
+        .iter()
+        .filter(|e| e["kind"] == "decided" && e["decision"]["effect"] == "allow")
+        .count();
+    assert_eq!(allows, 5);
+    for (id, sha) in &holds[..5] {
+        let done = approve(&gateway, &alice, id, sha);
+        assert_eq!(done["intent"]["status"], "executed", "{done}");
+    }
+    assert_eq!(amounts_sent(&env), [10.0; 10]);
+    let (id, sha) = &holds[5];
+    let refused = approve(&gateway, &alice, id, sha);
+    assert_eq!(refused["intent"]["status"], "failed", "{refused}");
+    assert_eq!(amounts_sent(&env), [10.0; 10]);
+    drop(gateway);
 }
