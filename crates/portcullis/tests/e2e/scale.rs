@@ -1,7 +1,9 @@
 //! Two `portcullis serve` instances sharing one PostgreSQL database and one upstream, hit
 //! concurrently: every intent runs once, an idempotency key runs once whichever instance
 //! gets it, a quota shared by both never overshoots, and a hold approved twice at once
-//! (through both instances) runs once; the audit log both wrote verifies.
+//! (through both instances) runs once; the audit log both wrote verifies. An instance killed
+//! mid-call leaves its intent to the survivor, which settles it `outcome_unknown` and never
+//! re-runs it; tampering done directly in the database is named by `audit verify`.
 //!
 //! These tests need `PORTCULLIS_TEST_DATABASE_URL` (e.g.
 //! `postgres://postgres@127.0.0.1:5432/test`), a role that may create databases: each test
@@ -129,7 +131,7 @@ struct Cluster {
     token: String,
     alice: String,
     bob: String,
-    _db: Database,
+    db: Database,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -164,7 +166,7 @@ fn cluster(extra: &str) -> Option<Cluster> {
         token,
         alice,
         bob,
-        _db: db,
+        db,
         _serial: serial,
     })
 }
@@ -496,4 +498,122 @@ fn the_database_url_of_the_tests_replaces_only_the_database() {
         "postgresql://u:p@db:5432/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://db", "x"), "postgres://db/x");
+}
+
+const SLOW: &str = r#"
+name: slow.get
+description: An upstream call that takes four seconds (longer than the two-second timeout)
+input: {type: object, properties: {}}
+request:
+  method: GET
+  url: http://127.0.0.1:UPSTREAM_PORT/slow?seconds=4
+credential: tracker
+"#;
+
+const SLOW_POLICY: &str = r#"
+@id("support-waits")
+permit (principal in AgentGroup::"support", action == Action::"slow.get", resource);
+"#;
+
+/// One instance is killed (SIGKILL) in the middle of an upstream call while another keeps
+/// serving from the same database: the survivor tells a retry the intent is still in
+/// progress, then, once it is older than an execution can take, reports it
+/// `outcome_unknown`: never run again, its idempotency key still taken, the audit log intact.
+#[test]
+fn an_intent_whose_instance_dies_mid_call_is_settled_by_the_survivor_and_never_rerun() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(db) = Database::create() else { return };
+    let env = Env::new();
+    let config = CONFIG
+        .replace("STORE_URL", &db.url)
+        .replace("timeout_ms: 10000", "timeout_ms: 2000\n  connect_timeout_ms: 500");
+    env.write("portcullis.yaml", &config);
+    env.write("actions/tickets.yaml", TICKETS);
+    env.write("actions/slow.yaml", SLOW);
+    env.write("policies/policies.cedar", POLICIES);
+    env.write("policies/slow.cedar", SLOW_POLICY);
+    env.set_secret("tracker_token", &random_secret("tracker"));
+    let token = env.add_agent(AGENT);
+    let doomed = env.serve();
+    let survivor = env.serve();
+    let intent = json!({"action": "slow.get", "input": {}, "idempotency_key": "nightly-1"});
+
+    let (addr, agent_token, body) = (doomed.addr, token.clone(), intent.to_string());
+    let call = std::thread::spawn(move || http::post_json(addr, "/v1/intents", Some(&agent_token), body.as_bytes()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.upstream.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the upstream never got the call");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(doomed); // SIGKILL, mid-call
+    let _ = call.join();
+
+    let early = post_intent(survivor.addr, &token, &intent);
+    assert_eq!(early.status, 409, "{}", early.text());
+    assert_eq!(early.json()["error"]["code"], "idempotency_in_progress");
+    // Egress timeouts of 0.5 s + 2 s plus the 15 s margin, checked every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let settled = loop {
+        let r = post_intent(survivor.addr, &token, &intent);
+        if r.status != 409 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(settled.status, 200, "{}", settled.text());
+    let body = settled.json();
+    assert_eq!(body["status"], "outcome_unknown", "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        env.upstream.requests().len(),
+        1,
+        "the interrupted intent was not run again"
+    );
+
+    let verify = env.audit_verify();
+    assert!(verify.success(), "{verify:?}");
+    let kinds: Vec<(Value, Value)> = env
+        .audit_tail(100)
+        .into_iter()
+        .filter(|l| l["event"]["intent_id"] == id.as_str())
+        .map(|l| (l["event"]["kind"].clone(), l["event"]["detail"].clone()))
+        .collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert_eq!(kinds[0].0, "decided");
+    assert_eq!(kinds[1], (json!("outcome"), json!({"status": "outcome_unknown"})));
+    drop(survivor);
+}
+
+/// Tampering done directly in PostgreSQL (with the append-only triggers disabled, as a
+/// database superuser could) is caught by `portcullis audit verify`, which names the event.
+#[test]
+fn tampering_in_the_database_is_named_by_audit_verify() {
+    let Some(cluster) = cluster("") else { return };
+    for title in ["one", "two", "three"] {
+        let r = post_intent(cluster.gateways[0].addr, &cluster.token, &ticket(title));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(cluster.env.audit_verify().success());
+    let refused = Command::new("psql")
+        .args(["-X", "-q", "-d", &cluster.db.url, "-c"])
+        .arg("UPDATE audit_events SET event = replace(event, 'support-bot', 'other-bot') WHERE seq = 3")
+        .output()
+        .expect("psql");
+    assert!(!refused.status.success(), "the trigger refuses the edit");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("append-only"),
+        "{refused:?}"
+    );
+    psql(
+        &cluster.db.url,
+        "ALTER TABLE audit_events DISABLE TRIGGER USER; \
+         UPDATE audit_events SET event = replace(event, 'support-bot', 'other-bot') WHERE seq = 3",
+    );
+    let verify = cluster.env.audit_verify();
+    assert_eq!(verify.code, Some(1), "{verify:?}");
+    assert!(
+        verify.stdout.contains("event 3 was modified") || verify.stderr.contains("event 3 was modified"),
+        "{verify:?}"
+    );
 }
