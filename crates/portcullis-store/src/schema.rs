@@ -41,11 +41,20 @@ const CONTEXT: &str = "migrating the store schema";
 /// Brings the schema to [`SCHEMA_VERSION`] inside the open transaction `$tx`, or refuses a
 /// database written by a newer build. Shared text for both backends.
 macro_rules! migrate_in {
-    ($tx:ident, $migrations:expr, $location:expr) => {{
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .execute(&mut *$tx)
+    ($tx:ident, $migrations:expr, $location:expr, $has_version_table:expr) => {{
+        // Looked up first, so that a store already at this version needs no DDL at all: the
+        // gateway can then run as a role without CREATE privileges, once an owner role has
+        // run `portcullis migrate`.
+        let tables: i64 = sqlx::query_scalar($has_version_table)
+            .fetch_one(&mut *$tx)
             .await
             .map_err(StoreError::db(CONTEXT))?;
+        if tables == 0 {
+            sqlx::raw_sql("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+                .execute(&mut *$tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+        }
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
             .fetch_one(&mut *$tx)
             .await
@@ -87,7 +96,12 @@ pub(crate) async fn migrate_sqlite(conn: &mut SqliteConnection, location: &str) 
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(StoreError::db(CONTEXT))?;
-    migrate_in!(tx, SQLITE, location)
+    migrate_in!(
+        tx,
+        SQLITE,
+        location,
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    )
 }
 
 /// Migrates a PostgreSQL database in one transaction (DDL is transactional there), under
@@ -99,5 +113,10 @@ pub(crate) async fn migrate_postgres(pool: &PgPool, location: &str) -> Result<()
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db(CONTEXT))?;
-    migrate_in!(tx, POSTGRES, location)
+    migrate_in!(
+        tx,
+        POSTGRES,
+        location,
+        "SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_version'"
+    )
 }

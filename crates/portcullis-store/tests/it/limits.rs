@@ -302,7 +302,10 @@ async fn a_release_gives_back_what_a_charge_took(db: TestDb) {
     // Never below zero, and a window nobody charged is left alone.
     store.release(&[charge("spend", 10, 9)], NOW).await.unwrap();
     assert_eq!(used(&store, &spend, NOW).await, 0);
-    store.release(std::slice::from_ref(&spend), NOW + 10 * HOUR).await.unwrap();
+    store
+        .release(std::slice::from_ref(&spend), NOW + 10 * HOUR)
+        .await
+        .unwrap();
     assert_eq!(used(&store, &spend, NOW + 10 * HOUR).await, 0);
 }
 on_both!(a_release_gives_back_what_a_charge_took);

@@ -151,3 +151,74 @@ async fn an_in_memory_store_works_for_tests() {
     append_n(&store, 3).await;
     assert!(store.verify_audit().await.unwrap().ok);
 }
+
+/// Least privilege on PostgreSQL: once an owner role has migrated, the gateway can run as a
+/// role that may only read and write rows (no CREATE on the schema): opening a store that
+/// is up to date runs no DDL. That role can't touch the audit log's triggers either, and a
+/// store that still needs migrating is refused with the database's own reason.
+#[tokio::test]
+async fn an_up_to_date_store_opens_as_a_role_without_create_privileges() {
+    use sqlx::{AssertSqlSafe, Connection as _};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    drop(db.open().await); // migrated by the owner
+    let role = format!("pc_runtime_{}", std::process::id());
+    let mut owner = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    let grant = format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; \
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+         GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+    );
+    sqlx::raw_sql(AssertSqlSafe(grant)).execute(&mut owner).await.unwrap();
+    let as_runtime = {
+        let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+        sqlx::ConnectOptions::to_url_lossy(&options.username(&role)).to_string()
+    };
+
+    let store = Store::open(&as_runtime).await.unwrap();
+    append_n(&store, 3).await;
+    assert!(store.verify_audit().await.unwrap().ok);
+    let mut runtime = sqlx::PgConnection::connect(&as_runtime).await.unwrap();
+    for sql in [
+        "ALTER TABLE audit_events DISABLE TRIGGER USER",
+        "TRUNCATE audit_events",
+        "DELETE FROM audit_events WHERE seq = 1",
+        "CREATE TABLE sneaky (x BIGINT)",
+    ] {
+        let refused = sqlx::raw_sql(sql).execute(&mut runtime).await;
+        assert!(refused.is_err(), "`{sql}` was allowed");
+    }
+    runtime.close().await.unwrap();
+    drop(store);
+
+    // A fresh database the runtime role may not create tables in: a clear refusal.
+    let fresh = TestDb::postgres().await.unwrap();
+    let mut fresh_owner = sqlx::PgConnection::connect(&fresh.url()).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO {role};"
+    )))
+    .execute(&mut fresh_owner)
+    .await
+    .unwrap();
+    let options: sqlx::postgres::PgConnectOptions = fresh.url().parse().unwrap();
+    let fresh_as_runtime = sqlx::ConnectOptions::to_url_lossy(&options.username(&role)).to_string();
+    let err = Store::open(&fresh_as_runtime).await.unwrap_err().to_string();
+    assert!(err.starts_with("while migrating the store schema: "), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+
+    for conn in [&mut owner, &mut fresh_owner] {
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP OWNED BY {role}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    fresh_owner.close().await.unwrap();
+    drop(fresh);
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+}
