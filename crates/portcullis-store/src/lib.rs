@@ -1,5 +1,5 @@
 //! Persistence for Portcullis: the hash-chained audit log, intents and idempotency, held
-//! intents and votes, rate and spend counters, agents (token hashes only) and secrets
+//! intents and votes, rate and spend counters, web UI sessions, agents (token hashes only) and secrets
 //! (ciphertext only), on SQLite (the embedded default) or PostgreSQL (many gateway
 //! instances sharing one database).
 //!
@@ -63,6 +63,7 @@ mod intents;
 mod limits;
 mod schema;
 mod secrets;
+mod sessions;
 mod writer;
 
 use std::str::FromStr as _;
@@ -83,6 +84,7 @@ pub use intents::{Begin, IntentRecord, NewIntent};
 pub use limits::{Charge, Charged, CounterView};
 pub use schema::SCHEMA_VERSION;
 pub use secrets::SecretMeta;
+pub use sessions::UiSession;
 
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

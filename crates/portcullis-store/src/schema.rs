@@ -14,6 +14,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0002_approvals.sql"),
     include_str!("../migrations/sqlite/0003_intents_by_status.sql"),
     include_str!("../migrations/sqlite/0004_limits.sql"),
+    include_str!("../migrations/sqlite/0005_ui_sessions.sql"),
 ];
 
 /// PostgreSQL's migrations, numbered like SQLite's.
@@ -22,6 +23,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0002_approvals.sql"),
     include_str!("../migrations/postgres/0003_intents_by_status.sql"),
     include_str!("../migrations/postgres/0004_limits.sql"),
+    include_str!("../migrations/postgres/0005_ui_sessions.sql"),
 ];
 
 const _: () = assert!(

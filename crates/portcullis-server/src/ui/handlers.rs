@@ -13,7 +13,7 @@ use portcullis_engine::ApprovalError;
 
 use super::pages::{DetailPage, ErrorPage, ListPage, LoginPage, Me, render};
 use super::session::{self, is_https};
-use super::{Shared, Signed, cross_site};
+use super::{Shared, Signed, cross_site, store_error};
 use crate::error::approval_status;
 
 /// `GET /ui`: the login page, or the approvals when signed in.
@@ -51,12 +51,19 @@ pub(crate) async fn login(
     let token = token.trim();
     match ui.gateway.authenticate_person(token).await {
         Ok(person) => {
-            if let Some(old) = session::session_id(&headers) {
-                ui.sessions.remove(&old);
+            if let Some(old) = session::session_id(&headers)
+                && let Err(e) = ui.sessions.remove(&old).await
+            {
+                return failure(None, &store_error(e));
             }
-            let (id, _) = ui
+            let created = ui
                 .sessions
-                .create(&person.id, portcullis_core::sha256_hex(token.as_bytes()));
+                .create(&person.id, portcullis_core::sha256_hex(token.as_bytes()))
+                .await;
+            let (id, _) = match created {
+                Ok(c) => c,
+                Err(e) => return failure(None, &store_error(e)),
+            };
             tracing::info!(person = %person.id, "web UI login");
             let mut response = Redirect::to("/ui/approvals").into_response();
             if let Some(cookie) = session::set_cookie(&id, is_https(&headers, &uri)) {
@@ -108,7 +115,9 @@ pub(crate) async fn logout(
             "the form's security token is missing or wrong; reload the page",
         );
     }
-    ui.sessions.remove(&signed.id);
+    if let Err(e) = ui.sessions.remove(&signed.id).await {
+        return failure(Some(me(&signed)), &store_error(e));
+    }
     tracing::info!(person = %signed.person.id, "web UI logout");
     let mut response = Redirect::to("/ui").into_response();
     response

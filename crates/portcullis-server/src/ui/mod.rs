@@ -29,7 +29,7 @@ const CSP: &str = "default-src 'none'; style-src 'self' 'unsafe-inline'; form-ac
 /// The largest form body accepted (a reason is at most 2000 characters).
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// The UI's state: the gateway and the sessions of this router.
+/// The UI's state: the gateway and the sessions (in its store).
 #[derive(Debug)]
 pub(crate) struct Ui {
     gateway: Arc<Gateway>,
@@ -41,8 +41,8 @@ type Shared = Arc<Ui>;
 /// The `/ui` routes, to merge into the API router.
 pub(crate) fn routes(gateway: Arc<Gateway>) -> Router {
     let ui = Arc::new(Ui {
+        sessions: Sessions::new(gateway.store().clone()),
         gateway,
-        sessions: Sessions::default(),
     });
     Router::new()
         .route("/ui", get(handlers::home))
@@ -84,7 +84,7 @@ impl Ui {
         let Some(id) = session::session_id(headers) else {
             return Ok(None);
         };
-        let Some(session) = self.sessions.get(&id) else {
+        let Some(session) = self.sessions.get(&id).await.map_err(store_error)? else {
             return Ok(None);
         };
         let owner = self
@@ -100,11 +100,16 @@ impl Ui {
         match person {
             Some(person) => Ok(Some(Signed { id, session, person })),
             None => {
-                self.sessions.remove(&id);
+                self.sessions.remove(&id).await.map_err(store_error)?;
                 Ok(None)
             }
         }
     }
+}
+
+/// A store failure, as the approvals API reports it (503, nothing changed).
+pub(crate) fn store_error(e: portcullis_store::StoreError) -> ApprovalError {
+    ApprovalError::Store(e.to_string())
 }
 
 /// Whether the browser says this request came from another site. Browsers send

@@ -1,15 +1,15 @@
 //! Server-side sessions of the web UI.
 //!
 //! The browser holds only a random 256-bit id, in an `HttpOnly`, `SameSite=Strict` cookie
-//! scoped to `/ui`. The server maps the id's SHA-256 to the person, the SHA-256 of the login
-//! token they signed in with, a CSRF token and an absolute expiry. Nothing here is a
-//! credential of an upstream: a stolen session can vote, never read a secret.
+//! scoped to `/ui`. The store maps the id's SHA-256 to the person, the SHA-256 of the login
+//! token they signed in with, a CSRF token and an absolute expiry, so that every gateway
+//! instance sharing the store knows every session. Nothing here is a credential of an
+//! upstream: a stolen session can vote, never read a secret.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use portcullis_store::{Store, StoreError, UiSession};
 use subtle::ConstantTimeEq as _;
 
 /// The session cookie's name.
@@ -17,7 +17,7 @@ pub(crate) const COOKIE: &str = "portcullis_session";
 /// How long a session lasts, whatever its use.
 pub(crate) const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 /// Sessions kept at most; past that the one closest to expiry is dropped.
-const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS: u32 = 10_000;
 
 /// One signed-in browser.
 #[derive(Debug, Clone)]
@@ -28,7 +28,6 @@ pub(crate) struct Session {
     pub token_sha256: String,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
-    expires: Instant,
 }
 
 impl Session {
@@ -38,62 +37,67 @@ impl Session {
     }
 }
 
-/// The sessions of one router, keyed by the SHA-256 of their ids.
-#[derive(Debug, Default)]
+/// The sessions, kept in the store.
+#[derive(Debug, Clone)]
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    store: Store,
+    max: u32,
 }
 
 impl Sessions {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Session>> {
-        // The map holds no invariant a panicking holder could break half-way.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Sessions in `store`.
+    pub(crate) fn new(store: Store) -> Self {
+        Self {
+            store,
+            max: MAX_SESSIONS,
+        }
     }
 
     /// Starts a session; returns its id (for the cookie) and the session.
-    pub(crate) fn create(&self, person: &str, token_sha256: String) -> (String, Session) {
+    pub(crate) async fn create(&self, person: &str, token_sha256: String) -> Result<(String, Session), StoreError> {
         let id = random_hex();
-        let now = Instant::now();
+        let now = now_unix();
         let session = Session {
             person: person.to_owned(),
             token_sha256,
             csrf: random_hex(),
-            expires: now + LIFETIME,
         };
-        let mut map = self.map();
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(key(&id), session.clone());
-        (id, session)
+        let lifetime = i64::try_from(LIFETIME.as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .create_ui_session(
+                &UiSession {
+                    id_sha256: key(&id),
+                    person: session.person.clone(),
+                    token_sha256: session.token_sha256.clone(),
+                    csrf: session.csrf.clone(),
+                    expires_unix: now.saturating_add(lifetime),
+                },
+                now,
+                self.max,
+            )
+            .await?;
+        Ok((id, session))
     }
 
     /// The live session with this id.
-    pub(crate) fn get(&self, id: &str) -> Option<Session> {
-        let mut map = self.map();
-        let k = key(id);
-        match map.get(&k) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&k);
-                None
-            }
-            None => None,
-        }
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.store.ui_session(&key(id), now_unix()).await?.map(|s| Session {
+            person: s.person,
+            token_sha256: s.token_sha256,
+            csrf: s.csrf,
+        }))
     }
 
     /// Ends a session.
-    pub(crate) fn remove(&self, id: &str) {
-        self.map().remove(&key(id));
+    pub(crate) async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.store.remove_ui_session(&key(id)).await
     }
+}
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.map().len()
-    }
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn key(id: &str) -> String {
@@ -156,35 +160,65 @@ pub(crate) fn clear_cookie(secure: bool) -> HeaderValue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_and_csrf_tokens_are_256_bit_and_distinct() {
-        let sessions = Sessions::default();
-        let (a, sa) = sessions.create("alice", "h".repeat(64));
-        let (b, sb) = sessions.create("alice", "h".repeat(64));
+    async fn sessions(max: u32) -> Sessions {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        Sessions { store, max }
+    }
+
+    #[tokio::test]
+    async fn ids_and_csrf_tokens_are_256_bit_and_distinct() {
+        let sessions = sessions(MAX_SESSIONS).await;
+        let (a, sa) = sessions.create("alice", "h".repeat(64)).await.unwrap();
+        let (b, sb) = sessions.create("alice", "h".repeat(64)).await.unwrap();
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
         assert_ne!(sa.csrf, sb.csrf);
         assert_ne!(a, sa.csrf);
-        assert_eq!(sessions.get(&a).map(|s| s.person), Some("alice".to_owned()));
-        sessions.remove(&a);
-        assert!(sessions.get(&a).is_none());
-        assert!(sessions.get(&b).is_some());
+        assert_eq!(
+            sessions.get(&a).await.unwrap().map(|s| s.person),
+            Some("alice".to_owned())
+        );
+        sessions.remove(&a).await.unwrap();
+        assert!(sessions.get(&a).await.unwrap().is_none());
+        assert!(sessions.get(&b).await.unwrap().is_some());
     }
 
-    #[test]
-    fn the_number_of_sessions_is_bounded() {
-        let sessions = Sessions::default();
-        let (first, _) = sessions.create("alice", String::new());
-        for _ in 0..MAX_SESSIONS {
-            sessions.create("mallory", String::new());
+    #[tokio::test]
+    async fn the_number_of_sessions_is_bounded() {
+        let sessions = sessions(20).await;
+        let (first, _) = sessions.create("alice", String::new()).await.unwrap();
+        for _ in 0..25 {
+            sessions.create("mallory", String::new()).await.unwrap();
         }
-        assert_eq!(sessions.len(), MAX_SESSIONS);
-        assert!(sessions.get(&first).is_none(), "the oldest session made room");
+        assert_eq!(sessions.store.ui_session_count().await.unwrap(), 20);
+        assert!(
+            sessions.get(&first).await.unwrap().is_none(),
+            "the oldest session made room"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_only_the_ids_hash() {
+        let sessions = sessions(MAX_SESSIONS).await;
+        let (id, _) = sessions.create("alice", String::new()).await.unwrap();
+        assert!(sessions.store.ui_session(&id, now_unix()).await.unwrap().is_none());
+        assert!(
+            sessions
+                .store
+                .ui_session(&key(&id), now_unix())
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn csrf_must_match_exactly() {
-        let (_, s) = Sessions::default().create("alice", String::new());
+        let s = Session {
+            person: "alice".into(),
+            token_sha256: String::new(),
+            csrf: random_hex(),
+        };
         assert!(s.csrf_matches(&s.csrf.clone()));
         assert!(!s.csrf_matches(""));
         assert!(!s.csrf_matches(&s.csrf[..63]));

@@ -561,3 +561,45 @@ async fn logout_and_a_new_login_token_end_the_session() {
         .unwrap();
     assert_eq!(w.get("/ui/approvals", Some(&bob)).await.status, StatusCode::SEE_OTHER);
 }
+
+/// Sessions live in the store: a person signed in through one instance is signed in on
+/// every other instance sharing it (no sticky sessions needed behind a load balancer), and
+/// signing out anywhere signs out everywhere.
+#[tokio::test]
+async fn a_session_started_on_one_instance_works_on_another_sharing_the_store() {
+    let w = World::new().await;
+    let loaded = portcullis_engine::check(&w._dir.path().join("portcullis.yaml")).unwrap();
+    let other = portcullis_server::router(Arc::new(Gateway::open(loaded).await.unwrap()));
+    let cookie = w.login(ALICE_TOKEN).await;
+    let id = w.hold(json!({"title": "Printer on fire"})).await;
+
+    let get = |path: String| {
+        let request = Request::get(path)
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap();
+        other.clone().oneshot(request)
+    };
+    let list = get("/ui/approvals".to_owned()).await.unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(list.into_body(), 1 << 20).await.unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        body.contains(&id),
+        "the other instance lists the hold for alice:\n{body}"
+    );
+
+    // Signing out through the first instance ends the session on the second.
+    let csrf = w.get("/ui/approvals", Some(&cookie)).await.field("csrf");
+    let out = w.post_form("/ui/logout", Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    let after = get("/ui/approvals".to_owned()).await.unwrap();
+    let status = after.status();
+    let body = axum::body::to_bytes(after.into_body(), 1 << 20).await.unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        status != StatusCode::OK || body.contains("action=\"/ui/login\""),
+        "signed out everywhere: {status}\n{body}"
+    );
+    assert!(!body.contains(&id), "{body}");
+}
