@@ -74,7 +74,14 @@ pub struct RequestSpec {
     /// request is rendered (policy still decides on, and the audit log hashes, the input
     /// as sent by the agent).
     pub redact: bool,
+    /// How many redirects egress follows, at most [`MAX_REDIRECTS`]. 0 (the default): a 3xx
+    /// is the result. Each hop passes the egress guard again, and the credential is sent only
+    /// while the hop's origin is its realm.
+    pub redirects: u8,
 }
+
+/// The largest `request.redirects` an action may set.
+pub const MAX_REDIRECTS: u8 = 5;
 
 /// The Cedar resource entity an intent for this action acts on.
 #[derive(Debug, Clone)]
@@ -207,7 +214,16 @@ impl ActionDef {
             }
         };
         let request_line = raw.request.value.url.referenced.line();
-        let request = parse_request(raw.request.value, &label).map_err(|m| at(request_line, m));
+        let redirects = raw.request.value.redirects.as_ref().map_or(Ok(0), |r| {
+            parse_redirects(r.value, &label).map_err(|m| at(r.referenced.line(), m))
+        });
+        let redirects = redirects.unwrap_or_else(|d| {
+            problems.push(d);
+            0
+        });
+        let request = parse_request(raw.request.value, &label)
+            .map(|r| RequestSpec { redirects, ..r })
+            .map_err(|m| at(request_line, m));
         let resource = raw.resource.map_or_else(
             || Ok(default_resource(&label)),
             |r| parse_resource(r.value, &label).map_err(|m| at(r.referenced.line(), m)),
@@ -354,7 +370,17 @@ fn parse_request(raw: RawRequest, label: &str) -> Result<RequestSpec, String> {
         headers,
         body,
         redact: raw.redact,
+        redirects: 0,
     })
+}
+
+fn parse_redirects(n: i64, label: &str) -> Result<u8, String> {
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_REDIRECTS)
+        .ok_or_else(|| {
+            format!("action `{label}`: `request.redirects` is {n}: it must be a whole number from 0 (the default: redirects are not followed) to {MAX_REDIRECTS}")
+        })
 }
 
 fn parse_resource(raw: RawResource, label: &str) -> Result<ResourceSpec, String> {

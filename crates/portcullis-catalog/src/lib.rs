@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use portcullis_core::{ActionName, Diagnostic, json};
 
-pub use action::{ActionDef, Hints, Method, RequestSpec, ResourceSpec, ResponseRedaction, ResponseSpec};
+pub use action::{ActionDef, Hints, MAX_REDIRECTS, Method, RequestSpec, ResourceSpec, ResponseRedaction, ResponseSpec};
 pub use validate::{ValidInput, ValidationError};
 
 /// All approved actions, by name.

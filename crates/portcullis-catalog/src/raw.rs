@@ -44,6 +44,10 @@ pub(crate) struct RawRequest {
     pub body: Option<serde_json::Value>,
     #[serde(default)]
     pub redact: bool,
+    /// How many redirects the gateway follows; 0 (the default) returns a 3xx as it is.
+    /// Signed, so that a negative number gets the same message as one that is too large.
+    #[serde(default)]
+    pub redirects: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -170,3 +170,39 @@ fn deep_input_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("deeper"), "{err}");
 }
+
+#[test]
+fn redirects_are_off_by_default_and_bounded() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.get("github.list_issues").unwrap().request.redirects, 0);
+
+    let with = |n: &str| {
+        format!(
+            "name: a.b\ninput: {{type: object}}\nrequest:\n  method: GET\n  url: \"https://x.test/\"\n  redirects: {n}\n"
+        )
+    };
+    for (n, expected) in [("0", 0), ("2", 2), ("5", 5)] {
+        let c = load(&with(n)).unwrap();
+        assert_eq!(c.get("a.b").unwrap().request.redirects, expected, "redirects: {n}");
+    }
+    for n in ["6", "-1", "1000"] {
+        let errs = load(&with(n)).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![format!(
+                "actions.yaml:6: action `a.b`: `request.redirects` is {n}: it must be a whole number from 0 \
+                 (the default: redirects are not followed) to 5"
+            )],
+            "redirects: {n}"
+        );
+    }
+    for n in ["1.5", "yes", "[1]", "{n: 1}"] {
+        let errs = load(&with(n)).unwrap_err();
+        assert_eq!(errs.len(), 1, "redirects: {n}: {errs:?}");
+        assert!(errs[0].starts_with("actions.yaml:6:"), "redirects: {n}: {errs:?}");
+    }
+    // Reported together with the file's other problems.
+    let src = format!("{}  headers: {{Host: evil.test}}\n", with("9"));
+    let errs = load(&src).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}
