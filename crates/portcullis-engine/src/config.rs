@@ -45,6 +45,10 @@ pub struct RawConfig {
     /// The master key that encrypts stored secrets: `env:VAR` or `file:PATH`.
     #[serde(default)]
     pub master_key: Option<String>,
+    /// Earlier master keys (`env:VAR` or `file:PATH`) that still open secrets sealed before
+    /// `portcullis secret rotate-master-key` re-encrypted them under `master_key`.
+    #[serde(default)]
+    pub previous_master_keys: Vec<String>,
     /// Agents' policy data by agent id (tokens are created with `portcullis agent add`).
     #[serde(default)]
     pub agents: BTreeMap<String, RawAgent>,
@@ -366,6 +370,8 @@ pub struct Config {
     pub store: String,
     /// The master key spec.
     pub master_key: Option<String>,
+    /// Earlier master keys' specs, still accepted for opening secrets.
+    pub previous_master_keys: Vec<String>,
     /// Agents' policy data.
     pub agents: BTreeMap<String, AgentEntity>,
     /// Credentials.
@@ -428,6 +434,23 @@ fn store_url(dir: &Path, text: &str) -> Result<String, String> {
 }
 
 impl Config {
+    /// The master key and the previous ones, loaded; `None` without a `master_key`.
+    ///
+    /// # Errors
+    /// When a key can't be read (the error names the variable or file, never the key).
+    pub fn keyring(&self) -> Result<Option<portcullis_secrets::Keyring>, portcullis_secrets::SecretsError> {
+        let Some(current) = &self.master_key else {
+            return Ok(None);
+        };
+        let current = portcullis_secrets::MasterKey::load(current)?;
+        let previous = self
+            .previous_master_keys
+            .iter()
+            .map(|spec| portcullis_secrets::MasterKey::load(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(portcullis_secrets::Keyring::new(current, previous)))
+    }
+
     /// Reads and validates the file at `path`.
     ///
     /// # Errors
@@ -498,10 +521,28 @@ impl Config {
         {
             report("master_key", "`master_key` must be `env:VAR` or `file:PATH`".to_owned());
         }
-        let master_key = raw.master_key.map(|mk| match mk.strip_prefix("file:") {
+        if raw
+            .previous_master_keys
+            .iter()
+            .any(|mk| !(mk.starts_with("env:") || mk.starts_with("file:")))
+        {
+            report(
+                "previous_master_keys",
+                "every entry of `previous_master_keys` must be `env:VAR` or `file:PATH`".to_owned(),
+            );
+        }
+        if raw.master_key.is_none() && !raw.previous_master_keys.is_empty() {
+            report(
+                "previous_master_keys",
+                "`previous_master_keys` needs a `master_key` to re-encrypt under".to_owned(),
+            );
+        }
+        let resolve_key = |mk: String| match mk.strip_prefix("file:") {
             Some(p) => format!("file:{}", dir.join(p).display()),
             None => mk,
-        });
+        };
+        let master_key = raw.master_key.map(resolve_key);
+        let previous_master_keys = raw.previous_master_keys.into_iter().map(resolve_key).collect();
         let mut credentials = BTreeMap::new();
         for (name, c) in raw.credentials {
             match credential(&name, c) {
@@ -617,6 +658,7 @@ impl Config {
             listen,
             store,
             master_key,
+            previous_master_keys,
             agents,
             credentials,
             action_files,

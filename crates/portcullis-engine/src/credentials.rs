@@ -2,7 +2,7 @@
 
 use portcullis_catalog::ActionDef;
 use portcullis_exec::prepare::{Credential, Injection};
-use portcullis_secrets::MasterKey;
+use portcullis_secrets::Keyring;
 use portcullis_store::Store;
 
 use crate::config::{CredentialKind, CredentialSpec};
@@ -24,7 +24,7 @@ pub(crate) enum CredentialError {
 pub(crate) async fn resolve(
     action: &ActionDef,
     specs: &std::collections::BTreeMap<String, CredentialSpec>,
-    key: Option<&MasterKey>,
+    key: Option<&Keyring>,
     store: &Store,
 ) -> Result<Option<Credential>, CredentialError> {
     let Some(name) = &action.credential else {

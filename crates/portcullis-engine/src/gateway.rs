@@ -14,7 +14,7 @@ use portcullis_policy::CounterState;
 use portcullis_policy::Permitted;
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
-use portcullis_secrets::MasterKey;
+use portcullis_secrets::Keyring;
 use portcullis_store::{Begin, Charged, CounterView, NewIntent, Store};
 
 use crate::credentials;
@@ -30,7 +30,7 @@ pub struct Gateway {
     loaded: Loaded,
     store: Store,
     egress: Egress,
-    master_key: Option<MasterKey>,
+    master_key: Option<Keyring>,
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
 }
@@ -80,7 +80,7 @@ impl From<Hints> for HintsView {
 
 async fn webhook_key(
     store: &Store,
-    key: Option<&MasterKey>,
+    key: Option<&Keyring>,
     name: &str,
 ) -> Result<portcullis_core::Secret<String>, String> {
     let key = key.ok_or_else(|| format!("the webhook secret `{name}` needs a `master_key`"))?;
@@ -119,13 +119,7 @@ impl Gateway {
     /// When the master key can't be loaded or the egress client can't be built.
     pub async fn with_store(loaded: Loaded, store: Store) -> Result<Self, StartError> {
         let general = |m: String| StartError(vec![Diagnostic::general(m)]);
-        let master_key = loaded
-            .config
-            .master_key
-            .as_deref()
-            .map(MasterKey::load)
-            .transpose()
-            .map_err(|e| general(e.to_string()))?;
+        let master_key = loaded.config.keyring().map_err(|e| general(e.to_string()))?;
         let egress = Egress::new(loaded.config.egress.clone()).map_err(|e| general(e.to_string()))?;
         let notifier = match &loaded.config.webhook {
             None => None,

@@ -95,8 +95,10 @@ pub enum SecretsError {
         /// The secret's name.
         name: String,
     },
-    /// The secret was sealed under a key version this build does not know.
-    #[error("secret `{name}` was sealed with key version {version}, which this build does not know")]
+    /// The secret was sealed by a master key that is not configured.
+    #[error(
+        "secret `{name}` was sealed with master key {version:08x}, which is not configured (list it under `previous_master_keys` until `portcullis secret rotate-master-key` has re-encrypted everything)"
+    )]
     UnknownKeyVersion {
         /// The secret's name.
         name: String,

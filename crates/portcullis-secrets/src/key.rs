@@ -62,6 +62,56 @@ impl MasterKey {
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
         self.0.expose_secret()
     }
+
+    /// The key's id: 31 bits of a SHA-256 over a label and the key, with the top bit set
+    /// so that it never equals [`crate::LEGACY_KEY_VERSION`]. It is stored with every
+    /// secret the key seals (as its key version), so that during a rotation each secret
+    /// names the key that opens it. It reveals nothing usable about the key.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        let mut input = Zeroizing::new(Vec::with_capacity(KEY_ID_LABEL.len() + KEY_LEN));
+        input.extend_from_slice(KEY_ID_LABEL);
+        input.extend_from_slice(self.bytes());
+        let digest = portcullis_core::sha256_hex(&input);
+        let first = u32::from_str_radix(digest.get(..8).unwrap_or("0"), 16).unwrap_or(0);
+        first | 0x8000_0000
+    }
+}
+
+/// Domain separation for key ids.
+const KEY_ID_LABEL: &[u8] = b"portcullis master key id v1\0";
+
+/// The master key that seals new secrets, and the previous ones that may still open
+/// secrets a rotation has not reached yet.
+#[derive(Debug)]
+pub struct Keyring {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// A keyring whose `current` key seals, and any of whose keys opens.
+    #[must_use]
+    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The key new secrets are sealed with.
+    #[must_use]
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// Every key, the current one first.
+    pub fn keys(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+}
+
+impl From<MasterKey> for Keyring {
+    fn from(current: MasterKey) -> Self {
+        Self::new(current, Vec::new())
+    }
 }
 
 fn read_spec(spec: &str) -> Result<(KeyOrigin, Zeroizing<String>), SecretsError> {

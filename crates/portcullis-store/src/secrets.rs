@@ -104,4 +104,35 @@ impl Store {
         .map_err(StoreError::db("removing a secret"))?;
         Ok(done > 0)
     }
+
+    /// Replaces a secret's ciphertext with `resealed` only if it still is `current` (same
+    /// nonce, so nobody stored a new value meanwhile); returns whether it did. One
+    /// statement per secret: a rotation interrupted at any point leaves each secret sealed
+    /// either by the old key or by the new one, never half-written.
+    ///
+    /// # Errors
+    /// When the names differ or the database can't be written.
+    pub async fn reseal_secret(&self, current: &SealedSecret, resealed: &SealedSecret) -> Result<bool, StoreError> {
+        if current.name != resealed.name {
+            return Err(StoreError::Invalid {
+                what: "resealed secret",
+                reason: "it must keep the secret's name",
+            });
+        }
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE secrets SET nonce = $1, ciphertext = $2, key_version = $3, updated_at = $4 \
+             WHERE name = $5 AND nonce = $6"
+        )
+        .bind(resealed.nonce.as_slice())
+        .bind(resealed.ciphertext.as_slice())
+        .bind(i64::from(resealed.key_version))
+        .bind(now_rfc3339())
+        .bind(resealed.name.as_str())
+        .bind(current.nonce.as_slice())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .map_err(StoreError::db("re-encrypting a secret"))?;
+        Ok(done == 1)
+    }
 }

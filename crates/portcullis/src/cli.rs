@@ -152,6 +152,10 @@ pub enum SecretCmd {
     },
     /// Print a new random master key (base64) for `master_key: file:PATH` or `env:VAR`.
     Keygen,
+    /// Re-encrypt every stored secret under `master_key`. Put the new key in `master_key`
+    /// and the old one in `previous_master_keys` first; every secret stays readable while
+    /// this runs and if it is interrupted (run it again to finish). Then remove the old key.
+    RotateMasterKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,7 +318,10 @@ async fn secret(path: &Path, cmd: SecretCmd) -> anyhow::Result<ExitCode> {
                 .master_key
                 .as_deref()
                 .context("no `master_key` in the config: secrets can't be encrypted")?;
-            let key = MasterKey::load(spec)?;
+            let keyring = config
+                .keyring()?
+                .with_context(|| format!("`master_key` {spec} can't be loaded"))?;
+            let key = keyring.current();
             let mut value = String::new();
             std::io::stdin()
                 .read_to_string(&mut value)
@@ -326,7 +333,7 @@ async fn secret(path: &Path, cmd: SecretCmd) -> anyhow::Result<ExitCode> {
             if value.is_empty() {
                 bail!("the secret read from standard input is empty");
             }
-            let sealed = portcullis_secrets::seal(&key, &name, value.as_bytes())?;
+            let sealed = portcullis_secrets::seal(key, &name, value.as_bytes())?;
             store.put_secret(&sealed).await?;
             eprintln!("secret `{name}` stored (encrypted)");
         }
@@ -341,9 +348,64 @@ async fn secret(path: &Path, cmd: SecretCmd) -> anyhow::Result<ExitCode> {
             }
             eprintln!("secret `{name}` removed");
         }
+        SecretCmd::RotateMasterKey => return rotate_master_key(&config, &store).await,
         SecretCmd::Keygen => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-encrypts every secret not yet sealed by the current master key. Each secret is one
+/// conditional update, so an interruption leaves every secret readable with the keyring,
+/// and a second run finishes the job. A secret no configured key opens is reported and left
+/// as it is.
+async fn rotate_master_key(config: &Config, store: &Store) -> anyhow::Result<ExitCode> {
+    let keyring = config
+        .keyring()?
+        .context("no `master_key` in the config: there is no key to re-encrypt under")?;
+    let current = keyring.current();
+    let (mut resealed, mut already, mut unreadable) = (0_usize, 0_usize, Vec::new());
+    for meta in store.list_secrets().await? {
+        let Some(sealed) = store.get_secret(&meta.name).await? else {
+            continue; // removed meanwhile
+        };
+        if sealed.key_version == current.id() {
+            already += 1;
+            continue;
+        }
+        let value = match portcullis_secrets::open(&keyring, &sealed) {
+            Ok(v) => v,
+            Err(e) => {
+                unreadable.push(e.to_string());
+                continue;
+            }
+        };
+        let new = portcullis_secrets::seal(current, &sealed.name, value.expose_secret().as_bytes())?;
+        if store.reseal_secret(&sealed, &new).await? {
+            resealed += 1;
+        } else {
+            // Set again meanwhile, necessarily under the current key.
+            already += 1;
+        }
+    }
+    eprintln!(
+        "re-encrypted {resealed} secret(s) under master key {:08x}; {already} already were",
+        current.id()
+    );
+    if unreadable.is_empty() {
+        if !config.previous_master_keys.is_empty() {
+            eprintln!("every secret is sealed by `master_key` now: `previous_master_keys` can be removed");
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &unreadable {
+            eprintln!("  {problem}");
+        }
+        eprintln!(
+            "{} secret(s) could not be re-encrypted and were left as they are",
+            unreadable.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 async fn agent(path: &Path, cmd: AgentCmd) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,11 @@ use portcullis_secrets::{MasterKey, open, seal};
 
 use crate::support::TestDb;
 
+/// A keyring of one key made of `byte`.
+fn ring(byte: u8) -> portcullis_secrets::Keyring {
+    MasterKey::from_bytes([byte; 32]).into()
+}
+
 const PLAINTEXT: &[u8] = b"ghp_supersecret";
 
 fn holds_plaintext(hay: &[u8]) -> bool {
@@ -18,7 +23,7 @@ async fn secrets_are_stored_sealed_and_listed_without_values(db: TestDb) {
 
     let fetched = store.get_secret("github").await.unwrap().unwrap();
     assert_eq!(fetched, sealed);
-    assert_eq!(open(&key, &fetched).unwrap().expose_secret(), "ghp_supersecret");
+    assert_eq!(open(&ring(9), &fetched).unwrap().expose_secret(), "ghp_supersecret");
     assert_eq!(store.get_secret("nope").await.unwrap(), None);
 
     let listed = store.list_secrets().await.unwrap();
@@ -53,10 +58,34 @@ async fn secrets_are_stored_sealed_and_listed_without_values(db: TestDb) {
     assert_eq!(after[0].created_at, listed[0].created_at);
     assert!(after[0].updated_at > listed[0].updated_at);
     let fetched = store.get_secret("github").await.unwrap().unwrap();
-    assert_eq!(open(&key, &fetched).unwrap().expose_secret(), "ghp_rotated");
+    assert_eq!(open(&ring(9), &fetched).unwrap().expose_secret(), "ghp_rotated");
 
     assert!(store.remove_secret("github").await.unwrap());
     assert!(!store.remove_secret("github").await.unwrap());
     assert!(store.list_secrets().await.unwrap().is_empty());
 }
 on_both!(secrets_are_stored_sealed_and_listed_without_values);
+
+async fn a_reseal_replaces_only_the_ciphertext_it_read(db: TestDb) {
+    let store = db.open().await;
+    let (old, new) = (MasterKey::from_bytes([1; 32]), MasterKey::from_bytes([2; 32]));
+    let sealed = seal(&old, "github", b"ghp_value").unwrap();
+    store.put_secret(&sealed).await.unwrap();
+    let resealed = seal(&new, "github", b"ghp_value").unwrap();
+    assert!(store.reseal_secret(&sealed, &resealed).await.unwrap());
+    let stored = store.get_secret("github").await.unwrap().unwrap();
+    assert_eq!(stored.key_version, new.id());
+    assert_eq!(open(&new.into(), &stored).unwrap().expose_secret(), "ghp_value");
+
+    // Someone stored a new value after the rotation read the secret: the stale reseal loses.
+    let newer = seal(&MasterKey::from_bytes([2; 32]), "github", b"ghp_newer").unwrap();
+    store.put_secret(&newer).await.unwrap();
+    let stale = seal(&MasterKey::from_bytes([2; 32]), "github", b"ghp_value").unwrap();
+    assert!(!store.reseal_secret(&stored, &stale).await.unwrap());
+    let kept = store.get_secret("github").await.unwrap().unwrap();
+    assert_eq!(open(&ring(2), &kept).unwrap().expose_secret(), "ghp_newer");
+    // A reseal can't move a ciphertext to another name.
+    let renamed = seal(&MasterKey::from_bytes([2; 32]), "stripe", b"x").unwrap();
+    assert!(store.reseal_secret(&kept, &renamed).await.is_err());
+}
+on_both!(a_reseal_replaces_only_the_ciphertext_it_read);

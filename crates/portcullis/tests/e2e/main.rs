@@ -29,5 +29,6 @@ mod intents;
 mod mcp;
 mod quotas;
 mod redaction;
+mod rotation;
 mod scale;
 mod smuggling;
