@@ -2,21 +2,23 @@
 //!
 //! Every request is checked by the SSRF guard ([`crate::net::forbidden_reason`] plus the
 //! operator's allow list), goes straight to the checked address (no proxy, whatever the
-//! `HTTP_PROXY` family of variables says), is never redirected, is bounded in time, and its
-//! response body is bounded in size.
+//! `HTTP_PROXY` family of variables says), is bounded in time, and its response body is bounded
+//! in size. reqwest never follows a redirect: a prepared request whose action enables redirects
+//! is followed hop by hop here, each hop through the same guard ([`crate::redirect`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::RawResponse;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Client, Method, Request, Response, redirect};
 use url::Url;
 
 use crate::error::ExecError;
 use crate::guard::{Guard, GuardResolver};
 use crate::net::IpNet;
+use crate::redirect::{Chain, RedirectPolicy, host_of};
 use crate::tls;
 
 /// Default for [`EgressConfig::connect_timeout`].
@@ -84,8 +86,8 @@ impl fmt::Debug for OutboundRequest {
 pub struct DangerousEgress<'a>(&'a Egress);
 
 impl DangerousEgress<'_> {
-    /// Sends `req` through the same guard (destination checks, limits, no redirects),
-    /// but without proof that policy allowed it.
+    /// Sends `req` through the same guard (destination checks, limits), without proof that
+    /// policy allowed it. A 3xx is returned as it is, never followed.
     ///
     /// # Errors
     /// As [`Egress::execute`](crate::Egress::execute).
@@ -143,15 +145,48 @@ impl Egress {
     /// whole answer if any address is forbidden and not allowed, and hands reqwest only the
     /// checked addresses. A 3xx is returned as it is, never followed.
     pub(crate) async fn send(&self, req: OutboundRequest) -> Result<RawResponse, ExecError> {
-        let host = req.url.host_str().unwrap_or_default().to_owned();
+        let host = host_of(&req.url);
         self.inner.guard.check_url(&req.url)?;
-        let response = self
-            .inner
-            .client
-            .execute(into_request(req))
-            .await
-            .map_err(|e| ExecError::from_reqwest(&e, &host))?;
+        let response = self.fetch(into_request(req), &host).await?;
         read_response(response, self.inner.config.max_response_bytes, &host).await
+    }
+
+    /// [`Egress::send`], following up to `policy.max()` redirects. The whole chain shares the
+    /// one total timeout, so a redirecting upstream takes no longer than any other.
+    pub(crate) async fn send_following(
+        &self,
+        req: OutboundRequest,
+        policy: &RedirectPolicy,
+    ) -> Result<RawResponse, ExecError> {
+        if policy.max() == 0 {
+            return self.send(req).await;
+        }
+        let chain = self.follow(req, policy);
+        tokio::time::timeout(self.inner.config.timeout, chain)
+            .await
+            .unwrap_or(Err(ExecError::Timeout))
+    }
+
+    async fn follow(&self, mut req: OutboundRequest, policy: &RedirectPolicy) -> Result<RawResponse, ExecError> {
+        let mut chain = Chain::new(policy);
+        loop {
+            let host = host_of(&req.url);
+            self.inner.guard.check_url(&req.url)?;
+            let response = self.fetch(copy_request(&req), &host).await?;
+            let locations: Vec<&HeaderValue> = response.headers().get_all(LOCATION).iter().collect();
+            if !chain.follow(&mut req, response.status(), &locations)? {
+                return read_response(response, self.inner.config.max_response_bytes, &host).await;
+            }
+        }
+    }
+
+    /// Sends one request whose URL passed [`Guard::check_url`]; the body is not read yet.
+    async fn fetch(&self, request: Request, host: &str) -> Result<Response, ExecError> {
+        self.inner
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| ExecError::from_reqwest(&e, host))
     }
 
     /// The destination check of [`Egress::send`] without sending: resolves a name (bounded by
@@ -177,6 +212,16 @@ fn into_request(req: OutboundRequest) -> Request {
     *request.headers_mut() = headers;
     *request.body_mut() = req.body.map(Into::into);
     request
+}
+
+/// The reqwest request for `req`, which stays to build the next hop from.
+fn copy_request(req: &OutboundRequest) -> Request {
+    into_request(OutboundRequest {
+        method: req.method.clone(),
+        url: req.url.clone(),
+        headers: req.headers.clone(),
+        body: req.body.clone(),
+    })
 }
 
 /// Reads status, headers and at most `limit` bytes of body.

@@ -50,6 +50,47 @@ pub enum ExecError {
     Client(String),
 }
 
+/// Why a redirect was not followed. It reaches callers as [`ExecError::Upstream`] (an
+/// [`ExecError`] variant of its own would need every exhaustive `match` on it to decide an
+/// agent-facing message first). Like every error here it names hosts only: a `Location`'s path
+/// and query are the upstream's text and may carry anything, the credential included.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    /// The upstream redirected once more after the action's `request.redirects` hops.
+    #[error("too many redirects: the action follows at most {max}, and `{host}` redirected again")]
+    TooMany {
+        /// The action's limit.
+        max: u8,
+        /// The host that sent the redirect not followed.
+        host: String,
+    },
+    /// The `Location` is not text, not a URL, or not one relative to the current URL.
+    #[error("`{host}` answered with a redirect whose Location is not a valid URL")]
+    InvalidLocation {
+        /// The host that sent the redirect.
+        host: String,
+    },
+    /// The `Location` has a user name or password, which would be sent as credentials.
+    #[error("`{host}` answered with a redirect to a URL with user info")]
+    UserInfo {
+        /// The host that sent the redirect.
+        host: String,
+    },
+    /// The `Location` leads to another origin and carries the credential's value (an upstream
+    /// copying the query string into a redirect, say, under another parameter name).
+    #[error("redirect to `{host}` not followed: its Location carries the credential")]
+    CarriesCredential {
+        /// The host the redirect leads to.
+        host: String,
+    },
+}
+
+impl From<RedirectError> for ExecError {
+    fn from(err: RedirectError) -> Self {
+        Self::Upstream(err.to_string())
+    }
+}
+
 /// Why a network in CIDR notation could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetParseError {
@@ -173,6 +214,36 @@ mod tests {
             (
                 ExecError::ResponseTooLarge { limit: 10 },
                 "response body exceeds the limit of 10 bytes",
+            ),
+            (
+                RedirectError::TooMany {
+                    max: 2,
+                    host: "api.example.com".into(),
+                }
+                .into(),
+                "upstream request failed: too many redirects: the action follows at most 2, and \
+                 `api.example.com` redirected again",
+            ),
+            (
+                RedirectError::InvalidLocation {
+                    host: "api.example.com".into(),
+                }
+                .into(),
+                "upstream request failed: `api.example.com` answered with a redirect whose Location is not a valid URL",
+            ),
+            (
+                RedirectError::UserInfo {
+                    host: "api.example.com".into(),
+                }
+                .into(),
+                "upstream request failed: `api.example.com` answered with a redirect to a URL with user info",
+            ),
+            (
+                RedirectError::CarriesCredential {
+                    host: "cdn.example.net".into(),
+                }
+                .into(),
+                "upstream request failed: redirect to `cdn.example.net` not followed: its Location carries the credential",
             ),
         ];
         for (err, text) in cases {

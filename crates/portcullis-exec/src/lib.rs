@@ -2,8 +2,9 @@
 //!
 //! [`Egress`] sends a prepared request through the SSRF guard (forbidden address ranges,
 //! checked on IP-literal hosts and on every resolved address, which are then pinned), with no
-//! proxy, no redirects, timeouts and a response size cap, and returns the [`RawResponse`]
-//! for the redactor.
+//! proxy, timeouts and a response size cap, and returns the [`RawResponse`] for the redactor.
+//! Redirects are not followed unless the action enables them (`request.redirects`); then each
+//! hop is guarded like the first, and the credential never leaves its realm ([`redirect`]).
 //!
 //! [`RawResponse`]: portcullis_core::RawResponse
 
@@ -12,8 +13,9 @@ pub mod error;
 mod guard;
 pub mod net;
 pub mod prepare;
+pub mod redirect;
 mod tls;
 
 pub use egress::{DangerousEgress, Egress, EgressConfig, OutboundRequest};
-pub use error::{ExecError, NetParseError};
+pub use error::{ExecError, NetParseError, RedirectError};
 pub use net::{IpNet, forbidden_reason};

@@ -18,6 +18,7 @@ use portcullis_core::secret::REDACTED;
 use portcullis_policy::Permitted;
 
 use crate::OutboundRequest;
+use crate::redirect::RedirectPolicy;
 
 /// How a credential is injected.
 #[derive(Debug, Clone)]
@@ -71,6 +72,28 @@ impl Credential {
             Injection::Basic { username } => vec![format!("{username}:{secret}"), secret],
             _ => vec![secret],
         }
+    }
+
+    /// The header the credential goes in, lowercase: `authorization` or its own.
+    pub(crate) fn header_name(&self) -> Option<String> {
+        match &self.injection {
+            Injection::Bearer | Injection::Basic { .. } => Some("authorization".into()),
+            Injection::Header { name, .. } => Some(name.to_ascii_lowercase()),
+            Injection::Query { .. } => None,
+        }
+    }
+
+    /// The query parameter the credential goes in, if it goes in one.
+    pub(crate) fn query_param(&self) -> Option<&str> {
+        match &self.injection {
+            Injection::Query { param } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// The secret, for injection into a redirect that stays in the realm.
+    pub(crate) fn secret(&self) -> &str {
+        self.secret.expose_secret()
     }
 
     fn header(&self, secret: &str) -> Option<(String, String)> {
@@ -150,8 +173,14 @@ pub struct Rendered {
 
 /// A request that policy permitted, with its credential injected. Only [`prepare`] builds
 /// one, and only from a [`Permitted`] input; the executor takes nothing else.
+///
+/// It carries the action's redirect policy (`request.redirects`) and what the executor needs to
+/// keep the credential in its realm across redirects.
 #[derive(Debug)]
-pub struct PreparedRequest(pub(crate) OutboundRequest);
+pub struct PreparedRequest {
+    pub(crate) request: OutboundRequest,
+    pub(crate) redirects: RedirectPolicy,
+}
 
 /// Renders the action's request for `input`. Deterministic: the same input renders the
 /// same request, so the gateway renders once before deciding (to refuse inputs that can't
@@ -220,6 +249,7 @@ pub fn prepare(
         mut headers,
         body,
     } = render(action, permitted.get().value())?;
+    let redirects = RedirectPolicy::new(action.request.redirects, &url, credential);
     if let Some(c) = credential {
         check_realm(c, &url)?;
         c.inject(&mut url, &mut headers, c.secret.expose_secret());
@@ -238,12 +268,15 @@ pub fn prepare(
         .map(|b| serde_json::to_vec(&b))
         .transpose()
         .map_err(|_| PrepareError::Header("body".into()))?;
-    Ok(PreparedRequest(OutboundRequest {
-        method,
-        url,
-        headers: out_headers,
-        body,
-    }))
+    Ok(PreparedRequest {
+        request: OutboundRequest {
+            method,
+            url,
+            headers: out_headers,
+            body,
+        },
+        redirects,
+    })
 }
 
 /// The rendered request as a dry run shows it: the credential injected as `<redacted>`.
@@ -398,11 +431,14 @@ fn body(t: &BodyTemplate, input: &Value) -> Result<Option<Value>, PrepareError> 
 }
 
 impl crate::Egress {
-    /// Sends a permitted, prepared request through the egress guard.
+    /// Sends a permitted, prepared request through the egress guard, following as many
+    /// redirects as its action allows (none by default), each hop guarded like the first and
+    /// the credential sent only while a hop stays in its realm (see [`crate::redirect`]).
     ///
     /// # Errors
-    /// As [`crate::Egress::send`].
+    /// As [`crate::Egress::send`], and [`crate::RedirectError`] (as [`crate::ExecError::Upstream`])
+    /// for a redirect that is not followed.
     pub async fn execute(&self, request: PreparedRequest) -> Result<portcullis_core::RawResponse, crate::ExecError> {
-        self.send(request.0).await
+        self.send_following(request.request, &request.redirects).await
     }
 }

@@ -6,4 +6,6 @@ mod egress;
 #[cfg(test)]
 mod prepare;
 #[cfg(test)]
+mod redirects;
+#[cfg(test)]
 mod server;

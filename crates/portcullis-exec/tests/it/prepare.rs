@@ -110,7 +110,7 @@ fn bodies_keep_json_types_and_drop_missing_optionals() {
     assert_eq!(r.body.unwrap(), json!({"title": "for o", "nested": [{}]}));
 }
 
-fn permit_all(c: &Catalog) -> (tempfile::TempDir, PolicyEngine) {
+pub(crate) fn permit_all(c: &Catalog) -> (tempfile::TempDir, PolicyEngine) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.cedar");
     std::fs::write(&file, "permit (principal, action, resource);").unwrap();

@@ -1,16 +1,63 @@
 //! Tiny HTTP/1.1 servers on loopback, written by hand so that tests control every byte.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use url::Url;
 
-/// Answers every connection with the same bytes, then closes it; records each request.
+/// Answers every connection with one response, then closes it; records each request.
 pub struct Server {
     pub addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+/// What a routed server answers to a request target (path and query).
+type Route = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+
+/// A listening socket not yet answering: its URLs are known before its answers are, so that
+/// two servers can redirect to each other.
+pub struct Bound {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+}
+
+impl Bound {
+    /// A socket on `ip`, or `None` if that address can't be bound.
+    pub async fn on(ip: &str) -> Option<Self> {
+        let listener = TcpListener::bind((ip, 0)).await.ok()?;
+        let addr = listener.local_addr().unwrap();
+        Some(Self { addr, listener })
+    }
+
+    /// A URL on this server, host spelled as its IP address.
+    pub fn url(&self, path_and_query: &str) -> Url {
+        url_of(self.addr, path_and_query)
+    }
+
+    /// Answers each request with `route(target)`, `target` being its path and query.
+    pub fn serve(self, route: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Server {
+        self.serve_after(Duration::ZERO, route)
+    }
+
+    /// [`Self::serve`], each answer sent `delay` after the request was read.
+    pub fn serve_after(self, delay: Duration, route: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Server {
+        let (tx, requests) = mpsc::unbounded_channel();
+        let route: Route = Arc::new(route);
+        let listener = self.listener;
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, Arc::clone(&route), delay, tx.clone()));
+            }
+        });
+        Server {
+            addr: self.addr,
+            requests,
+        }
+    }
 }
 
 impl Server {
@@ -21,15 +68,7 @@ impl Server {
 
     /// A server on `ip`, or `None` if that address can't be bound (no IPv6 on this machine).
     pub async fn start_on(ip: &str, response: Vec<u8>) -> Option<Self> {
-        let listener = TcpListener::bind((ip, 0)).await.ok()?;
-        let addr = listener.local_addr().unwrap();
-        let (tx, requests) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, response.clone(), tx.clone()));
-            }
-        });
-        Some(Self { addr, requests })
+        Some(Bound::on(ip).await?.serve(move |_| response.clone()))
     }
 
     /// A URL on this server with `path_and_query` (starting with `/`), host spelled as `host`.
@@ -39,11 +78,7 @@ impl Server {
 
     /// A URL on this server, host spelled as its IP address.
     pub fn url(&self, path_and_query: &str) -> Url {
-        let host = match self.addr {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        };
-        self.url_as(&host, path_and_query)
+        url_of(self.addr, path_and_query)
     }
 
     /// The requests received so far, as raw bytes.
@@ -56,11 +91,23 @@ impl Server {
     }
 }
 
-async fn answer(mut stream: TcpStream, response: Vec<u8>, tx: mpsc::UnboundedSender<Vec<u8>>) {
+fn url_of(addr: SocketAddr, path_and_query: &str) -> Url {
+    let host = match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    Url::parse(&format!("http://{host}:{}{path_and_query}", addr.port())).unwrap()
+}
+
+async fn answer(mut stream: TcpStream, route: Route, delay: Duration, tx: mpsc::UnboundedSender<Vec<u8>>) {
     let Some(request) = read_request(&mut stream).await else {
         return;
     };
+    let head = String::from_utf8_lossy(&request);
+    let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+    let response = route(&target);
     let _ = tx.send(request);
+    tokio::time::sleep(delay).await;
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
 }
@@ -104,6 +151,11 @@ pub fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> 
     let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// A response with status `status` and a `Location`.
+pub fn redirect(status: u16, location: &str) -> Vec<u8> {
+    response(&format!("{status} Redirect"), &[("location", location)], b"")
 }
 
 /// A chunked HTTP/1.1 response whose body is `chunks` chunks of `size` bytes: no length is
