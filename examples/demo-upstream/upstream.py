@@ -13,6 +13,9 @@ credential arrived, exactly once. Endpoints:
   POST /echo               answers with the JSON body it received
   GET  /slow?seconds=N     answers after N seconds (at most 10)
   GET  /leak               echoes the Authorization header in the body and `X-Echo`
+  GET  /redirect?to=URL&status=N
+                           answers N (default 302, any 3xx) with `Location: URL`, for
+                           tests of redirect following
   GET  /__requests         every recorded request, as JSON (for tests)
   anything else            200 {"ok": true, "path": ...}
 
@@ -22,6 +25,7 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CUSTOMER = {
@@ -80,6 +84,18 @@ class Handler(BaseHTTPRequestHandler):
             # A hostile upstream: echoes the credential back in the body and a header.
             auth = self.headers.get("Authorization", "")
             return self._reply(200, {"echo": auth, "query": entry["query"]}, {"X-Echo": auth})
+        if entry["path"] == "/redirect":
+            # Redirects to `to` with `status` (default 302): where a redirect leads, and with
+            # what, is the next request's record (on this upstream or another one).
+            params = urllib.parse.parse_qs(entry["query"])
+            to = params.get("to", [""])[0]
+            try:
+                status = int(params.get("status", ["302"])[0])
+            except ValueError:
+                status = 0
+            if not to or not 300 <= status <= 399:
+                return self._reply(400, {"error": "need `to` and a 3xx `status`"})
+            return self._reply(status, {"redirect": to}, {"Location": to})
         if entry["path"] == "/slow":
             # Answers after `seconds` (at most 10): a call still in flight when a test kills
             # the gateway.
