@@ -83,6 +83,9 @@ pub struct RawConfig {
     /// Detection of secrets and personal data in payloads, responses, logs and the audit log.
     #[serde(default)]
     pub redaction: RawRedaction,
+    /// OpenBao or HashiCorp Vault, for credentials whose secret is `vault:PATH#FIELD`.
+    #[serde(default)]
+    pub vault: Option<crate::vault::RawVault>,
     /// Rate and spend quotas by name, enforced across every instance sharing the store and
     /// visible to policies as `context.counters["NAME"]`.
     #[serde(default)]
@@ -259,6 +262,21 @@ pub enum CredentialKind {
     Header,
     /// A query parameter whose value is the secret (`param` names it).
     Query,
+    /// An OAuth2 access token from the client-credentials grant, as `Authorization: Bearer`.
+    Oauth2ClientCredentials,
+    /// An OAuth2 access token from the refresh-token grant, as `Authorization: Bearer`.
+    Oauth2RefreshToken,
+}
+
+/// How an OAuth2 client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1, the default).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
 }
 
 /// A credential entry.
@@ -267,8 +285,37 @@ pub enum CredentialKind {
 pub struct RawCredential {
     /// How it is injected.
     pub kind: CredentialKind,
-    /// The name of the secret in the encrypted store (`portcullis secret set NAME`).
-    pub secret: String,
+    /// Where the secret comes from (not for the OAuth2 kinds): `NAME` or `store:NAME` (the
+    /// encrypted store, `portcullis secret set NAME`), `env:VAR` (an environment variable,
+    /// for development) or `vault:PATH#FIELD` (OpenBao/Vault KV v2, see `vault`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// OAuth2: the token endpoint.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// OAuth2: the client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth2: where the client secret comes from (same forms as `secret`). Optional for
+    /// public clients of the refresh-token grant.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// OAuth2: how the client authenticates at the token endpoint: `basic` (default) or `post`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// OAuth2: scopes to request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// OAuth2: the `audience` parameter some providers need.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// OAuth2: the `resource` parameter (RFC 8707).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// OAuth2 refresh-token grant: the name of the refresh token in the encrypted store. A
+    /// rotated refresh token is written back there.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
     /// For `basic`: the user name.
     #[serde(default)]
     pub username: Option<String>,
@@ -347,8 +394,10 @@ pub struct RawEntityRef {
 pub struct CredentialSpec {
     /// How it is injected.
     pub kind: CredentialKind,
-    /// The secret's name in the store.
-    pub secret: String,
+    /// Where the secret comes from (every kind but the OAuth2 ones).
+    pub secret: Option<crate::credentials::SecretSource>,
+    /// The OAuth2 grant, for the OAuth2 kinds.
+    pub oauth2: Option<crate::oauth2::OAuth2Spec>,
     /// User name (basic).
     pub username: Option<String>,
     /// Header name (header).
@@ -403,6 +452,8 @@ pub struct Config {
     pub detector: Arc<Detector>,
     /// Rate and spend quotas.
     pub quotas: crate::quota::Quotas,
+    /// OpenBao/Vault, if configured.
+    pub vault: Option<crate::vault::VaultSpec>,
 }
 
 /// The store URL, resolved: a SQLite path relative to the config's directory, a
@@ -628,6 +679,15 @@ impl Config {
             );
         }
         let mcp = mcp_settings(&raw.mcp, &mut report);
+        let vault = raw
+            .vault
+            .and_then(|v| match crate::vault::VaultSpec::from_raw(v, &dir) {
+                Ok(spec) => Some(spec),
+                Err(m) => {
+                    report("vault:", m);
+                    None
+                }
+            });
         let (quotas, quota_problems) =
             crate::quota::Quotas::new(raw.quotas, |name| portcullis_core::line_of(source, &format!("{name}:")));
         for (name, m) in quota_problems {
@@ -675,6 +735,7 @@ impl Config {
             public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             mcp,
             quotas,
+            vault,
             detector,
         }
     }
@@ -774,8 +835,28 @@ fn credential(name: &str, c: RawCredential) -> Result<CredentialSpec, String> {
             .clone()
             .ok_or_else(|| format!("credential `{name}` of kind `{what}` needs `{}`", field_name(what)))
     };
+    let oauth2 = crate::oauth2::OAuth2Spec::from_raw(name, &c)?;
+    let secret = match (&c.secret, &oauth2) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "credential `{name}`: an OAuth2 credential has no `secret` (its token comes from `token_url`)"
+            ));
+        }
+        (Some(s), None) => {
+            Some(crate::credentials::SecretSource::parse(s).map_err(|e| format!("credential `{name}`: {e}"))?)
+        }
+        (None, None) => {
+            return Err(format!(
+                "credential `{name}` of kind `{}` needs `secret`",
+                kind_name(c.kind)
+            ));
+        }
+        (None, Some(_)) => None,
+    };
     let (username, header, param) = match c.kind {
-        CredentialKind::Bearer => (None, None, None),
+        CredentialKind::Bearer | CredentialKind::Oauth2ClientCredentials | CredentialKind::Oauth2RefreshToken => {
+            (None, None, None)
+        }
         CredentialKind::Basic => (Some(need(&c.username, "basic")?), None, None),
         CredentialKind::Header => {
             let h = need(&c.header, "header")?;
@@ -791,12 +872,24 @@ fn credential(name: &str, c: RawCredential) -> Result<CredentialSpec, String> {
     }
     Ok(CredentialSpec {
         kind: c.kind,
-        secret: c.secret,
+        secret,
+        oauth2,
         username,
         header,
         prefix: c.prefix.unwrap_or_default(),
         param,
     })
+}
+
+fn kind_name(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::Bearer => "bearer",
+        CredentialKind::Basic => "basic",
+        CredentialKind::Header => "header",
+        CredentialKind::Query => "query",
+        CredentialKind::Oauth2ClientCredentials => "oauth2_client_credentials",
+        CredentialKind::Oauth2RefreshToken => "oauth2_refresh_token",
+    }
 }
 
 fn field_name(kind: &str) -> &'static str {

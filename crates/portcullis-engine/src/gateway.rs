@@ -31,6 +31,8 @@ pub struct Gateway {
     store: Store,
     egress: Egress,
     master_key: Option<Keyring>,
+    vault: Option<crate::vault::Vault>,
+    broker: crate::oauth2::Broker,
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
 }
@@ -131,11 +133,28 @@ impl Gateway {
                 Some(crate::notify::Notifier::new(spec, key, egress.clone()).map_err(general)?)
             }
         };
+        let vault = loaded
+            .config
+            .vault
+            .clone()
+            .map(|spec| crate::vault::Vault::new(spec, egress.clone()));
+        let broker = crate::oauth2::Broker::new(egress.clone());
+        for (name, spec) in &loaded.config.credentials {
+            if let Some(source @ credentials::SecretSource::Env(_)) = &spec.secret {
+                tracing::warn!(
+                    credential = %name,
+                    source = %source.describe(),
+                    "credential reads its secret from an environment variable: for development only; use the encrypted store or Vault in production"
+                );
+            }
+        }
         Ok(Self {
             loaded,
             store,
             egress,
             master_key,
+            vault,
+            broker,
             notifier,
             served_at: std::sync::OnceLock::new(),
         })
@@ -441,14 +460,25 @@ impl Gateway {
     }
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
-        credentials::resolve(
-            action,
-            &self.loaded.config.credentials,
-            self.master_key.as_ref(),
-            &self.store,
-        )
-        .await
-        .map_err(|e| e.to_string())
+        credentials::resolve(action, &self.loaded.config.credentials, self.sources())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Where secrets come from.
+    fn sources(&self) -> credentials::Sources<'_> {
+        credentials::Sources {
+            store: &self.store,
+            keyring: self.master_key.as_ref(),
+            vault: self.vault.as_ref(),
+            broker: &self.broker,
+        }
+    }
+
+    /// The OAuth2 token broker (for tests and metrics: how many token requests it sent).
+    #[must_use]
+    pub fn oauth2_token_requests(&self) -> u64 {
+        self.broker.token_requests()
     }
 
     /// The execution stages for a permitted input: credential → prepare → execute →
@@ -490,6 +520,18 @@ impl Gateway {
                     .await;
             }
         };
+        // An OAuth2 token the upstream refuses (401) is refreshed and the call made once more,
+        // but only for an action marked idempotent: running it twice must be harmless.
+        let oauth2 = action.credential.as_deref().filter(|name| {
+            self.loaded
+                .config
+                .credentials
+                .get(*name)
+                .is_some_and(|s| s.oauth2.is_some())
+        });
+        let retry = oauth2
+            .filter(|_| action.hints.idempotent)
+            .map(|name| (name, permitted.clone()));
         let prepared = match prepare::prepare(permitted, action, credential.as_ref()) {
             Ok(p) => p,
             Err(e) => {
@@ -498,10 +540,39 @@ impl Gateway {
                     .await;
             }
         };
-        let scrubber = credential
-            .as_ref()
-            .map_or_else(Scrubber::empty, |c| Scrubber::new(c.scrub_values()));
-        match self.egress.execute(prepared).await {
+        let mut scrub = credential.as_ref().map(Credential::scrub_values).unwrap_or_default();
+        let mut executed = self.egress.execute(prepared).await;
+        if let (Ok(raw), Some((name, permitted))) = (&executed, retry)
+            && raw.status == 401
+        {
+            tracing::info!(intent = %id, credential = %name, "the upstream refused the OAuth2 token: refreshing it and retrying once");
+            self.broker.invalidate(name);
+            let fresh = match self.credential(action).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return self
+                        .fail(id, agent, action, decision, false, CREDENTIAL_UNAVAILABLE, e)
+                        .await;
+                }
+            };
+            match prepare::prepare(permitted, action, fresh.as_ref()) {
+                Ok(p) => {
+                    scrub.extend(fresh.as_ref().map(Credential::scrub_values).unwrap_or_default());
+                    executed = self.egress.execute(p).await;
+                }
+                Err(e) => {
+                    return self
+                        .fail(id, agent, action, decision, false, NOT_PREPARED, e.to_string())
+                        .await;
+                }
+            }
+        }
+        let scrubber = if scrub.is_empty() {
+            Scrubber::empty()
+        } else {
+            Scrubber::new(scrub)
+        };
+        match executed {
             Ok(raw) => {
                 let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
                 let policy = ResponsePolicy {

@@ -12,14 +12,16 @@
 
 mod approvals;
 pub mod config;
-mod credentials;
+pub mod credentials;
 mod error;
 mod eval;
 mod gateway;
 mod intent;
 mod load;
 mod notify;
+pub mod oauth2;
 pub mod quota;
+pub mod vault;
 
 pub use approvals::{ApprovalError, HoldView, MAX_WAIT, Person, VoteResult};
 pub use config::Config;

@@ -261,13 +261,24 @@ async fn check(path: &Path, print_schema: bool, config_schema: bool) -> anyhow::
     if store_file.as_ref().is_some_and(|f| f.exists()) {
         let store = Store::open(&loaded.config.store).await?;
         for (name, cred) in &loaded.config.credentials {
-            if store.get_secret(&cred.secret).await?.is_none() {
-                problems.push(format!(
-                    "  {}: credential `{name}` uses secret `{}`, which is not in the store (run `portcullis secret set {}`)",
-                    path.display(),
-                    cred.secret,
-                    cred.secret
-                ));
+            // Secrets in the store: the credential's own, an OAuth2 client secret there, and
+            // a refresh token. Environment variables and Vault are read only when used.
+            let oauth2 = cred.oauth2.as_ref();
+            let stored = [cred.secret.as_ref(), oauth2.and_then(|o| o.client_secret.as_ref())]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| match s {
+                    portcullis_engine::credentials::SecretSource::Store(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .chain(oauth2.and_then(|o| o.refresh_token.clone()));
+            for secret in stored {
+                if store.get_secret(&secret).await?.is_none() {
+                    problems.push(format!(
+                        "  {}: credential `{name}` uses secret `{secret}`, which is not in the store (run `portcullis secret set {secret}`)",
+                        path.display(),
+                    ));
+                }
             }
         }
     } else if !loaded.config.credentials.is_empty() {

@@ -24,7 +24,7 @@ fn repo_root() -> PathBuf {
 
 /// A child process killed (and reaped) on drop.
 #[derive(Debug)]
-struct KillOnDrop(Child);
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
