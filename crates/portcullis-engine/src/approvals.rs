@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use portcullis_catalog::ActionDef;
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, IntentId};
-use portcullis_policy::Decided;
+use portcullis_policy::{Claims, Decided};
 use portcullis_store::{HoldRecord, NewHold, NewVote, VoteOutcome};
 
 use crate::IntentError;
@@ -176,6 +176,7 @@ impl Gateway {
         &self,
         id: &IntentId,
         agent: &AgentId,
+        claims: Option<&Claims>,
         action: &ActionDef,
         decided: Decided,
     ) -> Result<Submitted, IntentError> {
@@ -192,7 +193,18 @@ impl Gateway {
             action: action.name.to_string(),
             payload_sha256: decided.input().sha256().to_owned(),
             input: decided.input().canonical_json().to_owned(),
-            decision: serde_json::to_value(&decision).unwrap_or(Value::Null),
+            decision: {
+                let mut held = serde_json::to_value(&decision).unwrap_or(Value::Null);
+                // The identity provider's claims at hold time: the approval re-decides as
+                // the agent was then, not as whoever presents a token later.
+                if let (Some(c), Value::Object(map)) = (claims, &mut held) {
+                    map.insert(
+                        "principal_claims".into(),
+                        json!({"attributes": c.attributes, "groups": c.groups}),
+                    );
+                }
+                held
+            },
             approver_group: spec.group.clone(),
             required: spec.required,
             expires_at: expires_at.clone(),
@@ -513,10 +525,15 @@ impl Gateway {
         // Taken before the decision, as for any intent; an approval doesn't carry a budget
         // over into a later window, so a quota used up by now fails the held intent.
         let (counters, reservation) = self.reserve(&charges, now, false).await?;
-        let decided = self
-            .loaded()
-            .policy
-            .decide(&agent, &action, input, &findings, &counters, now);
+        let decided = self.loaded().policy.decide_as(
+            &agent,
+            held_claims(hold).as_ref(),
+            &action,
+            input,
+            &findings,
+            &counters,
+            now,
+        );
         match decided.into_permitted_after_approval(approvers) {
             Ok(permitted) => {
                 let decision = permitted.decision().clone();
@@ -797,6 +814,24 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The identity provider's claims stored with a hold, if the agent had any.
+fn held_claims(hold: &HoldRecord) -> Option<Claims> {
+    let stored = hold.decision.get("principal_claims")?;
+    let attributes = stored
+        .get("attributes")?
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect();
+    let groups = stored
+        .get("groups")?
+        .as_array()?
+        .iter()
+        .filter_map(|g| g.as_str().map(str::to_owned))
+        .collect();
+    Some(Claims { attributes, groups })
 }
 
 fn approved_count(hold: &HoldRecord) -> u32 {

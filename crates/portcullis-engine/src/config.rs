@@ -86,6 +86,9 @@ pub struct RawConfig {
     /// OpenBao or HashiCorp Vault, for credentials whose secret is `vault:PATH#FIELD`.
     #[serde(default)]
     pub vault: Option<crate::vault::RawVault>,
+    /// Agents authenticated by JWTs from an OpenID Connect issuer (besides static tokens).
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::RawOidc>,
     /// Rate and spend quotas by name, enforced across every instance sharing the store and
     /// visible to policies as `context.counters["NAME"]`.
     #[serde(default)]
@@ -454,6 +457,8 @@ pub struct Config {
     pub quotas: crate::quota::Quotas,
     /// OpenBao/Vault, if configured.
     pub vault: Option<crate::vault::VaultSpec>,
+    /// JWT agent authentication, if configured.
+    pub oidc: Option<crate::oidc::OidcSpec>,
 }
 
 /// The store URL, resolved: a SQLite path relative to the config's directory, a
@@ -679,6 +684,13 @@ impl Config {
             );
         }
         let mcp = mcp_settings(&raw.mcp, &mut report);
+        let oidc = raw.oidc.and_then(|o| match crate::oidc::OidcSpec::from_raw(o) {
+            Ok(spec) => Some(spec),
+            Err(m) => {
+                report("oidc:", m);
+                None
+            }
+        });
         let vault = raw
             .vault
             .and_then(|v| match crate::vault::VaultSpec::from_raw(v, &dir) {
@@ -736,6 +748,7 @@ impl Config {
             mcp,
             quotas,
             vault,
+            oidc,
             detector,
         }
     }

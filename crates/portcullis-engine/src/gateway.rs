@@ -10,8 +10,8 @@ use portcullis_catalog::{ActionDef, Hints, ResponseRedaction};
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId, sha256_hex};
 use portcullis_exec::prepare::{self, Credential, Rendered};
 use portcullis_exec::{Egress, ExecError};
-use portcullis_policy::CounterState;
 use portcullis_policy::Permitted;
+use portcullis_policy::{Claims, CounterState};
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::Keyring;
@@ -33,6 +33,7 @@ pub struct Gateway {
     master_key: Option<Keyring>,
     vault: Option<crate::vault::Vault>,
     broker: crate::oauth2::Broker,
+    oidc: Option<crate::oidc::Oidc>,
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
 }
@@ -139,6 +140,11 @@ impl Gateway {
             .clone()
             .map(|spec| crate::vault::Vault::new(spec, egress.clone()));
         let broker = crate::oauth2::Broker::new(egress.clone());
+        let oidc = loaded
+            .config
+            .oidc
+            .clone()
+            .map(|spec| crate::oidc::Oidc::new(spec, egress.clone()));
         for (name, spec) in &loaded.config.credentials {
             if let Some(source @ credentials::SecretSource::Env(_)) = &spec.secret {
                 tracing::warn!(
@@ -155,6 +161,7 @@ impl Gateway {
             master_key,
             vault,
             broker,
+            oidc,
             notifier,
             served_at: std::sync::OnceLock::new(),
         })
@@ -207,6 +214,31 @@ impl Gateway {
     /// # Errors
     /// [`IntentError::Unauthenticated`], or the store being unavailable.
     pub async fn authenticate(&self, token: &str) -> Result<AgentId, IntentError> {
+        Ok(self.authenticate_with_claims(token).await?.0)
+    }
+
+    /// Stage 1 for any bearer token: a JWT from the configured OpenID Connect issuer (with
+    /// what its claims say about the agent), or a static agent token.
+    ///
+    /// # Errors
+    /// [`IntentError::Unauthenticated`] (the reason a JWT was refused is logged, not told),
+    /// or the store being unavailable.
+    pub async fn authenticate_with_claims(&self, token: &str) -> Result<(AgentId, Option<Claims>), IntentError> {
+        if let Some(oidc) = &self.oidc
+            && crate::oidc::looks_like_jwt(token)
+        {
+            return match oidc.verify(token).await {
+                Ok((agent, claims)) => Ok((agent, Some(claims))),
+                Err(reason) => {
+                    tracing::info!(%reason, "agent JWT refused");
+                    Err(IntentError::Unauthenticated)
+                }
+            };
+        }
+        self.authenticate_static(token).await.map(|a| (a, None))
+    }
+
+    async fn authenticate_static(&self, token: &str) -> Result<AgentId, IntentError> {
         if token.is_empty() || token.len() > 512 {
             return Err(IntentError::Unauthenticated);
         }
@@ -260,6 +292,20 @@ impl Gateway {
     /// For requests that never reach a decision (unknown action, invalid input, idempotency
     /// conflicts) and when the store or audit log can't be written (nothing runs then).
     pub async fn submit(&self, agent: &AgentId, req: IntentRequest) -> Result<Submitted, IntentError> {
+        self.submit_as(agent, None, req).await
+    }
+
+    /// [`Gateway::submit`] for an agent authenticated by a JWT whose `claims` policy sees as
+    /// the agent's attributes and groups.
+    ///
+    /// # Errors
+    /// As [`Gateway::submit`].
+    pub async fn submit_as(
+        &self,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        req: IntentRequest,
+    ) -> Result<Submitted, IntentError> {
         let id = new_intent_id();
         let Some(action) = self.resolve(agent, &req.action) else {
             let detail = json!({"error": "unknown_action"});
@@ -312,7 +358,7 @@ impl Gateway {
         let decided = self
             .loaded
             .policy
-            .decide(agent, &action, input, &findings, &counters, now);
+            .decide_as(agent, claims, &action, input, &findings, &counters, now);
         let decision = decided.decision().clone();
         let hash = decided.input().sha256().to_owned();
         let detail = if findings.is_empty() {
@@ -374,7 +420,7 @@ impl Gateway {
             // Held intents are charged when they run; refused ones never.
             Err(refused) if refused.decision().effect == Effect::Hold => {
                 self.give_back(&charges, &reservation, now).await;
-                self.hold(&id, agent, &action, *refused).await
+                self.hold(&id, agent, claims, &action, *refused).await
             }
             Err(refused) => {
                 self.give_back(&charges, &reservation, now).await;

@@ -20,6 +20,7 @@ mod intent;
 mod load;
 mod notify;
 pub mod oauth2;
+pub mod oidc;
 pub mod quota;
 pub mod vault;
 

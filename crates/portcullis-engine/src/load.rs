@@ -101,6 +101,11 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
         entities: &config.entities,
         policy_files: &config.policy_files,
         counters: &config.quotas.specs(&catalog),
+        claim_attributes: &config
+            .oidc
+            .as_ref()
+            .map(crate::oidc::OidcSpec::attribute_names)
+            .unwrap_or_default(),
     });
     let policy = match policy {
         Ok(p) => {

@@ -34,6 +34,18 @@ pub struct PolicyInputs<'a> {
     pub policy_files: &'a [PathBuf],
     /// The rate and spend quotas that apply to each action, by action name.
     pub counters: &'a BTreeMap<String, Vec<CounterSpec>>,
+    /// Agent attributes that identity-provider claims may set (strings, optional).
+    pub claim_attributes: &'a [String],
+}
+
+/// What an identity provider's token says about its agent, beyond its id: string
+/// attributes and groups. Merged over the agent's configured entity for one decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// Attribute name → value (names from `oidc.attributes`).
+    pub attributes: BTreeMap<String, String>,
+    /// Groups (`principal in AgentGroup::"…"`).
+    pub groups: Vec<String>,
 }
 
 /// Loaded, validated policies, ready to decide.
@@ -45,6 +57,8 @@ pub struct PolicyEngine {
     entities: Entities,
     authorizer: Authorizer,
     agent_groups: HashMap<String, Vec<String>>,
+    /// The configured agents, for merging identity-provider claims over them.
+    agents: BTreeMap<String, AgentEntity>,
 }
 
 /// A decision together with the input it was made on.
@@ -121,7 +135,8 @@ impl PolicyEngine {
     /// Every problem found, each with its file and line where known.
     pub fn load(inputs: PolicyInputs<'_>) -> Result<Self, Vec<Diagnostic>> {
         let mut problems = Vec::new();
-        let (entity_types, entity_list) = match entities::build(inputs.agents, inputs.entities) {
+        let (entity_types, entity_list) = match entities::build(inputs.agents, inputs.entities, inputs.claim_attributes)
+        {
             Ok(x) => x,
             Err(errs) => {
                 return Err(errs
@@ -177,6 +192,7 @@ impl PolicyEngine {
             entities,
             authorizer: Authorizer::new(),
             agent_groups,
+            agents: inputs.agents.clone(),
         })
     }
 
@@ -207,15 +223,80 @@ impl PolicyEngine {
         counters: &[CounterState],
         now: time::OffsetDateTime,
     ) -> Decided {
+        self.decide_as(agent, None, action, input, findings, counters, now)
+    }
+
+    /// [`PolicyEngine::decide`] for an agent whose identity provider's token carried
+    /// `claims`: its attributes and groups are merged over the configured ones (configured
+    /// attributes win; groups add up) for this decision only.
+    #[must_use]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the facts of one decision, each a different kind"
+    )]
+    pub fn decide_as(
+        &self,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        action: &ActionDef,
+        input: ValidInput,
+        findings: &[JsonFinding],
+        counters: &[CounterState],
+        now: time::OffsetDateTime,
+    ) -> Decided {
         let decision = self
-            .evaluate(agent, action, &input, findings, counters, now)
+            .evaluate(agent, claims, action, &input, findings, counters, now)
             .unwrap_or_else(Decision::gateway_deny);
         Decided { decision, input }
     }
 
+    /// The entity store with `agent` as its claims describe it.
+    fn entities_with(&self, agent: &AgentId, claims: &Claims) -> Result<Entities, String> {
+        let configured = self.agents.get(agent.as_str()).cloned().unwrap_or_default();
+        let mut attrs = configured.attributes.clone();
+        for (k, v) in &claims.attributes {
+            attrs.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+        }
+        let mut groups: Vec<String> = configured.groups.clone();
+        groups.extend(claims.groups.iter().cloned());
+        groups.sort();
+        groups.dedup();
+        let mut list: Vec<Value> = groups
+            .iter()
+            .map(|g| json!({"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []}))
+            .collect();
+        let parents: Vec<Value> = groups.iter().map(|g| json!({"type": "AgentGroup", "id": g})).collect();
+        list.push(json!({"uid": {"type": "Agent", "id": agent.as_str()}, "attrs": attrs, "parents": parents}));
+        let mut new = Vec::with_capacity(list.len());
+        for e in list {
+            new.push(
+                cedar_policy::Entity::from_json_value(e, Some(&self.schema)).map_err(|e| {
+                    format!(
+                        "the agent's claims can't be evaluated by policy: {}",
+                        one_line(&e.to_string())
+                    )
+                })?,
+            );
+        }
+        self.entities
+            .clone()
+            .upsert_entities(new, Some(&self.schema))
+            .map_err(|e| {
+                format!(
+                    "the agent's claims can't be evaluated by policy: {}",
+                    one_line(&e.to_string())
+                )
+            })
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the facts of one decision, each a different kind"
+    )]
     fn evaluate(
         &self,
         agent: &AgentId,
+        claims: Option<&Claims>,
         action: &ActionDef,
         input: &ValidInput,
         findings: &[JsonFinding],
@@ -236,7 +317,9 @@ impl PolicyEngine {
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
-        let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
+        let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
+        let entities = with_claims.as_ref().unwrap_or(&self.entities);
+        let response = self.authorizer.is_authorized(&request, &self.policies, entities);
         if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
             response.diagnostics().errors().next()
         {

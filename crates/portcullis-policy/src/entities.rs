@@ -42,13 +42,25 @@ pub(crate) type Built = (Map<String, Value>, Vec<Value>);
 
 /// Builds the entity-type declarations (attribute types inferred from the values) and the
 /// entity list in Cedar's JSON formats. Errors are messages naming the entity and attribute.
-pub(crate) fn build(agents: &BTreeMap<String, AgentEntity>, decls: &[EntityDecl]) -> Result<Built, Vec<String>> {
+pub(crate) fn build(
+    agents: &BTreeMap<String, AgentEntity>,
+    decls: &[EntityDecl],
+    claim_attributes: &[String],
+) -> Result<Built, Vec<String>> {
     let mut errors = Vec::new();
     let mut types: BTreeMap<String, TypeShape> = BTreeMap::new();
     let mut list = Vec::new();
     let agent_shape = types.entry("Agent".into()).or_default();
     agent_shape.all_optional = true;
     agent_shape.parents.insert("AgentGroup".into());
+    // Attributes taken from identity-provider claims are strings.
+    let claimed: Map<String, Value> = claim_attributes
+        .iter()
+        .map(|a| (a.clone(), Value::String(String::new())))
+        .collect();
+    if !claimed.is_empty() {
+        agent_shape.observe(&claimed, "the `oidc.attributes`", &mut errors);
+    }
     types.entry("AgentGroup".into()).or_default();
     for (id, agent) in agents {
         let label = format!("agent `{id}`");

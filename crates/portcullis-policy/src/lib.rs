@@ -15,6 +15,6 @@ mod permitted;
 mod schema;
 
 pub use counters::{CounterSpec, CounterState, SUM_SCALE};
-pub use engine::{Decided, PolicyEngine, PolicyInputs};
+pub use engine::{Claims, Decided, PolicyEngine, PolicyInputs};
 pub use entities::{AgentEntity, EntityDecl, EntityRef};
 pub use permitted::Permitted;

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use portcullis_core::AgentId;
 use portcullis_engine::{Gateway, IntentError, IntentRequest, IntentStatus, Submitted};
+use portcullis_policy::Claims;
 
 use crate::error::ApiError;
 
@@ -59,8 +60,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn agent(gw: &Gateway, headers: &HeaderMap) -> Result<AgentId, ApiError> {
+    Ok(agent_with_claims(gw, headers).await?.0)
+}
+
+async fn agent_with_claims(gw: &Gateway, headers: &HeaderMap) -> Result<(AgentId, Option<Claims>), ApiError> {
     let token = bearer(headers).ok_or(ApiError::Intent(IntentError::Unauthenticated))?;
-    Ok(gw.authenticate(token).await?)
+    Ok(gw.authenticate_with_claims(token).await?)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -72,7 +77,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let agent = agent(&gw, &headers).await?;
+    let (agent, claims) = agent_with_claims(&gw, &headers).await?;
     if !is_json(&headers) {
         let _ = gw
             .reject_request(&agent, IntentError::Malformed("wrong content type".into()))
@@ -93,7 +98,7 @@ async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Res
     // The pipeline runs in its own task so that an intent that reached the upstream is
     // finished and audited even when the agent hangs up: hyper drops a handler's future when
     // its client disconnects.
-    let task = tokio::spawn(async move { gw.submit(&agent, request).await });
+    let task = tokio::spawn(async move { gw.submit_as(&agent, claims.as_ref(), request).await });
     let outcome = task
         .await
         .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?;

@@ -120,6 +120,7 @@ pub(crate) fn permit_all(c: &Catalog) -> (tempfile::TempDir, PolicyEngine) {
         entities: &[],
         policy_files: std::slice::from_ref(&file),
         counters: &std::collections::BTreeMap::new(),
+        claim_attributes: &[],
     })
     .unwrap();
     (dir, engine)

@@ -132,6 +132,7 @@ fn engine(f: &Fixture) -> Result<PolicyEngine, Vec<String>> {
         entities: &f.entities,
         policy_files: &f.files,
         counters: &std::collections::BTreeMap::new(),
+        claim_attributes: &[],
     })
     .map_err(|d| d.into_iter().map(|d| d.to_string()).collect())
 }

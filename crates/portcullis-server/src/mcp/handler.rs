@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use portcullis_core::{AgentId, IntentId};
 use portcullis_engine::{ActionView, Gateway, IntentError, IntentRequest, IntentStatus, Submitted};
+use portcullis_policy::Claims;
 
 use super::{render, status};
 
@@ -65,14 +66,27 @@ impl McpHandler {
             .ok_or_else(|| ErrorData::invalid_request("the request carries no authenticated agent", None))
     }
 
+    /// What the identity provider's token said about the agent (streamable HTTP with a JWT).
+    fn claims(ctx: &RequestContext<RoleServer>) -> Option<Claims> {
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Claims>())
+            .cloned()
+    }
+
     /// A tool call as an intent. The pipeline runs in its own task, so that an intent that
     /// reached the upstream is finished and audited even when the client goes away.
-    async fn submit(&self, agent: AgentId, request: IntentRequest) -> Result<Submitted, IntentError> {
+    async fn submit(
+        &self,
+        agent: AgentId,
+        claims: Option<Claims>,
+        request: IntentRequest,
+    ) -> Result<Submitted, IntentError> {
         let gateway = Arc::clone(&self.gateway);
         let guard = Arc::clone(&self.in_flight).read_owned().await;
         tokio::spawn(async move {
             let _running = guard;
-            gateway.submit(&agent, request).await
+            gateway.submit_as(&agent, claims.as_ref(), request).await
         })
         .await
         .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?
@@ -216,7 +230,7 @@ impl ServerHandler for McpHandler {
             Err(e) => return render::intent_error(self.gateway.reject_request(&agent, e).await).map(Into::into),
         };
         let tasks = ctx.client_capabilities().is_some_and(|c| c.supports_tasks());
-        match self.submit(agent, intent).await {
+        match self.submit(agent, Self::claims(&ctx), intent).await {
             Ok(s) if tasks && s.status == IntentStatus::PendingApproval => {
                 let detailed = self.task(&s).await;
                 Ok(CallToolResponse::Task(CreateTaskResult::new(detailed.task)))

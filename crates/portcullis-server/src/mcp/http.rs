@@ -113,9 +113,12 @@ async fn authenticate(State(state): State<Arc<McpState>>, mut request: Request, 
     let Some(token) = crate::rest::bearer(request.headers()) else {
         return unauthorized(&state, false);
     };
-    match state.gateway.authenticate(token).await {
-        Ok(agent) => {
+    match state.gateway.authenticate_with_claims(token).await {
+        Ok((agent, claims)) => {
             request.extensions_mut().insert(agent);
+            if let Some(claims) = claims {
+                request.extensions_mut().insert(claims);
+            }
             next.run(request).await
         }
         Err(IntentError::Unauthenticated) => unauthorized(&state, true),
