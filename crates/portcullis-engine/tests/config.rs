@@ -118,3 +118,36 @@ fn the_checked_in_config_schema_is_current() {
         "schema/portcullis.schema.json is stale: regenerate it"
     );
 }
+
+#[test]
+fn credential_sources_and_oauth2_entries_are_validated() {
+    let src = r#"
+credentials:
+  no_source: {kind: bearer}
+  bad_source: {kind: bearer, secret: "vault:no-field"}
+  stray: {kind: bearer, secret: tok, token_url: "https://auth.example.com/token"}
+  no_url: {kind: oauth2_client_credentials, client_id: gw, client_secret: cs}
+  ftp: {kind: oauth2_client_credentials, token_url: "ftp://auth", client_id: gw, client_secret: cs}
+  no_secret: {kind: oauth2_client_credentials, token_url: "https://auth.example.com/token", client_id: gw}
+  both: {kind: oauth2_client_credentials, secret: x, token_url: "https://auth.example.com/token", client_id: gw, client_secret: cs}
+  rt_env: {kind: oauth2_refresh_token, token_url: "https://auth.example.com/token", client_id: gw, refresh_token: "env:RT"}
+  rt_missing: {kind: oauth2_refresh_token, token_url: "https://auth.example.com/token", client_id: gw}
+  good_cc: {kind: oauth2_client_credentials, token_url: "https://auth.example.com/token", client_id: gw, client_secret: "vault:apps/crm#secret", scopes: [a, b]}
+  good_rt: {kind: oauth2_refresh_token, token_url: "https://auth.example.com/token", client_id: gw, refresh_token: crm_refresh}
+"#;
+    let all = errors(src).join("\n");
+    for needle in [
+        "credential `no_source` of kind `bearer` needs `secret`",
+        "credential `bad_source`: `vault:no-field` needs the field after `#`",
+        "credential `stray`: `token_url` belongs to the OAuth2 kinds only",
+        "credential `no_url` of an OAuth2 kind needs `token_url`",
+        "credential `ftp`: `token_url` `ftp://auth` is not an http(s) URL",
+        "credential `no_secret` of kind `oauth2_client_credentials` needs `client_secret`",
+        "credential `both`: an OAuth2 credential has no `secret`",
+        "credential `rt_env`: `refresh_token` names a secret in the encrypted store",
+        "credential `rt_missing` of kind `oauth2_refresh_token` needs `refresh_token`",
+    ] {
+        assert!(all.contains(needle), "missing {needle}:\n{all}");
+    }
+    assert!(!all.contains("good_cc") && !all.contains("good_rt"), "{all}");
+}
