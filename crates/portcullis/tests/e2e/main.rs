@@ -30,6 +30,7 @@ mod intents;
 mod mcp;
 mod quotas;
 mod redaction;
+mod redirects;
 mod rotation;
 mod scale;
 mod smuggling;
