@@ -28,6 +28,7 @@ mod egress;
 mod hostile;
 mod intents;
 mod mcp;
+mod oauth2;
 mod quotas;
 mod redaction;
 mod redirects;
