@@ -954,6 +954,9 @@ fn upstream_failure(e: &ExecError) -> &'static str {
         ExecError::Timeout => "the upstream timed out",
         ExecError::Connect { .. } => "the upstream could not be reached",
         ExecError::ResponseTooLarge { .. } => "the upstream response exceeded the gateway's size limit",
+        ExecError::Redirect(_) => {
+            "the upstream redirected too many times, or to a location the gateway does not follow"
+        }
         ExecError::Upstream(_) | ExecError::Client(_) => "the upstream call failed",
     }
 }

@@ -48,12 +48,14 @@ pub enum ExecError {
     /// The HTTP client could not be built from the configuration.
     #[error("could not build the HTTP client: {0}")]
     Client(String),
+    /// A redirect the action allows following could not be followed.
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
 }
 
-/// Why a redirect was not followed. It reaches callers as [`ExecError::Upstream`] (an
-/// [`ExecError`] variant of its own would need every exhaustive `match` on it to decide an
-/// agent-facing message first). Like every error here it names hosts only: a `Location`'s path
-/// and query are the upstream's text and may carry anything, the credential included.
+/// Why a redirect was not followed ([`ExecError::Redirect`]). Like every error here it names
+/// hosts only: a `Location`'s path and query are the upstream's text and may carry anything,
+/// the credential included.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedirectError {
     /// The upstream redirected once more after the action's `request.redirects` hops.
@@ -83,12 +85,6 @@ pub enum RedirectError {
         /// The host the redirect leads to.
         host: String,
     },
-}
-
-impl From<RedirectError> for ExecError {
-    fn from(err: RedirectError) -> Self {
-        Self::Upstream(err.to_string())
-    }
 }
 
 /// Why a network in CIDR notation could not be parsed.
@@ -221,7 +217,7 @@ mod tests {
                     host: "api.example.com".into(),
                 }
                 .into(),
-                "upstream request failed: too many redirects: the action follows at most 2, and \
+                "too many redirects: the action follows at most 2, and \
                  `api.example.com` redirected again",
             ),
             (
@@ -229,21 +225,21 @@ mod tests {
                     host: "api.example.com".into(),
                 }
                 .into(),
-                "upstream request failed: `api.example.com` answered with a redirect whose Location is not a valid URL",
+                "`api.example.com` answered with a redirect whose Location is not a valid URL",
             ),
             (
                 RedirectError::UserInfo {
                     host: "api.example.com".into(),
                 }
                 .into(),
-                "upstream request failed: `api.example.com` answered with a redirect to a URL with user info",
+                "`api.example.com` answered with a redirect to a URL with user info",
             ),
             (
                 RedirectError::CarriesCredential {
                     host: "cdn.example.net".into(),
                 }
                 .into(),
-                "upstream request failed: redirect to `cdn.example.net` not followed: its Location carries the credential",
+                "redirect to `cdn.example.net` not followed: its Location carries the credential",
             ),
         ];
         for (err, text) in cases {

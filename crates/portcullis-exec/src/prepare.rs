@@ -436,7 +436,7 @@ impl crate::Egress {
     /// the credential sent only while a hop stays in its realm (see [`crate::redirect`]).
     ///
     /// # Errors
-    /// As [`crate::Egress::send`], and [`crate::RedirectError`] (as [`crate::ExecError::Upstream`])
+    /// As [`crate::Egress::send`], and [`crate::ExecError::Redirect`]
     /// for a redirect that is not followed.
     pub async fn execute(&self, request: PreparedRequest) -> Result<portcullis_core::RawResponse, crate::ExecError> {
         self.send_following(request.request, &request.redirects).await

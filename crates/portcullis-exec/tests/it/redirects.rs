@@ -184,7 +184,7 @@ fn ok(body: &str) -> Vec<u8> {
 #[track_caller]
 fn assert_redirect_error(result: Result<RawResponse, ExecError>, expected: &RedirectError) {
     match result {
-        Err(ExecError::Upstream(text)) => assert_eq!(text, expected.to_string()),
+        Err(ExecError::Redirect(e)) => assert_eq!(&e, expected),
         other => panic!("expected {expected}, got {other:?}"),
     }
 }
