@@ -30,6 +30,8 @@ pub(crate) enum CredentialError {
     MissingSecret(String),
     #[error("secret `{name}` is unavailable: {reason}")]
     Unavailable { name: String, reason: String },
+    #[error("the OAuth2 token of credential `{credential}` is unavailable: {reason}")]
+    OAuth2 { credential: String, reason: String },
     #[error("no `vault` section is configured, so `{0}` can't be read")]
     NoVault(String),
     #[error(transparent)]
@@ -196,9 +198,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         Ok(value)
     }
 
-    /// Forgets the value for `key`, so the next caller fetches.
-    pub(crate) fn invalidate(&self, key: &K) {
-        self.values.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    /// Forgets the value for `key` if `stale` says it is the one to forget (and not one
+    /// fetched meanwhile), so the next caller fetches.
+    pub(crate) fn invalidate_if(&self, key: &K, stale: impl Fn(&V) -> bool) {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        if values.get(key).is_some_and(|(v, _)| stale(v)) {
+            values.remove(key);
+        }
     }
 
     fn fresh(&self, key: &K, fresh: &impl Fn(&V, Instant) -> bool) -> Option<V> {
@@ -354,7 +360,12 @@ mod tests {
             assert_eq!(c.await.ok().and_then(Result::ok), Some(1));
         }
         assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
-        flight.invalidate(&"token");
+        flight.invalidate_if(&"token", |v| *v == 7);
+        let kept = flight
+            .get_or_fetch("token", |_, _| true, || async { Ok::<_, ()>(3) })
+            .await;
+        assert_eq!(kept, Ok(1), "only the value named stale is forgotten");
+        flight.invalidate_if(&"token", |v| *v == 1);
         let again = flight
             .get_or_fetch("token", |_, _| true, || async { Ok::<_, ()>(2) })
             .await;

@@ -592,7 +592,10 @@ impl Gateway {
             && raw.status == 401
         {
             tracing::info!(intent = %id, credential = %name, "the upstream refused the OAuth2 token: refreshing it and retrying once");
-            self.broker.invalidate(name);
+            let refused = credential.as_ref().map(Credential::scrub_values).unwrap_or_default();
+            for value in &refused {
+                self.broker.invalidate(name, value);
+            }
             let fresh = match self.credential(action).await {
                 Ok(c) => c,
                 Err(e) => {

@@ -252,15 +252,16 @@ impl Broker {
         Ok(token.value)
     }
 
-    /// Forgets the cached token of `name` (the upstream refused it), so the next use
-    /// fetches a new one.
-    pub(crate) fn invalidate(&self, name: &str) {
-        self.tokens.invalidate(&name.to_owned());
+    /// Forgets the cached token of `name` if it is `refused` (the upstream answered 401 to
+    /// it), so the next use fetches a new one; a token fetched meanwhile is kept.
+    pub(crate) fn invalidate(&self, name: &str, refused: &str) {
+        self.tokens
+            .invalidate_if(&name.to_owned(), |t| t.value.expose_secret() == refused);
     }
 
     async fn fetch(&self, name: &str, spec: &OAuth2Spec, sources: Sources<'_>) -> Result<AccessToken, CredentialError> {
-        let unavailable = |reason: String| CredentialError::Unavailable {
-            name: format!("the OAuth2 token of credential `{name}`"),
+        let unavailable = |reason: String| CredentialError::OAuth2 {
+            credential: name.to_owned(),
             reason,
         };
         let client_secret = match &spec.client_secret {
@@ -329,9 +330,10 @@ impl Broker {
                 "the token endpoint issued a token that is not a bearer token".into(),
             ));
         }
+        // A number, or (from some providers) a number as text.
         let lifetime = body
             .get("expires_in")
-            .and_then(Value::as_u64)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
             .map_or(DEFAULT_LIFETIME, Duration::from_secs);
         let margin = REFRESH_MARGIN.min(lifetime / 10);
         let refresh_at = started + lifetime.saturating_sub(margin);

@@ -602,3 +602,74 @@ fn a_wrong_client_secret_fails_with_the_generic_message_and_a_log_naming_invalid
     );
     assert_nothing_leaked(&w, 0, &[&r], &[log], &[&wrong]);
 }
+
+/// A JWT access token for `agent-bot`, issued by the provider for Portcullis itself.
+fn agent_jwt(provider: &Provider) -> String {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("agent-bot:{}", form_encode(provider.secret("agent-bot"))));
+    let auth = format!("Basic {basic}");
+    let r = http::send(
+        provider.addr(),
+        "POST",
+        "/token",
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        b"grant_type=client_credentials&scope=agent&resource=urn%3Aportcullis",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().expect("access_token").to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+    token
+}
+
+/// Agents can present the provider's JWTs instead of static tokens: verified against the
+/// provider's JWKS, the `client_id` claim is the agent id and `groups`-less agents get the
+/// configured groups; a tampered token is refused; after the provider rotates its keys (and
+/// drops the old one), old tokens are refused and new ones accepted once the cached key set
+/// is stale.
+#[test]
+fn agents_authenticate_with_the_providers_jwts_and_key_rotation_is_picked_up() {
+    let Some(w) = world(300, Duration::ZERO) else { return };
+    let port = w.provider.port;
+    let config = CONFIG.replace("OIDC_PORT", &port.to_string()).replace(
+        "  support-bot:\n    groups: [support]",
+        "  support-bot:\n    groups: [support]\n  agent-bot:\n    groups: [support]",
+    );
+    w.env.write(
+        "portcullis.yaml",
+        &format!(
+            "{config}oidc:\n  issuer: http://127.0.0.1:{port}\n  audience: urn:portcullis\n  \
+             jwks_url: http://127.0.0.1:{port}/jwks\n  agent_claim: client_id\n  jwks_cache_seconds: 1\n"
+        ),
+    );
+    let gateway = w.env.serve();
+    let jwt = agent_jwt(&w.provider);
+    let r = gateway.post_intent(&jwt, &json!({"action": "echo.read", "input": {}}));
+    executed_ok(&r);
+    let audit = w.env.audit_tail(5);
+    assert!(
+        audit.iter().any(|e| e["event"]["agent"] == "agent-bot"),
+        "the intent is the JWT's agent's: {audit:?}"
+    );
+    // The static token still works beside JWTs.
+    executed_ok(&intent(&gateway, &w.token, "echo.read"));
+
+    // A flipped signature byte, and no signature at all: 401.
+    let (head, sig) = jwt.rsplit_once('.').expect("three parts");
+    let flipped = format!("{head}.{}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..]);
+    for bad in [flipped, format!("{head}.")] {
+        let r = gateway.post_intent(&bad, &json!({"action": "echo.read", "input": {}}));
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+
+    // The provider rotates to a new key and stops publishing the old one.
+    w.provider.post("/__rotate_keys?drop_previous=1");
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = gateway.post_intent(&jwt, &json!({"action": "echo.read", "input": {}}));
+    assert_eq!(r.status, 401, "a token signed by a dropped key: {}", r.text());
+    let fresh = agent_jwt(&w.provider);
+    executed_ok(&gateway.post_intent(&fresh, &json!({"action": "echo.read", "input": {}})));
+    assert!(!gateway.log().contains(&fresh), "the token is never logged");
+}
