@@ -8,6 +8,7 @@ use serde_json::Value;
 use portcullis_core::{ActionName, Diagnostic, json};
 
 use crate::raw::{RawAction, RawHints, RawRequest, RawResource};
+use crate::smtp::SmtpSpec;
 use crate::template::{BodyTemplate, TemplateString, UrlTemplate};
 use crate::validate::{self, ValidInput, ValidationError};
 
@@ -80,6 +81,15 @@ pub struct RequestSpec {
     pub redirects: u8,
 }
 
+/// What carrying out an action means.
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    /// An HTTP request (`request:`).
+    Http(RequestSpec),
+    /// An email sent over SMTP (`smtp:`).
+    Smtp(SmtpSpec),
+}
+
 /// The largest `request.redirects` an action may set.
 pub const MAX_REDIRECTS: u8 = 5;
 
@@ -144,8 +154,8 @@ pub struct ActionDef {
     limits: json::Limits,
     /// The Cedar resource.
     pub resource: ResourceSpec,
-    /// The request template.
-    pub request: RequestSpec,
+    /// What the action does: the HTTP request or the email template.
+    pub kind: ActionKind,
     /// The credential injected into the request, by name.
     pub credential: Option<String>,
     /// The line in the action file where `credential` is, for diagnostics.
@@ -192,6 +202,40 @@ impl ActionDef {
             .map(move |k| (k.as_str(), required.contains(k.as_str())))
     }
 
+    /// The HTTP request template, for an HTTP action.
+    #[must_use]
+    pub fn http(&self) -> Option<&RequestSpec> {
+        match &self.kind {
+            ActionKind::Http(r) => Some(r),
+            ActionKind::Smtp(_) => None,
+        }
+    }
+
+    /// The email template, for an SMTP action.
+    #[must_use]
+    pub fn smtp(&self) -> Option<&SmtpSpec> {
+        match &self.kind {
+            ActionKind::Smtp(s) => Some(s),
+            ActionKind::Http(_) => None,
+        }
+    }
+
+    /// Whether secrets and personal data found in the input are masked before sending
+    /// (`request.redact`).
+    #[must_use]
+    pub fn redacts_input(&self) -> bool {
+        self.http().is_some_and(|r| r.redact)
+    }
+
+    /// The credential realm: the request URL's origin, or `smtp://server:port`.
+    #[must_use]
+    pub fn realm(&self) -> String {
+        match &self.kind {
+            ActionKind::Http(r) => r.url.realm(),
+            ActionKind::Smtp(s) => s.realm(),
+        }
+    }
+
     pub(crate) fn from_raw(raw: RawAction, file: &Path, limits: json::Limits) -> Result<Self, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         let line = raw.name.referenced.line();
@@ -213,17 +257,41 @@ impl ActionDef {
                 (None, None)
             }
         };
-        let request_line = raw.request.value.url.referenced.line();
-        let redirects = raw.request.value.redirects.as_ref().map_or(Ok(0), |r| {
-            parse_redirects(r.value, &label).map_err(|m| at(r.referenced.line(), m))
-        });
-        let redirects = redirects.unwrap_or_else(|d| {
-            problems.push(d);
-            0
-        });
-        let request = parse_request(raw.request.value, &label)
-            .map(|r| RequestSpec { redirects, ..r })
-            .map_err(|m| at(request_line, m));
+        let (request, request_line) = match (raw.request, raw.smtp) {
+            (Some(request), None) => {
+                let request_line = request.value.url.referenced.line();
+                let redirects = request.value.redirects.as_ref().map_or(Ok(0), |r| {
+                    parse_redirects(r.value, &label).map_err(|m| at(r.referenced.line(), m))
+                });
+                let redirects = redirects.unwrap_or_else(|d| {
+                    problems.push(d);
+                    0
+                });
+                let request = parse_request(request.value, &label)
+                    .map(|r| ActionKind::Http(RequestSpec { redirects, ..r }))
+                    .map_err(|m| at(request_line, m));
+                (request, request_line)
+            }
+            (None, Some(smtp)) => {
+                let smtp_line = smtp.referenced.line();
+                let spec = SmtpSpec::parse(smtp.value, &label).map_err(|m| at(smtp_line, m));
+                (spec.map(ActionKind::Smtp), smtp_line)
+            }
+            (Some(r), Some(_)) => (
+                Err(at(
+                    r.referenced.line(),
+                    format!("action `{label}`: has both `request` and `smtp`; use one"),
+                )),
+                r.referenced.line(),
+            ),
+            (None, None) => (
+                Err(at(
+                    line,
+                    format!("action `{label}`: needs a `request` (HTTP) or an `smtp` section"),
+                )),
+                line,
+            ),
+        };
         let resource = raw.resource.map_or_else(
             || Ok(default_resource(&label)),
             |r| parse_resource(r.value, &label).map_err(|m| at(r.referenced.line(), m)),
@@ -263,7 +331,14 @@ impl ActionDef {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let hints = hints(raw.hints, request.method);
+        let hints = match &request {
+            ActionKind::Http(r) => hints(raw.hints, r.method),
+            ActionKind::Smtp(_) => Hints {
+                read_only: raw.hints.read_only.unwrap_or(false),
+                destructive: raw.hints.destructive.unwrap_or(false),
+                idempotent: raw.hints.idempotent.unwrap_or(false),
+            },
+        };
         Ok(Self {
             name,
             description: raw.description,
@@ -271,7 +346,7 @@ impl ActionDef {
             validator,
             limits,
             resource,
-            request,
+            kind: request,
             credential_line: raw.credential.as_ref().map(|c| c.referenced.line()),
             credential: raw.credential.map(|c| c.value),
             response,
@@ -412,7 +487,7 @@ fn default_resource(label: &str) -> ResourceSpec {
 
 fn check_placeholders(
     schema: &Value,
-    req: &RequestSpec,
+    kind: &ActionKind,
     res: &ResourceSpec,
     label: &str,
     report: &mut dyn FnMut(String),
@@ -436,6 +511,20 @@ fn check_placeholders(
             ));
         }
     };
+    for p in res.id.params() {
+        check(p, "`resource.id`", true);
+    }
+    let req = match kind {
+        ActionKind::Http(req) => req,
+        ActionKind::Smtp(smtp) => {
+            for (place, t) in smtp.templates() {
+                for p in t.params() {
+                    check(p, &format!("`smtp.{place}`"), place == "from");
+                }
+            }
+            return;
+        }
+    };
     for p in req.url.path_params() {
         check(p, "the URL path", true);
     }
@@ -453,9 +542,6 @@ fn check_placeholders(
     }
     for p in &body {
         check(p, "the body", false);
-    }
-    for p in res.id.params() {
-        check(p, "`resource.id`", true);
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod action;
 mod raw;
+pub mod smtp;
 pub mod template;
 mod validate;
 
@@ -17,7 +18,9 @@ use std::sync::Arc;
 
 use portcullis_core::{ActionName, Diagnostic, json};
 
-pub use action::{ActionDef, Hints, MAX_REDIRECTS, Method, RequestSpec, ResourceSpec, ResponseRedaction, ResponseSpec};
+pub use action::{
+    ActionDef, ActionKind, Hints, MAX_REDIRECTS, Method, RequestSpec, ResourceSpec, ResponseRedaction, ResponseSpec,
+};
 pub use validate::{ValidInput, ValidationError};
 
 /// All approved actions, by name.

@@ -16,7 +16,12 @@ pub(crate) struct RawAction {
     pub input: Spanned<serde_json::Value>,
     #[serde(default)]
     pub resource: Option<Spanned<RawResource>>,
-    pub request: Spanned<RawRequest>,
+    /// An HTTP request; exactly one of `request` and `smtp`.
+    #[serde(default)]
+    pub request: Option<Spanned<RawRequest>>,
+    /// An email sent over SMTP; exactly one of `request` and `smtp`.
+    #[serde(default)]
+    pub smtp: Option<Spanned<RawSmtp>>,
     #[serde(default)]
     pub credential: Option<Spanned<String>>,
     #[serde(default)]
@@ -48,6 +53,27 @@ pub(crate) struct RawRequest {
     /// Signed, so that a negative number gets the same message as one that is too large.
     #[serde(default)]
     pub redirects: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmtp {
+    pub server: String,
+    pub port: i64,
+    pub tls: crate::smtp::SmtpTls,
+    pub from: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub cc: Option<String>,
+    #[serde(default)]
+    pub bcc: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -271,11 +271,7 @@ pub(crate) async fn resolve(
         (None, Some(source)) => sources.secret(source).await?,
         (None, None) => return Err(CredentialError::Unknown(name.clone())),
     };
-    Ok(Some(Credential::new(
-        injection(spec),
-        secret,
-        action.request.url.realm(),
-    )))
+    Ok(Some(Credential::new(injection(spec), secret, action.realm())))
 }
 
 fn injection(spec: &CredentialSpec) -> Injection {

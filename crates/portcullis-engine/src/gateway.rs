@@ -317,7 +317,7 @@ impl Gateway {
             Ok(i) => i,
             Err(e) => return Err(self.reject(&id, agent, &action, req.dry_run, e.problems()).await),
         };
-        if let Err(e) = prepare::render(&action, input.value()) {
+        if let Err(e) = prepare::check(&action, input.value()) {
             return Err(self.reject(&id, agent, &action, req.dry_run, vec![e.to_string()]).await);
         }
         let charges = match self
@@ -398,7 +398,7 @@ impl Gateway {
                 }
             };
             let mut input = decided.input().value().clone();
-            if action.request.redact {
+            if action.redacts_input() {
                 self.detector().redact_json(&mut input, Treatment::Mask);
             }
             return self
@@ -542,7 +542,7 @@ impl Gateway {
         // The audit log hashes the input as decided; when what was sent differs (masked),
         // the outcome says so, with the hash of what was sent.
         let mut sent_sha256 = None;
-        let permitted = if action.request.redact && !findings.is_empty() {
+        let permitted = if action.redacts_input() && !findings.is_empty() {
             match permitted.redacted(action, self.detector()) {
                 Ok(p) => {
                     sent_sha256 = Some(p.get().sha256().to_owned());
@@ -566,6 +566,11 @@ impl Gateway {
                     .await;
             }
         };
+        if action.smtp().is_some() {
+            return self
+                .run_mail(id, agent, action, decision, permitted, credential, sent_sha256)
+                .await;
+        }
         // An OAuth2 token the upstream refuses (401) is refreshed and the call made once more,
         // but only for an action marked idempotent: running it twice must be harmless.
         let oauth2 = action.credential.as_deref().filter(|name| {
@@ -621,6 +626,55 @@ impl Gateway {
         } else {
             Scrubber::new(scrub)
         };
+        self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
+            .await
+    }
+
+    /// [`Gateway::run`] for an `smtp:` action: the email is prepared with its login and sent.
+    #[expect(clippy::too_many_arguments, reason = "the execution context, as for HTTP")]
+    async fn run_mail(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decision: &Decision,
+        permitted: Permitted<ValidInput>,
+        credential: Option<Credential>,
+        sent_sha256: Option<String>,
+    ) -> Result<Submitted, IntentError> {
+        let hash = permitted.get().sha256().to_owned();
+        let prepared = match prepare::prepare_mail(permitted, action, credential.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .fail(id, agent, action, decision, false, NOT_PREPARED, e.to_string())
+                    .await;
+            }
+        };
+        let scrub = credential.as_ref().map(Credential::scrub_values).unwrap_or_default();
+        let scrubber = if scrub.is_empty() {
+            Scrubber::empty()
+        } else {
+            Scrubber::new(scrub)
+        };
+        let executed = self.egress.send_mail(prepared).await;
+        self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
+            .await
+    }
+
+    /// The stages after execution: redact, record, audit(outcome).
+    #[expect(clippy::too_many_arguments, reason = "the execution context and its result")]
+    async fn conclude(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        decision: &Decision,
+        hash: &str,
+        sent_sha256: Option<String>,
+        executed: Result<portcullis_core::RawResponse, ExecError>,
+        scrubber: &Scrubber,
+    ) -> Result<Submitted, IntentError> {
         match executed {
             Ok(raw) => {
                 let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
@@ -636,7 +690,7 @@ impl Gateway {
                         allow: &action.response.allow,
                     }),
                 };
-                let (result, found) = portcullis_redact::redact(raw, &scrubber, &policy);
+                let (result, found) = portcullis_redact::redact(raw, scrubber, &policy);
                 let upstream_status = result.status();
                 let withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
                 let mut detail = json!({"status": "executed", "upstream_status": upstream_status});
@@ -664,7 +718,7 @@ impl Gateway {
                         id,
                         agent,
                         Some(action),
-                        Some(&hash),
+                        Some(hash),
                         None,
                         false,
                         detail,
@@ -676,8 +730,8 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                let detail = portcullis_redact::scrub_error(&scrubber, &e.to_string());
-                self.fail(id, agent, action, decision, false, upstream_failure(&e), detail)
+                let detail = portcullis_redact::scrub_error(scrubber, &e.to_string());
+                self.fail(id, agent, action, decision, false, &upstream_failure(&e), detail)
                     .await
             }
         }
@@ -692,7 +746,11 @@ impl Gateway {
         input: &Value,
         credential: Option<&Credential>,
     ) -> Result<Submitted, IntentError> {
-        let view = prepare::render(action, input).and_then(|r| prepare::dry_run_view(r, credential));
+        let view = if action.smtp().is_some() {
+            prepare::mail_dry_run_view(action, input, credential)
+        } else {
+            prepare::render(action, input).and_then(|r| prepare::dry_run_view(r, credential))
+        };
         match view {
             Ok(r) => {
                 let detail = json!({"status": "dry_run"});
@@ -948,7 +1006,24 @@ pub(crate) fn parse_status(s: &str) -> IntentStatus {
 }
 
 /// What the agent is told about a failed upstream call: the kind of failure, never the host.
-fn upstream_failure(e: &ExecError) -> &'static str {
+/// For SMTP, the step and the server's reply code, never the server's text (which may quote
+/// the login).
+fn upstream_failure(e: &ExecError) -> std::borrow::Cow<'static, str> {
+    if let ExecError::Smtp(smtp) = e {
+        let code = smtp.code.map(|c| format!(" (SMTP reply code {c})")).unwrap_or_default();
+        let what = match smtp.stage {
+            "auth" => "the mail server refused the gateway's login".to_owned(),
+            "rcpt to" => "the mail server refused every recipient".to_owned(),
+            "mail from" => "the mail server refused the sender".to_owned(),
+            "data" => "the mail server refused the message".to_owned(),
+            stage => format!("the mail exchange failed at `{stage}`"),
+        };
+        return format!("{what}{code}; nothing was sent").into();
+    }
+    upstream_failure_kind(e).into()
+}
+
+fn upstream_failure_kind(e: &ExecError) -> &'static str {
     match e {
         ExecError::EgressDenied { .. } | ExecError::UnsupportedScheme(_) => {
             "the upstream destination is not allowed by the gateway's egress rules"
@@ -961,6 +1036,7 @@ fn upstream_failure(e: &ExecError) -> &'static str {
             "the upstream redirected too many times, or to a location the gateway does not follow"
         }
         ExecError::Upstream(_) | ExecError::Client(_) => "the upstream call failed",
+        ExecError::Smtp(_) => "the mail exchange failed",
     }
 }
 

@@ -189,6 +189,19 @@ impl Egress {
             .map_err(|e| ExecError::from_reqwest(&e, host))
     }
 
+    /// Sends a permitted email: the server is resolved and checked by the guard, the client
+    /// connects to the checked address, and the whole exchange is bounded by the egress
+    /// timeouts. The result is a JSON [`RawResponse`] whose status is the server's reply code
+    /// to the message: `{"status": "sent", "message_id", "accepted": [...], "rejected": [...]}`.
+    ///
+    /// # Errors
+    /// When the guard refuses the server, it can't be reached, or it refuses the login, the
+    /// sender, every recipient or the message ([`ExecError::Smtp`]).
+    pub async fn send_mail(&self, mail: crate::prepare::PreparedMail) -> Result<RawResponse, ExecError> {
+        let config = &self.inner.config;
+        crate::smtp::send(&self.inner.guard, config.connect_timeout, config.timeout, mail).await
+    }
+
     /// The destination check of [`Egress::send`] without sending: resolves a name (bounded by
     /// the connect timeout) and checks every address.
     pub async fn check_destination(&self, url: &Url) -> Result<(), ExecError> {

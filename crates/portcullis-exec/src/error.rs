@@ -48,6 +48,9 @@ pub enum ExecError {
     /// The HTTP client could not be built from the configuration.
     #[error("could not build the HTTP client: {0}")]
     Client(String),
+    /// The SMTP server refused a step of the exchange, or answered something that is not SMTP.
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
     /// A redirect the action allows following could not be followed.
     #[error(transparent)]
     Redirect(#[from] RedirectError),
@@ -85,6 +88,30 @@ pub enum RedirectError {
         /// The host the redirect leads to.
         host: String,
     },
+}
+
+/// An SMTP exchange that failed at a step ([`ExecError::Smtp`]). The server's reply text is
+/// third-party text: it goes to the log and the audit log only after the credential is scrubbed
+/// from it, and never to the agent, which gets the step and the reply code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SMTP {stage} failed{}: {reply}", code.map(|c| format!(" with reply code {c}")).unwrap_or_default())]
+pub struct SmtpError {
+    /// The step: `greeting`, `ehlo`, `starttls`, `auth`, `mail from`, `rcpt to`, `data`.
+    pub stage: &'static str,
+    /// The server's reply code, if it sent one.
+    pub code: Option<u16>,
+    /// The server's reply text, or what was wrong with it.
+    pub reply: String,
+}
+
+impl SmtpError {
+    pub(crate) fn new(stage: &'static str, code: Option<u16>, reply: &str) -> Self {
+        Self {
+            stage,
+            code,
+            reply: reply.to_owned(),
+        }
+    }
 }
 
 /// Why a network in CIDR notation could not be parsed.

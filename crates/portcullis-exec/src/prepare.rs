@@ -11,13 +11,15 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use url::Url;
 
+use portcullis_catalog::smtp::SmtpSpec;
 use portcullis_catalog::template::{BodyTemplate, Part, TemplateString};
-use portcullis_catalog::{ActionDef, ValidInput};
+use portcullis_catalog::{ActionDef, ActionKind, ValidInput};
 use portcullis_core::Secret;
 use portcullis_core::secret::REDACTED;
 use portcullis_policy::Permitted;
 
 use crate::OutboundRequest;
+use crate::mail::{Mail, Stamp};
 use crate::redirect::RedirectPolicy;
 
 /// How a credential is injected.
@@ -69,7 +71,16 @@ impl Credential {
     pub fn scrub_values(&self) -> Vec<String> {
         let secret = self.secret.expose_secret().clone();
         match &self.injection {
-            Injection::Basic { username } => vec![format!("{username}:{secret}"), secret],
+            Injection::Basic { username } => {
+                // SMTP AUTH sends these base64-encoded; a server may quote them back.
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                vec![
+                    format!("{username}:{secret}"),
+                    b64(&format!("\0{username}\0{secret}")),
+                    b64(&secret),
+                    secret,
+                ]
+            }
             _ => vec![secret],
         }
     }
@@ -87,6 +98,14 @@ impl Credential {
     pub(crate) fn query_param(&self) -> Option<&str> {
         match &self.injection {
             Injection::Query { param } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// The user name and password for SMTP AUTH: a `basic` credential only.
+    pub(crate) fn login(&self) -> Option<(&str, &str)> {
+        match &self.injection {
+            Injection::Basic { username } => Some((username, self.secret.expose_secret())),
             _ => None,
         }
     }
@@ -148,6 +167,19 @@ pub enum PrepareError {
     /// A header value is not acceptable.
     #[error("header `{0}` would contain a control character or invalid text")]
     Header(String),
+    /// A value can't be used in an email (a control character in a header-bound field, an
+    /// address outside the accepted form, too many recipients, too large a message).
+    #[error("`{field}` can't be used in the email: {reason}")]
+    Mail {
+        /// The input field (or the `smtp` template's place, for a literal).
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The action is not of the kind this step handles (an SMTP action given to the HTTP
+    /// renderer, or the other way round).
+    #[error("the action is not {0}")]
+    WrongKind(&'static str),
     /// The credential's realm is not the request's origin.
     #[error("credential realm `{realm}` does not match the request origin `{origin}`; the credential was not sent")]
     RealmMismatch {
@@ -182,6 +214,109 @@ pub struct PreparedRequest {
     pub(crate) redirects: RedirectPolicy,
 }
 
+/// Checks that `input` fills the action's templates (an HTTP request or an email), without
+/// a credential: the gateway calls it before deciding, so that an input that can't be sent is
+/// refused as invalid rather than failing after the decision.
+///
+/// # Errors
+/// When a value can't fill its slot.
+pub fn check(action: &ActionDef, input: &Value) -> Result<(), PrepareError> {
+    match &action.kind {
+        ActionKind::Http(_) => render(action, input).map(drop),
+        ActionKind::Smtp(spec) => crate::mail::render(spec, input).map(drop),
+    }
+}
+
+/// An email that policy permitted, with its server login. Only [`prepare_mail`] builds one,
+/// and only from a [`Permitted`] input; [`crate::Egress::send_mail`] takes nothing else.
+#[derive(Debug)]
+pub struct PreparedMail {
+    pub(crate) spec: SmtpSpec,
+    pub(crate) mail: Mail,
+    pub(crate) credential: Option<Credential>,
+}
+
+/// Builds the email to send from the permitted input, with the credential for SMTP AUTH,
+/// refusing a credential whose realm is not the action's `smtp://server:port` or that is not
+/// of kind `basic`.
+///
+/// # Errors
+/// When a value can't be used, or the credential can't log in to this server.
+pub fn prepare_mail(
+    permitted: Permitted<ValidInput>,
+    action: &ActionDef,
+    credential: Option<&Credential>,
+) -> Result<PreparedMail, PrepareError> {
+    let spec = action.smtp().ok_or(PrepareError::WrongKind("an email"))?;
+    let mail = crate::mail::render(spec, permitted.get().value())?;
+    if let Some(c) = credential {
+        check_smtp_credential(c, spec)?;
+    }
+    Ok(PreparedMail {
+        spec: spec.clone(),
+        mail,
+        credential: credential.cloned(),
+    })
+}
+
+fn check_smtp_credential(c: &Credential, spec: &SmtpSpec) -> Result<(), PrepareError> {
+    let origin = spec.realm();
+    if c.realm != origin {
+        return Err(PrepareError::RealmMismatch {
+            realm: c.realm.clone(),
+            origin,
+        });
+    }
+    if c.login().is_none() {
+        return Err(PrepareError::WrongKind(
+            "given a `basic` credential, which SMTP AUTH needs",
+        ));
+    }
+    Ok(())
+}
+
+/// What a dry run of an email shows: the server, the envelope, the message headers and
+/// bodies, and the login with its password as `<redacted>`.
+///
+/// # Errors
+/// When a value can't be used, or the credential can't log in to this server.
+pub fn mail_dry_run_view(
+    action: &ActionDef,
+    input: &Value,
+    credential: Option<&Credential>,
+) -> Result<Rendered, PrepareError> {
+    let spec = action.smtp().ok_or(PrepareError::WrongKind("an email"))?;
+    let mail = crate::mail::render(spec, input)?;
+    let stamp = Stamp::new(&mail.from);
+    let mut headers: Vec<(String, String)> = mail
+        .headers(&stamp)
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    let mut auth = Value::Null;
+    if let Some(c) = credential {
+        check_smtp_credential(c, spec)?;
+        if let Some((username, _)) = c.login() {
+            auth = serde_json::json!({"username": username, "password": REDACTED});
+        }
+    }
+    headers.retain(|(n, _)| n != "date");
+    let url = Url::parse(&spec.realm()).map_err(|_| PrepareError::WrongKind("an email to a valid server"))?;
+    let body = serde_json::json!({
+        "envelope": {"from": mail.from, "to": mail.recipients()},
+        "tls": spec.tls,
+        "auth": auth,
+        "text": mail.text,
+        "html": mail.html,
+    });
+    Ok(Rendered {
+        method: "SMTP",
+        url,
+        headers,
+        body: Some(body),
+    })
+}
+
 /// Renders the action's request for `input`. Deterministic: the same input renders the
 /// same request, so the gateway renders once before deciding (to refuse inputs that can't
 /// fill their slots) and again, permitted, to send.
@@ -189,7 +324,7 @@ pub struct PreparedRequest {
 /// # Errors
 /// When a value can't fill its slot.
 pub fn render(action: &ActionDef, input: &Value) -> Result<Rendered, PrepareError> {
-    let spec = &action.request;
+    let spec = action.http().ok_or(PrepareError::WrongKind("an HTTP request"))?;
     let mut url = spec.url.origin.clone();
     let mut path = String::new();
     for seg in &spec.url.segments {
@@ -249,7 +384,8 @@ pub fn prepare(
         mut headers,
         body,
     } = render(action, permitted.get().value())?;
-    let redirects = RedirectPolicy::new(action.request.redirects, &url, credential);
+    let max_redirects = action.http().map_or(0, |r| r.redirects);
+    let redirects = RedirectPolicy::new(max_redirects, &url, credential);
     if let Some(c) = credential {
         check_realm(c, &url)?;
         c.inject(&mut url, &mut headers, c.secret.expose_secret());

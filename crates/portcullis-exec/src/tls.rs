@@ -15,16 +15,22 @@ use crate::error::ExecError;
 /// A TLS 1.2/1.3 client configuration that verifies servers against the system's trust store
 /// (the same verifier reqwest uses by default) and offers HTTP/1.1 only.
 pub(crate) fn client_config() -> Result<ClientConfig, ExecError> {
+    let mut config = client_config_without_alpn()?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The same configuration without ALPN, for SMTP.
+pub(crate) fn client_config_without_alpn() -> Result<ClientConfig, ExecError> {
     let provider = Arc::new(ring::default_provider());
     let verifier = Verifier::new(Arc::clone(&provider))
         .map_err(|e| ExecError::Client(format!("loading the system's root certificates: {e}")))?;
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ExecError::Client(format!("choosing TLS versions: {e}")))?
         // `dangerous()` is only rustls' door to a custom verifier; this one verifies fully.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -47,7 +47,7 @@ fn a_valid_file_loads_every_document() {
     let c = load(GOOD).unwrap();
     assert_eq!(c.len(), 2);
     let a = c.get("github.create_issue").unwrap();
-    assert_eq!(a.request.url.realm(), "https://api.github.com");
+    assert_eq!(a.realm(), "https://api.github.com");
     assert_eq!(a.credential.as_deref(), Some("github"));
     assert!(!a.hints.read_only);
     assert!(c.get("github.list_issues").unwrap().hints.read_only);
@@ -174,7 +174,7 @@ fn deep_input_is_refused() {
 #[test]
 fn redirects_are_off_by_default_and_bounded() {
     let c = load(GOOD).unwrap();
-    assert_eq!(c.get("github.list_issues").unwrap().request.redirects, 0);
+    assert_eq!(c.get("github.list_issues").unwrap().http().unwrap().redirects, 0);
 
     let with = |n: &str| {
         format!(
@@ -183,7 +183,11 @@ fn redirects_are_off_by_default_and_bounded() {
     };
     for (n, expected) in [("0", 0), ("2", 2), ("5", 5)] {
         let c = load(&with(n)).unwrap();
-        assert_eq!(c.get("a.b").unwrap().request.redirects, expected, "redirects: {n}");
+        assert_eq!(
+            c.get("a.b").unwrap().http().unwrap().redirects,
+            expected,
+            "redirects: {n}"
+        );
     }
     for n in ["6", "-1", "1000"] {
         let errs = load(&with(n)).unwrap_err();
@@ -205,4 +209,77 @@ fn redirects_are_off_by_default_and_bounded() {
     let src = format!("{}  headers: {{Host: evil.test}}\n", with("9"));
     let errs = load(&src).unwrap_err();
     assert_eq!(errs.len(), 2, "{errs:?}");
+}
+
+const SMTP: &str = r#"
+name: email.send
+input:
+  type: object
+  required: [to, subject, text]
+  properties:
+    to: {type: array, items: {type: string, format: email}}
+    bcc: {type: string, format: email}
+    subject: {type: string}
+    text: {type: string}
+smtp:
+  server: smtp.example.com
+  port: 587
+  tls: starttls
+  from: agent@example.com
+  to: "{to}"
+  bcc: "{bcc}"
+  subject: "[agent] {subject}"
+  text: "{text}"
+credential: mail
+"#;
+
+#[test]
+fn an_smtp_action_loads_with_its_realm_and_no_read_only_hint() {
+    let c = load(SMTP).unwrap();
+    let a = c.get("email.send").unwrap();
+    let spec = a.smtp().unwrap();
+    assert!(a.http().is_none());
+    assert_eq!(spec.port, 587);
+    assert_eq!(spec.tls, portcullis_catalog::smtp::SmtpTls::Starttls);
+    assert_eq!(a.realm(), "smtp://smtp.example.com:587");
+    assert!(!a.hints.read_only && !a.hints.idempotent);
+}
+
+#[test]
+fn smtp_sections_are_checked_when_loaded() {
+    let cases = [
+        (
+            SMTP.replace("to: \"{to}\"", "to: \"x{to}\""),
+            "`smtp.to` must be one literal address or one `{field}`",
+        ),
+        (
+            SMTP.replace("\"{bcc}\"", "\"{nobody}\""),
+            "`smtp.bcc` uses `{nobody}`, but the input schema has no field `nobody`",
+        ),
+        (
+            SMTP.replace("port: 587", "port: 70000"),
+            "`smtp.port` 70000 is not a port number",
+        ),
+        (SMTP.replace("tls: starttls", "tls: maybe"), "maybe"),
+        (
+            SMTP.replace("  text: \"{text}\"\n", ""),
+            "needs a `text` or an `html` body",
+        ),
+        (
+            SMTP.replace("  to: \"{to}\"\n  bcc: \"{bcc}\"\n", ""),
+            "needs at least one of `to`, `cc` and `bcc`",
+        ),
+        (
+            SMTP.replace("credential: mail", "request: {method: GET, url: \"https://x.test/\"}"),
+            "has both `request` and `smtp`",
+        ),
+        (
+            "name: a.b\ninput: {type: object}\n".to_owned(),
+            "needs a `request` (HTTP) or an `smtp` section",
+        ),
+    ];
+    for (src, expected) in cases {
+        let errs = load(&src).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains(expected)), "{expected}: {errs:?}");
+    }
 }
