@@ -34,5 +34,6 @@ mod redaction;
 mod redirects;
 mod rotation;
 mod scale;
+mod smtp;
 mod smuggling;
 mod vault;

@@ -1,0 +1,444 @@
+//! `smtp:` actions against a real SMTP server on loopback (`tests/smtp/server.py`, PyPI
+//! `aiosmtpd`) that requires AUTH and records every delivered message as received.
+//!
+//! They run when `aiosmtpd` is importable, and must when `PORTCULLIS_SMTP_TESTS=1` (as
+//! `.ci/run` sets it); otherwise they say they are skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fixtures::{AGENT, BASIC_USER, CONFIG, forbidden_spellings};
+use crate::harness::{Env, Gateway, KillOnDrop, random_secret};
+
+const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/smtp/server.py");
+
+const ACTION: &str = r#"
+name: email.send
+description: Send an email from the support mailbox
+input:
+  type: object
+  required: [to, subject, text]
+  properties:
+    to: {type: array, minItems: 1, items: {type: string, format: email}}
+    cc: {type: array, items: {type: string, format: email}}
+    bcc: {type: array, items: {type: string, format: email}}
+    subject: {type: string, maxLength: 200}
+    text: {type: string}
+    html: {type: string}
+smtp:
+  server: 127.0.0.1
+  port: SMTP_PORT
+  tls: none
+  from: support@example.com
+  to: "{to}"
+  cc: "{cc}"
+  bcc: "{bcc}"
+  subject: "{subject}"
+  text: "{text}"
+  html: "{html}"
+credential: mail
+response:
+  allow: [email]
+"#;
+
+const POLICY: &str = r#"
+@id("mail-internal")
+permit (principal == Agent::"support-bot", action == Action::"email.send", resource)
+when {
+  ["example.com"].containsAll(context.derived.to.domains) &&
+  (!(context.input has cc) ||
+   (context.derived has cc && ["example.com"].containsAll(context.derived.cc.domains))) &&
+  (!(context.input has bcc) ||
+   (context.derived has bcc && ["example.com"].containsAll(context.derived.bcc.domains)))
+};
+
+@id("mail-partner")
+@hold("mail to partner.org needs a person's approval")
+permit (principal == Agent::"support-bot", action == Action::"email.send", resource)
+when {
+  !(["example.com"].containsAll(context.derived.to.domains)) &&
+  ["example.com", "partner.org"].containsAll(context.derived.to.domains) &&
+  (!(context.input has cc) ||
+   (context.derived has cc && ["example.com"].containsAll(context.derived.cc.domains))) &&
+  (!(context.input has bcc) ||
+   (context.derived has bcc && ["example.com"].containsAll(context.derived.bcc.domains)))
+};
+"#;
+
+/// The SMTP server process and the directory its deliveries are written to.
+struct SmtpServer {
+    _child: KillOnDrop,
+    port: u16,
+    out: PathBuf,
+}
+
+impl SmtpServer {
+    /// `None` (after saying so) when aiosmtpd is missing and the tests are not required.
+    fn start(dir: &Path, password: &str) -> Option<Self> {
+        let required = std::env::var("PORTCULLIS_SMTP_TESTS").is_ok_and(|v| v == "1");
+        let importable = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !importable {
+            assert!(
+                !required,
+                "PORTCULLIS_SMTP_TESTS=1 but aiosmtpd is not importable (pip install -r tests/smtp/requirements.txt)"
+            );
+            eprintln!("skipped: aiosmtpd is not installed (pip install -r tests/smtp/requirements.txt)");
+            return None;
+        }
+        let out = dir.join("smtp-out");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let port_file = dir.join("smtp.port");
+        let child = Command::new("python3")
+            .arg(SERVER)
+            .arg(&port_file)
+            .arg(&out)
+            .arg(BASIC_USER)
+            .arg(password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the SMTP server");
+        let child = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "the SMTP server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Some(Self {
+            _child: child,
+            port,
+            out,
+        })
+    }
+
+    /// Every delivered message, in order: `{"mail_from", "rcpt_tos", "data"}`.
+    fn delivered(&self) -> Vec<Value> {
+        let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&self.out)
+            .expect("read the deliveries")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let n = path.file_stem()?.to_str()?.parse().ok()?;
+                (path.extension()? == "json").then_some((n, path))
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, p)| serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json"))
+            .collect()
+    }
+}
+
+struct World {
+    env: Env,
+    smtp: SmtpServer,
+    gateway: Gateway,
+    token: String,
+    password: String,
+}
+
+/// A gateway with the `email.send` action, whose credential holds `stored` while the server
+/// expects `password`.
+fn world_with(stored: Option<&str>) -> Option<World> {
+    let env = Env::new();
+    let password = random_secret("smtp");
+    let smtp = SmtpServer::start(env.dir.path(), &password)?;
+    env.write(
+        "actions/email.yaml",
+        &ACTION.replace("SMTP_PORT", &smtp.port.to_string()),
+    );
+    env.write("policies/mail.cedar", POLICY);
+    let config = CONFIG.replace(
+        "credentials:\n",
+        &format!("credentials:\n  mail:\n    kind: basic\n    username: {BASIC_USER}\n    secret: mail_password\n"),
+    );
+    env.write("portcullis.yaml", &config);
+    env.set_secret("mail_password", stored.unwrap_or(&password));
+    let token = env.add_agent(AGENT);
+    let gateway = env.serve();
+    Some(World {
+        env,
+        smtp,
+        gateway,
+        token,
+        password,
+    })
+}
+
+fn world() -> Option<World> {
+    world_with(None)
+}
+
+impl World {
+    fn send(&self, input: Value) -> crate::http::Response {
+        self.gateway
+            .post_intent(&self.token, &json!({"action": "email.send", "input": input}))
+    }
+
+    /// No spelling of the server password in the agent's response, the gateway's log or the
+    /// audit log.
+    fn assert_password_kept(&self, response: &str) {
+        let audit = serde_json::to_string(&self.env.audit_tail(50)).expect("json");
+        let log = self.gateway.log();
+        let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+        let mut spellings = forbidden_spellings(&self.password);
+        spellings.push(b64(&format!("\0{BASIC_USER}\0{}", self.password)));
+        for s in spellings {
+            assert!(!response.contains(&s), "the response leaks {s}: {response}");
+            assert!(!log.contains(&s), "the log leaks {s}");
+            assert!(!audit.contains(&s), "the audit log leaks {s}");
+        }
+    }
+}
+
+/// The message's header lines (unfolded) and body.
+fn split_message(raw: &str) -> (Vec<(String, String)>, String) {
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers and body");
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            headers.last_mut().expect("a header to continue").1.push_str(line);
+        } else {
+            let (name, value) = line.split_once(':').expect("a header line");
+            headers.push((name.to_owned(), value.trim_start().to_owned()));
+        }
+    }
+    (headers, body.to_owned())
+}
+
+#[test]
+fn a_permitted_email_is_delivered_with_exactly_the_expected_headers_and_body() {
+    let Some(w) = world() else { return };
+    let r = w.send(json!({
+        "to": ["alice@example.com", "bob@example.com"],
+        "cc": ["carol@example.com"],
+        "bcc": ["dave@example.com"],
+        "subject": "Quarterly report",
+        "text": "Hello,\n.\nthe numbers are in.\n",
+    }));
+    let body = r.json();
+    assert_eq!(body["status"], "executed", "{body}");
+    let result = &body["result"]["body"];
+    assert_eq!(result["status"], "sent", "{body}");
+    assert_eq!(
+        result["accepted"],
+        json!([
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.com",
+            "dave@example.com"
+        ])
+    );
+    assert_eq!(result["rejected"], json!([]));
+
+    let delivered = w.smtp.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let m = &delivered[0];
+    assert_eq!(m["mail_from"], "support@example.com");
+    assert_eq!(
+        m["rcpt_tos"],
+        json!([
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.com",
+            "dave@example.com"
+        ]),
+        "bcc is in the envelope"
+    );
+    let (headers, text) = split_message(m["data"].as_str().unwrap());
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Date",
+            "Message-ID",
+            "From",
+            "To",
+            "Cc",
+            "Subject",
+            "MIME-Version",
+            "Content-Type",
+            "Content-Transfer-Encoding"
+        ],
+        "exactly these headers, and no Bcc"
+    );
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap();
+    assert_eq!(get("From"), "support@example.com");
+    assert_eq!(get("To"), "alice@example.com, bob@example.com");
+    assert_eq!(get("Cc"), "carol@example.com");
+    assert_eq!(get("Subject"), "Quarterly report");
+    assert_eq!(get("MIME-Version"), "1.0");
+    assert_eq!(get("Content-Type"), "text/plain; charset=utf-8");
+    assert_eq!(get("Content-Transfer-Encoding"), "7bit");
+    assert_eq!(get("Message-ID"), result["message_id"].as_str().unwrap());
+    assert!(get("Message-ID").ends_with("@example.com>"));
+    assert!(
+        !m["data"].as_str().unwrap().contains("dave@"),
+        "bcc never in the message"
+    );
+    assert_eq!(
+        text, "Hello,\r\n.\r\nthe numbers are in.\r\n",
+        "dot-stuffing undone by the server"
+    );
+    w.assert_password_kept(&r.raw);
+}
+
+#[test]
+fn text_and_html_bodies_arrive_as_an_alternative() {
+    let Some(w) = world() else { return };
+    let r = w.send(json!({
+        "to": ["alice@example.com"], "subject": "Grüße", "text": "plain", "html": "<p>rich</p>",
+    }));
+    assert_eq!(r.json()["status"], "executed", "{}", r.text());
+    let delivered = w.smtp.delivered();
+    let data = delivered[0]["data"].as_str().unwrap();
+    let (headers, body) = split_message(data);
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(get("Subject"), "=?utf-8?B?R3LDvMOfZQ==?=");
+    let ct = get("Content-Type");
+    let boundary = ct
+        .strip_prefix("multipart/alternative; boundary=\"")
+        .and_then(|b| b.strip_suffix('"'))
+        .unwrap();
+    assert_eq!(
+        body,
+        format!(
+            "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\nplain\r\n\
+             --{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n<p>rich</p>\r\n\
+             --{boundary}--\r\n"
+        )
+    );
+}
+
+#[test]
+fn header_injection_is_invalid_input_and_nothing_is_sent() {
+    let Some(w) = world() else { return };
+    for subject in [
+        "Hi\r\nBcc: eve@evil.com",
+        "Hi\nX-Injected: 1",
+        "Hi\rthere",
+        "nul\u{0}byte",
+    ] {
+        let r = w.send(json!({"to": ["alice@example.com"], "subject": subject, "text": "t"}));
+        assert_eq!(r.status, 400, "{subject:?}: {}", r.text());
+        let body = r.json();
+        assert!(
+            body.to_string().contains("`subject` can't be used in the email"),
+            "{body}"
+        );
+    }
+    let r = w.send(json!({"to": ["alice@example.com>\r\nBcc: eve@evil.com"], "subject": "s", "text": "t"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(w.smtp.delivered().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn recipients_outside_the_allowed_domains_are_denied_or_held_and_nothing_is_sent() {
+    let Some(w) = world() else { return };
+    let r = w.send(json!({"to": ["alice@example.com"], "bcc": ["eve@evil.com"], "subject": "s", "text": "t"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["status"], "denied");
+    let r = w.send(json!({"to": ["mallory@evil.com"], "subject": "s", "text": "t"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = w.send(json!({"to": ["pat@partner.org"], "subject": "s", "text": "t"}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["status"], "pending_approval", "{body}");
+    assert!(
+        body.to_string().contains("partner.org needs a person's approval"),
+        "{body}"
+    );
+    assert!(w.smtp.delivered().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_wrong_password_fails_with_a_generic_error_and_leaks_nothing() {
+    let wrong = random_secret("wrong");
+    let Some(mut w) = world_with(Some(&wrong)) else { return };
+    let r = w.send(json!({"to": ["alice@example.com"], "subject": "s", "text": "t"}));
+    let body = r.json();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(
+        body["error"],
+        "the mail server refused the gateway's login (SMTP reply code 535); nothing was sent"
+    );
+    assert!(w.smtp.delivered().is_empty());
+    // The server echoed the password it was given in its reply: the stored one must not
+    // appear anywhere either.
+    w.assert_password_kept(&r.raw);
+    w.password = wrong;
+    w.assert_password_kept(&r.raw);
+}
+
+#[test]
+fn refused_recipients_are_reported_and_only_the_accepted_get_the_message() {
+    let Some(w) = world() else { return };
+    let r = w.send(json!({"to": ["reject@example.com"], "subject": "s", "text": "t"}));
+    let body = r.json();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(
+        body["error"],
+        "the mail server refused every recipient (SMTP reply code 550); nothing was sent"
+    );
+    assert!(w.smtp.delivered().is_empty());
+
+    let r = w.send(json!({"to": ["alice@example.com", "reject@example.com"], "subject": "s", "text": "t"}));
+    let body = r.json();
+    assert_eq!(body["status"], "executed", "{body}");
+    assert_eq!(body["result"]["body"]["accepted"], json!(["alice@example.com"]));
+    assert_eq!(
+        body["result"]["body"]["rejected"],
+        json!([{"address": "reject@example.com", "code": 550}])
+    );
+    let delivered = w.smtp.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["rcpt_tos"], json!(["alice@example.com"]));
+
+    let r = w.send(json!({"to": ["alice@example.com"], "subject": "FAIL-DATA", "text": "t"}));
+    let body = r.json();
+    assert_eq!(
+        body["error"], "the mail server refused the message (SMTP reply code 554); nothing was sent",
+        "{body}"
+    );
+    w.assert_password_kept(&r.raw);
+}
+
+#[test]
+fn a_dry_run_shows_the_message_and_redacts_the_password() {
+    let Some(w) = world() else { return };
+    let r = w.gateway.post_intent(
+        &w.token,
+        &json!({"action": "email.send", "dry_run": true,
+                "input": {"to": ["alice@example.com"], "bcc": ["dave@example.com"], "subject": "s", "text": "t"}}),
+    );
+    let body = r.json();
+    assert_eq!(body["status"], "dry_run", "{body}");
+    let request = &body["request"];
+    assert_eq!(request["method"], "SMTP");
+    assert_eq!(request["headers"]["to"], "alice@example.com");
+    assert!(request["headers"].get("bcc").is_none(), "{request}");
+    assert_eq!(
+        request["body"]["envelope"]["to"],
+        json!(["alice@example.com", "dave@example.com"])
+    );
+    assert_eq!(
+        request["body"]["auth"],
+        json!({"username": BASIC_USER, "password": "<redacted>"})
+    );
+    assert!(w.smtp.delivered().is_empty());
+    w.assert_password_kept(&r.raw);
+}
