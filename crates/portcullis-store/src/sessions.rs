@@ -21,9 +21,26 @@ pub struct UiSession {
 
 type SessionRow = (String, String, String, String, i64);
 
+/// Now in microseconds since the epoch, never going backwards within this process.
+fn created_micros() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 impl Store {
     /// Stores a new session, after dropping expired ones; when `max_sessions` live ones
-    /// exist, the one closest to expiry makes room.
+    /// exist, the oldest makes room.
     ///
     /// # Errors
     /// When the database can't be written.
@@ -50,7 +67,7 @@ impl Store {
         if excess > 0 {
             on_pool!(self, |pool| sqlx::query(
                 "DELETE FROM ui_sessions WHERE id_sha256 IN \
-                 (SELECT id_sha256 FROM ui_sessions ORDER BY expires_unix, id_sha256 LIMIT $1)"
+                 (SELECT id_sha256 FROM ui_sessions ORDER BY created_micros, id_sha256 LIMIT $1)"
             )
             .bind(excess)
             .execute(pool)
@@ -59,14 +76,15 @@ impl Store {
             .map_err(StoreError::db(CONTEXT))?;
         }
         on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO ui_sessions (id_sha256, person, token_sha256, csrf, expires_unix) \
-             VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO ui_sessions (id_sha256, person, token_sha256, csrf, expires_unix, created_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
         )
         .bind(&session.id_sha256)
         .bind(&session.person)
         .bind(&session.token_sha256)
         .bind(&session.csrf)
         .bind(session.expires_unix)
+        .bind(created_micros())
         .execute(pool)
         .await
         .map(drop))

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq as _;
 pub(crate) const COOKIE: &str = "portcullis_session";
 /// How long a session lasts, whatever its use.
 pub(crate) const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
-/// Sessions kept at most; past that the one closest to expiry is dropped.
+/// Sessions kept at most; past that the oldest is dropped.
 const MAX_SESSIONS: u32 = 10_000;
 
 /// One signed-in browser.

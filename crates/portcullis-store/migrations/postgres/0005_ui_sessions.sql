@@ -8,7 +8,9 @@ CREATE TABLE ui_sessions (
     person       TEXT NOT NULL,
     token_sha256 TEXT NOT NULL,
     csrf         TEXT NOT NULL,
-    expires_unix BIGINT NOT NULL
+    expires_unix BIGINT NOT NULL,
+    -- When it was started, in microseconds: which session is oldest when room must be made.
+    created_micros BIGINT NOT NULL
 );
 
 CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_unix);

@@ -8,7 +8,9 @@ CREATE TABLE ui_sessions (
     person       TEXT NOT NULL,
     token_sha256 TEXT NOT NULL,
     csrf         TEXT NOT NULL,
-    expires_unix INTEGER NOT NULL
+    expires_unix INTEGER NOT NULL,
+    -- When it was started, in microseconds: which session is oldest when room must be made.
+    created_micros INTEGER NOT NULL
 ) STRICT;
 
 CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_unix);
