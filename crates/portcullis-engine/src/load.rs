@@ -64,6 +64,19 @@ fn load_all(config: Config) -> (Option<Loaded>, Vec<Diagnostic>) {
                 ),
             ));
         }
+        if let (Some(name), Some(_)) = (&action.credential, action.smtp())
+            && let Some(spec) = config.credentials.get(name)
+            && spec.kind != crate::config::CredentialKind::Basic
+        {
+            problems.push(Diagnostic::at(
+                &action.file,
+                action.credential_line,
+                format!(
+                    "action `{}` sends mail, so its credential `{name}` must be of kind `basic` (the SMTP login's user name and password)",
+                    action.name
+                ),
+            ));
+        }
         for kind in &action.response.allow {
             let known = kind == SENSITIVE_KEY || config.detector.rule_ids().any(|id| id == kind);
             if !known {

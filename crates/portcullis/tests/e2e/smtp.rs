@@ -442,3 +442,32 @@ fn a_dry_run_shows_the_message_and_redacts_the_password() {
     assert!(w.smtp.delivered().is_empty());
     w.assert_password_kept(&r.raw);
 }
+
+/// `check` refuses an `smtp:` action whose credential is not a `basic` one (the SMTP login
+/// needs a user name and a password), naming the action file and line.
+#[test]
+fn check_refuses_an_smtp_credential_that_is_not_basic() {
+    let env = Env::new();
+    env.write("actions/email.yaml", &ACTION.replace("SMTP_PORT", "2525"));
+    env.write("policies/mail.cedar", POLICY);
+    env.write(
+        "portcullis.yaml",
+        &CONFIG.replace(
+            "credentials:\n",
+            "credentials:\n  mail:\n    kind: bearer\n    secret: mail_password\n",
+        ),
+    );
+    let out = env.cli(&["check"], None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let line = ACTION
+        .lines()
+        .position(|l| l.starts_with("credential:"))
+        .expect("credential line")
+        + 1;
+    assert!(
+        out.stderr.contains(&format!(
+            "email.yaml:{line}: action `email.send` sends mail, so its credential `mail` must be of kind `basic`"
+        )),
+        "{out:?}"
+    );
+}
