@@ -1,6 +1,9 @@
 """A real SMTP server on loopback for Portcullis' end-to-end tests (aiosmtpd).
 
-Usage: server.py PORT_FILE OUT_DIR USERNAME PASSWORD
+Usage: server.py PORT_FILE OUT_DIR USERNAME PASSWORD [--starttls CERT KEY | --implicit CERT KEY]
+
+With --starttls the server offers STARTTLS and requires it (AUTH only after it); with
+--implicit it speaks TLS from the first byte. CERT and KEY are PEM files.
 
 Listens on 127.0.0.1 on a free port (written to PORT_FILE), requires AUTH (PLAIN or LOGIN,
 without TLS: loopback only) with USERNAME/PASSWORD, and writes every delivered message to
@@ -12,6 +15,7 @@ A recipient whose local part is `reject` is refused with 550; a message whose su
 import json
 import os
 import socket
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
@@ -44,6 +48,11 @@ class Recorder:
 
 def main():
     port_file, out_dir, username, password = sys.argv[1:5]
+    mode, tls = None, None
+    if len(sys.argv) == 8 and sys.argv[5] in ("--starttls", "--implicit"):
+        mode = sys.argv[5]
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(sys.argv[6], sys.argv[7])
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (
@@ -59,6 +68,16 @@ def main():
 
     class Factory(Controller):
         def factory(self):
+            if mode == "--starttls":
+                return SMTP(
+                    self.handler,
+                    hostname="mail.test",
+                    auth_required=True,
+                    auth_require_tls=True,
+                    require_starttls=True,
+                    tls_context=tls,
+                    authenticator=authenticator,
+                )
             return SMTP(
                 self.handler,
                 hostname="mail.test",
@@ -70,7 +89,8 @@ def main():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = Factory(Recorder(out_dir), hostname="127.0.0.1", port=port)
+    ssl_context = tls if mode == "--implicit" else None
+    controller = Factory(Recorder(out_dir), hostname="127.0.0.1", port=port, ssl_context=ssl_context)
     controller.start()
     tmp = port_file + ".tmp"
     with open(tmp, "w") as f:

@@ -350,6 +350,10 @@ pub struct RawEgress {
     /// Largest upstream response body in bytes. Default 10 MiB.
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// A PEM file of certificate authorities trusted besides the system's (upstreams, mail
+    /// servers, Vault or an identity provider behind a private CA), relative to this file.
+    #[serde(default)]
+    pub extra_roots: Option<String>,
 }
 
 /// Limits on agent requests.
@@ -620,6 +624,13 @@ impl Config {
             connect_timeout: Duration::from_millis(raw.egress.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)),
             timeout: Duration::from_millis(raw.egress.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
             max_response_bytes: raw.egress.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            extra_roots: match &raw.egress.extra_roots {
+                None => Vec::new(),
+                Some(file) => portcullis_exec::load_roots(&dir.join(file)).unwrap_or_else(|m| {
+                    report("extra_roots", format!("`egress.extra_roots`: {m}"));
+                    Vec::new()
+                }),
+            },
         };
         let action_files = expand(&dir, "actions", &raw.actions, &mut report);
         let policy_files = expand(&dir, "policies", &raw.policies, &mut report);

@@ -40,6 +40,8 @@ pub struct EgressConfig {
     pub timeout: Duration,
     /// The largest response body accepted, in bytes.
     pub max_response_bytes: usize,
+    /// Certificate authorities trusted besides the system's (a private CA).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for EgressConfig {
@@ -49,6 +51,7 @@ impl Default for EgressConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -107,6 +110,8 @@ struct Inner {
     client: Client,
     guard: Arc<Guard>,
     config: EgressConfig,
+    /// TLS for SMTP (no ALPN), built once.
+    smtp_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Egress {
@@ -118,7 +123,7 @@ impl Egress {
         }
         let guard = Arc::new(Guard::new(config.allow.clone()));
         let client = Client::builder()
-            .tls_backend_preconfigured(tls::client_config()?)
+            .tls_backend_preconfigured(tls::client_config(&config.extra_roots)?)
             .dns_resolver(GuardResolver::new(Arc::clone(&guard)))
             .no_proxy()
             .redirect(redirect::Policy::none())
@@ -127,8 +132,14 @@ impl Egress {
             .http1_only()
             .build()
             .map_err(|e| ExecError::Client(builder_error(&e)))?;
+        let smtp_tls = Arc::new(tls::client_config_without_alpn(&config.extra_roots)?);
         Ok(Self {
-            inner: Arc::new(Inner { client, guard, config }),
+            inner: Arc::new(Inner {
+                client,
+                guard,
+                config,
+                smtp_tls,
+            }),
         })
     }
 
@@ -199,7 +210,8 @@ impl Egress {
     /// sender, every recipient or the message ([`ExecError::Smtp`]).
     pub async fn send_mail(&self, mail: crate::prepare::PreparedMail) -> Result<RawResponse, ExecError> {
         let config = &self.inner.config;
-        crate::smtp::send(&self.inner.guard, config.connect_timeout, config.timeout, mail).await
+        let tls = Arc::clone(&self.inner.smtp_tls);
+        crate::smtp::send(&self.inner.guard, tls, config.connect_timeout, config.timeout, mail).await
     }
 
     /// The destination check of [`Egress::send`] without sending: resolves a name (bounded by

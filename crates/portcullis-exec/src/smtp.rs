@@ -73,13 +73,14 @@ struct Session {
 /// for the whole exchange.
 pub(crate) async fn send(
     guard: &Guard,
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     timeout: Duration,
     prepared: PreparedMail,
 ) -> Result<RawResponse, ExecError> {
     let exchange = async {
         let addr = resolve(guard, &prepared, connect_timeout).await?;
-        let mut session = connect(&prepared, addr, connect_timeout).await?;
+        let mut session = connect(&prepared, addr, tls, connect_timeout).await?;
         let result = session.deliver(&prepared).await;
         session.quit().await;
         result
@@ -120,7 +121,12 @@ async fn resolve(guard: &Guard, prepared: &PreparedMail, connect_timeout: Durati
     Ok(SocketAddr::new(ip, spec.port))
 }
 
-async fn connect(prepared: &PreparedMail, addr: SocketAddr, connect_timeout: Duration) -> Result<Session, ExecError> {
+async fn connect(
+    prepared: &PreparedMail,
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> Result<Session, ExecError> {
     let host = prepared.spec.server.clone();
     let refused = || ExecError::Connect { host: host.clone() };
     let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
@@ -129,7 +135,9 @@ async fn connect(prepared: &PreparedMail, addr: SocketAddr, connect_timeout: Dur
         .map_err(|_| refused())?;
     let local = tcp.local_addr().map_err(|_| refused())?;
     let stream = match prepared.spec.tls {
-        SmtpTls::Implicit => Stream::Tls(Box::new(handshake(tcp, &host, connect_timeout).await?)),
+        SmtpTls::Implicit => Stream::Tls(Box::new(
+            handshake(tcp, &host, Arc::clone(&tls), connect_timeout).await?,
+        )),
         SmtpTls::Starttls | SmtpTls::None => Stream::Plain(tcp),
     };
     let mut session = Session {
@@ -155,7 +163,7 @@ async fn connect(prepared: &PreparedMail, addr: SocketAddr, connect_timeout: Dur
             return Err(SmtpError::new("starttls", None, "the connection is already encrypted").into());
         };
         session.stream = Some(Stream::Tls(Box::new(
-            handshake(tcp, &session.host, connect_timeout).await?,
+            handshake(tcp, &session.host, tls, connect_timeout).await?,
         )));
         caps = session.ehlo(&hello).await?;
     }
@@ -170,13 +178,13 @@ async fn connect(prepared: &PreparedMail, addr: SocketAddr, connect_timeout: Dur
 async fn handshake(
     tcp: TcpStream,
     host: &str,
+    config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ExecError> {
-    let config = crate::tls::client_config_without_alpn()?;
     let name = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
         .map_err(|_| ExecError::Connect { host: host.to_owned() })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp)).await {
         Err(_) => Err(ExecError::Timeout),
         Ok(Ok(s)) => Ok(s),

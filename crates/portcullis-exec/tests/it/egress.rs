@@ -20,6 +20,7 @@ fn egress(allow: &[&str]) -> Egress {
         connect_timeout: Duration::from_secs(1),
         timeout: Duration::from_secs(2),
         max_response_bytes: 1024,
+        extra_roots: Vec::new(),
     })
     .unwrap()
 }

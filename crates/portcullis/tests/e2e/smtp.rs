@@ -78,6 +78,11 @@ struct SmtpServer {
 impl SmtpServer {
     /// `None` (after saying so) when aiosmtpd is missing and the tests are not required.
     fn start(dir: &Path, password: &str) -> Option<Self> {
+        Self::start_with(dir, password, &[])
+    }
+
+    /// [`SmtpServer::start`] with extra arguments (`--starttls CERT KEY`, `--implicit CERT KEY`).
+    fn start_with(dir: &Path, password: &str, extra: &[&Path]) -> Option<Self> {
         let required = std::env::var("PORTCULLIS_SMTP_TESTS").is_ok_and(|v| v == "1");
         let importable = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
@@ -101,6 +106,7 @@ impl SmtpServer {
             .arg(&out)
             .arg(BASIC_USER)
             .arg(password)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -470,4 +476,126 @@ fn check_refuses_an_smtp_credential_that_is_not_basic() {
         )),
         "{out:?}"
     );
+}
+
+/// A private CA and a certificate for 127.0.0.1 it signed, made with `openssl`: returns the
+/// CA's PEM and the server's certificate and key files.
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Portcullis test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "mail.key",
+        "-out",
+        "mail.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "mail.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "mail.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("mail.pem"), dir.join("mail.key"))
+}
+
+/// Mail over STARTTLS (AUTH only once encrypted) and over implicit TLS, to a server whose
+/// certificate comes from a private CA the operator adds with `egress.extra_roots`; without
+/// it, the certificate is refused and nothing is sent.
+#[test]
+fn starttls_and_implicit_tls_verify_the_server_with_the_operators_extra_roots() {
+    for (mode, tls) in [("--starttls", "starttls"), ("--implicit", "implicit")] {
+        let env = Env::new();
+        let password = random_secret("smtp");
+        let (ca, cert, key) = private_ca(env.dir.path());
+        let Some(smtp) = SmtpServer::start_with(env.dir.path(), &password, &[Path::new(mode), &cert, &key]) else {
+            return;
+        };
+        env.write(
+            "actions/email.yaml",
+            &ACTION
+                .replace("SMTP_PORT", &smtp.port.to_string())
+                .replace("tls: none", &format!("tls: {tls}")),
+        );
+        env.write("policies/mail.cedar", POLICY);
+        let credentials =
+            format!("credentials:\n  mail:\n    kind: basic\n    username: {BASIC_USER}\n    secret: mail_password\n");
+        let with_roots = CONFIG
+            .replace("credentials:\n", &credentials)
+            .replace("egress:\n", &format!("egress:\n  extra_roots: {}\n", ca.display()));
+        let input = json!({"to": ["ops@example.com"], "subject": format!("Over {tls}"), "text": "Encrypted."});
+
+        // Without the CA, the server's certificate is not trusted: nothing is sent.
+        env.write("portcullis.yaml", &CONFIG.replace("credentials:\n", &credentials));
+        env.set_secret("mail_password", &password);
+        let token = env.add_agent(AGENT);
+        let gateway = env.serve();
+        let r = gateway.post_intent(&token, &json!({"action": "email.send", "input": input}));
+        assert_eq!(r.json()["status"], "failed", "{mode}: {}", r.text());
+        assert!(
+            smtp.delivered().is_empty(),
+            "{mode}: delivered over an untrusted certificate"
+        );
+        drop(gateway);
+
+        env.write("portcullis.yaml", &with_roots);
+        let gateway = env.serve();
+        let r = gateway.post_intent(&token, &json!({"action": "email.send", "input": input}));
+        assert_eq!(r.json()["status"], "executed", "{mode}: {}", r.text());
+        let delivered = smtp.delivered();
+        assert_eq!(delivered.len(), 1, "{mode}");
+        assert!(
+            delivered[0]["data"]
+                .as_str()
+                .expect("data")
+                .contains(&format!("Subject: Over {tls}")),
+            "{mode}: {delivered:?}"
+        );
+        assert!(!gateway.log().contains(&password), "{mode}");
+    }
 }
