@@ -98,7 +98,7 @@ fn decide(loaded: &Loaded, case: &EvalCase, now: time::OffsetDateTime) -> Decisi
         Err(e) => return Decision::gateway_deny(e.to_string()),
     };
     // The gateway refuses an input that can't fill its request slots before deciding.
-    if let Err(e) = portcullis_exec::prepare::render(action, valid.value()) {
+    if let Err(e) = portcullis_exec::prepare::check(action, valid.value()) {
         return Decision::gateway_deny(format!("invalid input: {e}"));
     }
     let charges = match loaded
