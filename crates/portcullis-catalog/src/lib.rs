@@ -7,6 +7,7 @@
 //! schema doesn't have.
 
 mod action;
+pub mod openapi;
 mod raw;
 pub mod smtp;
 pub mod template;

@@ -71,10 +71,41 @@ pub enum Command {
     /// create login tokens for the people in `admins`.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
+    /// Generate action files from an API description.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
     /// Create the store's tables or bring them up to this version's schema, then exit
     /// (`serve` does the same at start; this lets a deployment migrate once, before
     /// rolling out new instances). Refuses a store written by a newer version.
     Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCmd {
+    /// Write action files for operations of an OpenAPI 3.0 or 3.1 document (JSON or YAML),
+    /// for review before they are added to `actions`.
+    ImportOpenapi {
+        /// The OpenAPI document.
+        spec: PathBuf,
+        /// An operation id to import (repeatable).
+        #[arg(long = "operation", value_name = "OPERATION_ID")]
+        operations: Vec<String>,
+        /// Also import every operation whose id matches this glob, e.g. `issues/*`.
+        #[arg(long, value_name = "GLOB")]
+        all_matching: Option<String>,
+        /// The credential (an entry under `credentials`) the actions use.
+        #[arg(long, value_name = "NAME")]
+        credential: String,
+        /// The action file to write (one YAML document per action).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The base URL, instead of the document's first server.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Prepended to action names: `github` makes `issues/create` `github.issues_create`.
+        #[arg(long, value_name = "PREFIX")]
+        name_prefix: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(cmd) => agent(&cli.config, cmd).await,
         Command::Audit(cmd) => crate::audit_cmd::run(&open_store(&cli.config).await?, cmd).await,
         Command::Approvals(cmd) => crate::approvals_cmd::run(&cli.config, cmd).await,
+        Command::Catalog(cmd) => crate::catalog_cmd::run(cmd),
         Command::Migrate => {
             let store = open_store(&cli.config).await?;
             println!(

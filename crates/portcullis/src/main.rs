@@ -2,6 +2,7 @@
 
 mod approvals_cmd;
 mod audit_cmd;
+mod catalog_cmd;
 mod cli;
 mod eval_cmd;
 mod keys;
