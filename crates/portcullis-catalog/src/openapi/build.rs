@@ -164,13 +164,22 @@ fn parameters(spec: &Spec, op: &Operation<'_>, conv: &mut Converter<'_>) -> Resu
                 )));
             }
         }
-        if p.contains_key("content") {
-            return Err(unsupported(format!(
-                "parameter `{name}` is described by `content`, not `schema`"
-            )));
-        }
         let schema = conv.convert(p.get("schema").unwrap_or(&json!({})))?;
-        check_style(p, &location, &schema).map_err(|r| unsupported(format!("parameter `{name}`: {r}")))?;
+        let required = location == "path" || p.get("required") == Some(&Value::Bool(true));
+        let usable = if p.contains_key("content") {
+            Err("it is described by `content` (a serialized document), not `schema`".to_owned())
+        } else {
+            check_style(p, &location, &schema)
+        };
+        if let Err(reason) = usable {
+            if required {
+                return Err(unsupported(format!("parameter `{name}`: {reason}")));
+            }
+            // Optional: the action works without it, and the agent just can't set it.
+            conv.notes
+                .push(format!("optional {location} parameter `{name}` is left out: {reason}"));
+            continue;
+        }
         if location == "query" && name.contains(['&', '=', '#', '{', '}', '?']) {
             return Err(unsupported(format!(
                 "query parameter name `{name}` can't be written in a URL template"
@@ -198,7 +207,7 @@ fn parameters(spec: &Spec, op: &Operation<'_>, conv: &mut Converter<'_>) -> Resu
             .map(one_paragraph)
             .filter(|d| !d.is_empty());
         out.push(Param {
-            required: location == "path" || p.get("required") == Some(&Value::Bool(true)),
+            required,
             name,
             location,
             field,

@@ -43,6 +43,8 @@ fn spec30() -> Value {
                     "description": "List pets.\n\nMore text.",
                     "parameters": [
                         {"name": "tag", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+                        {"name": "fields", "in": "query", "explode": false, "schema": {"type": "array", "items": {"type": "string"}}},
+                        {"name": "filter", "in": "query", "style": "deepObject", "schema": {"type": "object"}},
                         {"name": "limit", "in": "query", "required": true,
                          "schema": {"type": "integer", "minimum": 0, "exclusiveMinimum": true, "maximum": 100}}
                     ],
@@ -189,6 +191,18 @@ fn query_lists_legacy_bounds_and_hints_from_the_method() {
         json!({"type": "integer", "exclusiveMinimum": 0, "maximum": 100})
     );
     assert!(list.hints.read_only && list.hints.idempotent);
+    // Optional parameters the gateway can't write are left out, and said so.
+    assert!(list.input_schema["properties"].get("fields").is_none());
+    assert!(
+        text.contains(
+            "# Note: optional query parameter `fields` is left out: lists are sent as repeated `name=value` pairs"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Note: optional query parameter `filter` is left out: objects can't be sent as parameters"),
+        "{text}"
+    );
     // A body that isn't flattened because `id` is taken by the path parameter.
     let replace = catalog.get("pets.pets_replace").unwrap();
     assert!(replace.hints.idempotent && !replace.hints.read_only);

@@ -29,6 +29,7 @@ mod hostile;
 mod intents;
 mod mcp;
 mod oauth2;
+mod openapi;
 mod quotas;
 mod redaction;
 mod redirects;
