@@ -93,6 +93,20 @@ pub struct RawConfig {
     /// visible to policies as `context.counters["NAME"]`.
     #[serde(default)]
     pub quotas: BTreeMap<String, crate::quota::RawQuota>,
+    /// Prometheus metrics at `GET /metrics`.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// Prometheus metrics at `GET /metrics`. They name actions, quotas and credentials and show
+/// how much each is used, and the endpoint takes no token: enable it only where the listen
+/// address is reachable by the scraper and not by agents, or filter the path at a proxy.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` (default `false`: the path is then 404 like any unknown one).
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The detector's rule set: every builtin rule unless disabled, plus the operator's own.
@@ -454,6 +468,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The MCP endpoint's extra allowed hosts and origins.
     pub mcp: McpSettings,
+    /// Whether `GET /metrics` is served.
+    pub metrics_enabled: bool,
     /// The detector for secrets and personal data (builtin rules, less the disabled ones,
     /// plus the operator's).
     pub detector: Arc<Detector>,
@@ -757,6 +773,7 @@ impl Config {
             webhook: raw.approvals.webhook,
             public_url: raw.approvals.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             mcp,
+            metrics_enabled: raw.metrics.enabled,
             quotas,
             vault,
             oidc,

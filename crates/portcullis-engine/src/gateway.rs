@@ -36,6 +36,7 @@ pub struct Gateway {
     oidc: Option<crate::oidc::Oidc>,
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -139,7 +140,8 @@ impl Gateway {
             .vault
             .clone()
             .map(|spec| crate::vault::Vault::new(spec, egress.clone()));
-        let broker = crate::oauth2::Broker::new(egress.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let broker = crate::oauth2::Broker::new(egress.clone()).with_metrics(Arc::clone(&metrics));
         let oidc = loaded
             .config
             .oidc
@@ -164,6 +166,7 @@ impl Gateway {
             oidc,
             notifier,
             served_at: std::sync::OnceLock::new(),
+            metrics,
         })
     }
 
@@ -201,6 +204,27 @@ impl Gateway {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The metrics registry.
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now.
+    pub async fn render_metrics(&self) -> String {
+        let pending = match self.store.count_holds("pending").await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: could not count pending holds");
+                None
+            }
+        };
+        self.metrics.render(crate::metrics::Gauges {
+            pending_approvals: pending,
+            audit_queue_depth: self.store.audit_queue_depth(),
+        })
     }
 
     /// The detector for secrets and personal data.
@@ -306,6 +330,25 @@ impl Gateway {
         claims: Option<&Claims>,
         req: IntentRequest,
     ) -> Result<Submitted, IntentError> {
+        let started = std::time::Instant::now();
+        // Only a catalog name becomes a label: what an agent names is not bounded.
+        let action = self.loaded.catalog.get(&req.action).map(|a| a.name.clone());
+        let action = action.as_ref().map_or(crate::metrics::UNKNOWN_ACTION, |a| a.as_str());
+        let result = self.pipeline(agent, claims, req).await;
+        let status = match &result {
+            Ok(s) => s.status.as_str(),
+            Err(e) => error_status(e),
+        };
+        self.metrics.intent(action, status, started.elapsed());
+        result
+    }
+
+    async fn pipeline(
+        &self,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        req: IntentRequest,
+    ) -> Result<Submitted, IntentError> {
         let id = new_intent_id();
         let Some(action) = self.resolve(agent, &req.action) else {
             let detail = json!({"error": "unknown_action"});
@@ -355,11 +398,14 @@ impl Gateway {
                 return Err(e);
             }
         };
+        let deciding = std::time::Instant::now();
         let decided = self
             .loaded
             .policy
             .decide_as(agent, claims, &action, input, &findings, &counters, now);
+        self.metrics.stage("decide", deciding.elapsed());
         let decision = decided.decision().clone();
+        self.metrics.decision(decision.effect.as_str());
         let hash = decided.input().sha256().to_owned();
         let detail = if findings.is_empty() {
             Value::Null
@@ -487,6 +533,7 @@ impl Gateway {
         let max = charges.display(&view.limit, view.max);
         let requested = charges.display(&view.limit, charges.amount_of(&view.limit));
         tracing::info!(intent = %id, quota = %view.limit, %used, %max, %requested, %resets_at, "rate limited");
+        self.metrics.rate_limited(&view.limit);
         let detail = json!({"status": "rate_limited", "quota": view.limit, "used": used, "max": max,
                             "requested": requested, "resets_at": resets_at});
         if let Err(e) = self
@@ -506,9 +553,18 @@ impl Gateway {
     }
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
-        credentials::resolve(action, &self.loaded.config.credentials, self.sources())
-            .await
-            .map_err(|e| e.to_string())
+        let started = std::time::Instant::now();
+        let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources()).await;
+        self.metrics.stage("credential", started.elapsed());
+        resolved.map_err(|e| e.to_string())
+    }
+
+    /// Stage: the upstream call, timed.
+    async fn execute(&self, prepared: prepare::PreparedRequest) -> Result<portcullis_core::RawResponse, ExecError> {
+        let started = std::time::Instant::now();
+        let executed = self.egress.execute(prepared).await;
+        self.metrics.stage("execute", started.elapsed());
+        executed
     }
 
     /// Where secrets come from.
@@ -592,7 +648,7 @@ impl Gateway {
             }
         };
         let mut scrub = credential.as_ref().map(Credential::scrub_values).unwrap_or_default();
-        let mut executed = self.egress.execute(prepared).await;
+        let mut executed = self.execute(prepared).await;
         if let (Ok(raw), Some((name, permitted))) = (&executed, retry)
             && raw.status == 401
         {
@@ -612,7 +668,7 @@ impl Gateway {
             match prepare::prepare(permitted, action, fresh.as_ref()) {
                 Ok(p) => {
                     scrub.extend(fresh.as_ref().map(Credential::scrub_values).unwrap_or_default());
-                    executed = self.egress.execute(p).await;
+                    executed = self.execute(p).await;
                 }
                 Err(e) => {
                     return self
@@ -657,7 +713,9 @@ impl Gateway {
         } else {
             Scrubber::new(scrub)
         };
+        let started = std::time::Instant::now();
         let executed = self.egress.send_mail(prepared).await;
+        self.metrics.stage("execute", started.elapsed());
         self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
             .await
     }
@@ -675,6 +733,8 @@ impl Gateway {
         executed: Result<portcullis_core::RawResponse, ExecError>,
         scrubber: &Scrubber,
     ) -> Result<Submitted, IntentError> {
+        let status = executed.as_ref().ok().map(|raw| raw.status);
+        self.metrics.upstream(action.name.as_str(), status);
         match executed {
             Ok(raw) => {
                 let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
@@ -926,7 +986,10 @@ impl Gateway {
             dry_run,
             detail,
         };
-        self.store.append(&event).await.map(|_| ()).map_err(|e| {
+        let started = std::time::Instant::now();
+        let appended = self.store.append(&event).await;
+        self.metrics.audit_append(started.elapsed());
+        appended.map(|_| ()).map_err(|e| {
             tracing::error!(intent = %id, error = %e, "audit append failed; failing closed");
             IntentError::StoreUnavailable(e.to_string())
         })
@@ -935,6 +998,8 @@ impl Gateway {
     /// Records an authenticated request that was refused before it named a usable action
     /// (malformed JSON, wrong content type, oversized body), then hands the error back.
     pub async fn reject_request(&self, agent: &AgentId, error: IntentError) -> IntentError {
+        let no_time = std::time::Duration::ZERO;
+        self.metrics.intent(crate::metrics::UNKNOWN_ACTION, "rejected", no_time);
         let detail = json!({"error": "malformed_request", "message": error.to_string()});
         match self
             .audit(
@@ -974,6 +1039,19 @@ impl Gateway {
             rec.response
         };
         Ok(Submitted { status, body })
+    }
+}
+
+/// The `status` label of an intent that ended in an error.
+fn error_status(e: &IntentError) -> &'static str {
+    match e {
+        IntentError::RateLimited(_) => "rate_limited",
+        IntentError::Unauthenticated
+        | IntentError::Malformed(_)
+        | IntentError::UnknownAction(_)
+        | IntentError::InvalidInput { .. } => "rejected",
+        IntentError::IdempotencyConflict(_) | IntentError::IdempotencyInProgress(_) => "conflict",
+        IntentError::IntentNotFound | IntentError::OutcomeNotRecorded(_) | IntentError::StoreUnavailable(_) => "error",
     }
 }
 

@@ -208,6 +208,7 @@ pub struct Broker {
     egress: Egress,
     tokens: SingleFlight<String, AccessToken>,
     requests: std::sync::atomic::AtomicU64,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -224,7 +225,15 @@ impl Broker {
             egress,
             tokens: SingleFlight::default(),
             requests: std::sync::atomic::AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// This broker, counting its token requests' outcomes in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// How many token requests this broker has sent.
@@ -246,7 +255,7 @@ impl Broker {
             .get_or_fetch(
                 name.to_owned(),
                 |t, _| Instant::now() < t.refresh_at,
-                || self.fetch(name, spec, sources),
+                || self.fetch_counted(name, spec, sources),
             )
             .await?;
         Ok(token.value)
@@ -257,6 +266,19 @@ impl Broker {
     pub(crate) fn invalidate(&self, name: &str, refused: &str) {
         self.tokens
             .invalidate_if(&name.to_owned(), |t| t.value.expose_secret() == refused);
+    }
+
+    async fn fetch_counted(
+        &self,
+        name: &str,
+        spec: &OAuth2Spec,
+        sources: Sources<'_>,
+    ) -> Result<AccessToken, CredentialError> {
+        let fetched = self.fetch(name, spec, sources).await;
+        if let Some(m) = &self.metrics {
+            m.oauth2_token_request(name, fetched.is_ok());
+        }
+        fetched
     }
 
     async fn fetch(&self, name: &str, spec: &OAuth2Spec, sources: Sources<'_>) -> Result<AccessToken, CredentialError> {

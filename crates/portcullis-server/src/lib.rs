@@ -1,5 +1,6 @@
 //! Adapters for Portcullis: the agent REST API, the MCP server (`/mcp` over streamable HTTP,
-//! and stdio), the approvals API, the approvals web UI (`/ui`) and health endpoints.
+//! and stdio), the approvals API, the approvals web UI (`/ui`), health endpoints and (when
+//! enabled) Prometheus metrics at `/metrics`.
 //!
 //! Every error an agent can see is built in one place, [`error::ApiError`], from one
 //! exhaustive `match`, so a new error kind forces a decision about its status code and

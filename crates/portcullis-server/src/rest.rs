@@ -29,11 +29,17 @@ pub fn router(gateway: Shared) -> Router {
 
 /// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, the approvals
 /// API under `/v1/approvals`, `/healthz`, `/readyz`, the approvals web UI under `/ui`, and
-/// MCP at `/mcp` (its allowed `Host` and `Origin` values follow `served`).
+/// MCP at `/mcp` (its allowed `Host` and `Origin` values follow `served`), and `/metrics`
+/// when the configuration enables it.
 pub fn router_at(gateway: Shared, served: &crate::Served) -> Router {
     let ui = crate::ui::routes(Arc::clone(&gateway));
     let mcp = crate::mcp::routes(Arc::clone(&gateway), served);
-    Router::new()
+    let mut routes = Router::new();
+    // Disabled, the path is not routed at all: a 404 that says nothing about metrics.
+    if gateway.loaded().config.metrics_enabled {
+        routes = routes.route("/metrics", get(metrics));
+    }
+    routes
         .route("/v1/intents", post(submit))
         .route("/v1/intents/{id}", get(get_intent))
         .route("/v1/actions", get(list_actions))
@@ -133,6 +139,15 @@ async fn get_intent(
 async fn list_actions(State(gw): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let agent = agent(&gw, &headers).await?;
     Ok(Json(json!({"actions": gw.actions_for(&agent)})).into_response())
+}
+
+async fn metrics(State(gw): State<Shared>) -> Response {
+    let text = gw.render_metrics().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn ready(State(gw): State<Shared>) -> Response {

@@ -52,6 +52,12 @@ impl Store {
         self.writer.append(event_json).await
     }
 
+    /// Audit events this process has queued that are not yet committed (or failed).
+    #[must_use]
+    pub fn audit_queue_depth(&self) -> u64 {
+        self.writer.depth()
+    }
+
     /// Up to `limit` events with `seq > after_seq`, in ascending order.
     ///
     /// # Errors

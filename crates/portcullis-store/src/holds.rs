@@ -209,6 +209,21 @@ impl Store {
         }
     }
 
+    /// How many holds are in `state`.
+    ///
+    /// # Errors
+    /// When the database can't be read.
+    pub async fn count_holds(&self, state: &str) -> Result<u64, StoreError> {
+        let (n,): (i64,) = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT COUNT(*) FROM holds WHERE state = $1"
+        )
+        .bind(state)
+        .fetch_one(pool)
+        .await)
+        .map_err(StoreError::db("counting holds"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Holds in one of `states` (all when empty), newest first, at most `limit`.
     ///
     /// # Errors

@@ -5,6 +5,9 @@
 //! advisory lock before reading the chain head, so the writers of every gateway instance
 //! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use portcullis_core::now_rfc3339;
 use sqlx::{Connection as _, PgPool, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +36,18 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub(crate) struct AuditWriter {
     queue: mpsc::Sender<Pending>,
+    /// Appends queued (or waiting to queue) and not yet answered.
+    waiting: Arc<AtomicU64>,
+}
+
+/// Counts one append as waiting until it is dropped: answered, failed, or abandoned by a
+/// caller that stopped waiting.
+struct Waiting(Arc<AtomicU64>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AuditWriter {
@@ -51,11 +66,21 @@ impl AuditWriter {
     fn spawn(sink: Sink) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(run(sink, rx));
-        Self { queue }
+        Self {
+            queue,
+            waiting: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Appends queued (or waiting for room in the queue) and not yet committed or failed.
+    pub fn depth(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Queues one event and waits until it is durably committed.
     pub async fn append(&self, event_json: String) -> Result<AppendReceipt, StoreError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(Arc::clone(&self.waiting));
         let (reply, receipt) = oneshot::channel();
         self.queue
             .send(Pending { event_json, reply })

@@ -5,4 +5,5 @@
 #![cfg(test)]
 
 mod mcp;
+mod metrics;
 mod ui;
