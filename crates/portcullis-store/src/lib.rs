@@ -166,17 +166,21 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let location: Arc<str> = options.get_filename().display().to_string().into();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(SQLITE_POOL_SIZE)
-            .connect_with(options.clone())
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
+        let pool = busy_retry(|| {
+            SqlitePoolOptions::new()
+                .max_connections(SQLITE_POOL_SIZE)
+                .connect_with(options.clone())
+        })
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
         let mut conn = pool.acquire().await.map_err(StoreError::db(CONTEXT))?;
         schema::migrate_sqlite(&mut conn, &location).await?;
         drop(conn);
         // The audit writer owns its own connection so that appends never queue behind
         // reads for a pool slot.
-        let writer_conn = options.connect().await.map_err(StoreError::db(CONTEXT))?;
+        let writer_conn = busy_retry(|| options.connect())
+            .await
+            .map_err(StoreError::db(CONTEXT))?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
             writer: writer::AuditWriter::spawn_sqlite(writer_conn),
@@ -229,6 +233,28 @@ impl Store {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Runs `connect` again while SQLite answers "database is locked" (for up to
+/// [`BUSY_TIMEOUT`]): several processes opening a new file at once race to switch it to WAL
+/// mode, a change SQLite makes without waiting on its busy handler.
+async fn busy_retry<T, F, Fut>(mut connect: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    const PAUSE: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match connect().await {
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("database is locked") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(PAUSE).await;
+            }
+            other => return other,
         }
     }
 }
