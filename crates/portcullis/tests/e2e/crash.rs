@@ -6,24 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fixtures::{AGENT, write_standard_files};
+use crate::fixtures::{AGENT, SLOW, SLOW_POLICY, write_standard_files};
 use crate::harness::Env;
 use crate::http;
-
-const SLOW: &str = r#"
-name: slow.get
-description: An upstream call that takes four seconds (longer than the two-second timeout)
-input: {type: object, properties: {}}
-request:
-  method: GET
-  url: http://127.0.0.1:UPSTREAM_PORT/slow?seconds=4
-credential: tracker
-"#;
-
-const SLOW_POLICY: &str = r#"
-@id("support-waits")
-permit (principal in AgentGroup::"support", action == Action::"slow.get", resource);
-"#;
 
 #[test]
 fn an_intent_interrupted_by_a_crash_is_outcome_unknown_and_never_rerun() {

@@ -314,3 +314,20 @@ fn the_secret_detector_finds_every_spelling() {
     assert!(fires(escaped), "a JSON-escaped secret is not found");
     assert!(!fires("Bearer <redacted>".to_owned()));
 }
+
+/// An action whose upstream call takes four seconds (longer than a two-second timeout), for
+/// the crash tests, and the policy that lets the support bot call it.
+pub const SLOW: &str = r#"
+name: slow.get
+description: An upstream call that takes four seconds (longer than the two-second timeout)
+input: {type: object, properties: {}}
+request:
+  method: GET
+  url: http://127.0.0.1:UPSTREAM_PORT/slow?seconds=4
+credential: tracker
+"#;
+
+pub const SLOW_POLICY: &str = r#"
+@id("support-waits")
+permit (principal in AgentGroup::"support", action == Action::"slow.get", resource);
+"#;

@@ -12,14 +12,14 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Barrier;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::fixtures::{AGENT, forbidden_spellings, percent_encode};
-use crate::harness::{Env, Gateway, KillOnDrop, random_secret};
+use crate::harness::{Env, Gateway, KillOnDrop, concurrently, random_secret};
 use crate::http;
 
 /// What the agent is told when a credential can't be had.
@@ -316,23 +316,6 @@ fn executed_ok(r: &http::Response) -> Value {
     assert_eq!(body["status"], "executed", "{body}");
     assert_eq!(body["result"]["status"], 200, "the API refused the token: {body}");
     body["result"]["body"].clone()
-}
-
-/// Runs `f(0..n)` on `n` threads released together; the results in index order.
-fn concurrently<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let start = Barrier::new(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (start, f) = (&start, &f);
-                s.spawn(move || {
-                    start.wait();
-                    f(i)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
-    })
 }
 
 /// Asserts that no client secret and none of the `issued` tokens the provider handed out (nor

@@ -13,12 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Barrier, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
-use crate::fixtures::{AGENT, TICKETS};
-use crate::harness::{Env, Gateway, random_secret};
+use crate::fixtures::{AGENT, SLOW, SLOW_POLICY, TICKETS};
+use crate::harness::{Env, Gateway, concurrently, random_secret};
 use crate::http::{self, Response};
 
 const DATABASE_URL: &str = "PORTCULLIS_TEST_DATABASE_URL";
@@ -206,23 +206,6 @@ impl Cluster {
         );
         events
     }
-}
-
-/// Runs `f(0..n)` on `n` threads released together; the results in index order.
-fn concurrently<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let start = Barrier::new(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (start, f) = (&start, &f);
-                s.spawn(move || {
-                    start.wait();
-                    f(i)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
-    })
 }
 
 fn post_intent(addr: SocketAddr, token: &str, body: &Value) -> Response {
@@ -499,21 +482,6 @@ fn the_database_url_of_the_tests_replaces_only_the_database() {
     );
     assert_eq!(with_database("postgres://db", "x"), "postgres://db/x");
 }
-
-const SLOW: &str = r#"
-name: slow.get
-description: An upstream call that takes four seconds (longer than the two-second timeout)
-input: {type: object, properties: {}}
-request:
-  method: GET
-  url: http://127.0.0.1:UPSTREAM_PORT/slow?seconds=4
-credential: tracker
-"#;
-
-const SLOW_POLICY: &str = r#"
-@id("support-waits")
-permit (principal in AgentGroup::"support", action == Action::"slow.get", resource);
-"#;
 
 /// One instance is killed (SIGKILL) in the middle of an upstream call while another keeps
 /// serving from the same database: the survivor tells a retry the intent is still in
