@@ -20,6 +20,21 @@ pub enum AuditKind {
     Expiry,
 }
 
+impl AuditKind {
+    /// The name as serialized (`decided`, `outcome`…).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Decided => "decided",
+            Self::Outcome => "outcome",
+            Self::Approval => "approval",
+            Self::Denial => "denial",
+            Self::Expiry => "expiry",
+        }
+    }
+}
+
 /// One audit event. Everything in it is already redacted: it never holds a credential
 /// value or the raw upstream body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

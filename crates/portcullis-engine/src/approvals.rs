@@ -2,6 +2,7 @@
 //! gateway itself executes it exactly once when the quorum is reached.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -387,13 +388,18 @@ impl Gateway {
                     serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("denied"));
                 decision.effect = portcullis_core::Effect::Deny;
                 decision.reasons.push(format!("denied by {}: {reason}", person.id));
+                self.metrics().approval("denied");
                 self.finish(&intent, IntentStatus::Denied, &decision, None, None, None)
                     .await?;
                 ("denied".to_owned(), approved_count(&hold), None)
             }
             VoteOutcome::Approved(approvers) => {
                 let n = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
-                let result = self.execute_approved(&intent, &approvers).await?;
+                self.metrics().approval("approved");
+                let result = {
+                    let _running = self.metrics().start_intent();
+                    self.execute_approved(&intent, &approvers).await?
+                };
                 let state = self
                     .store()
                     .get_hold(&intent)
@@ -475,7 +481,20 @@ impl Gateway {
         let Some(hold) = self.store().get_hold(id).await.map_err(store_down)? else {
             return Ok(None);
         };
-        let submitted = self.run_hold(id, &hold, approvers).await;
+        // The approved run is an intent span of its own (the submission's ended at the hold).
+        let span = crate::trace::intent_span();
+        span.record("intent_id", tracing::field::display(id));
+        span.record("agent", hold.agent.as_str());
+        span.record("action", hold.action.as_str());
+        span.record("approved_by", approvers.join(",").as_str());
+        let submitted = self.run_hold(id, &hold, approvers).instrument(span.clone()).await;
+        span.record(
+            "status",
+            match &submitted {
+                Ok(s) => s.status.as_str(),
+                Err(_) => "error",
+            },
+        );
         let state = match &submitted {
             Ok(s) if s.status == IntentStatus::Executed => "executed",
             _ => "failed",
@@ -605,6 +624,7 @@ impl Gateway {
         let (Ok(id), Ok(agent)) = (IntentId::new(hold.intent_id.clone()), AgentId::new(hold.agent.clone())) else {
             return;
         };
+        self.metrics().approval("expired");
         let action = self.loaded().catalog.get(&hold.action).cloned();
         let detail = json!({"expires_at": hold.expires_at});
         if let Err(e) = self
@@ -779,19 +799,26 @@ impl Gateway {
         let mut ticks: u64 = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            self.sweep().await;
-            self.settle_interrupted_intents().await;
             ticks += 1;
-            if ticks.is_multiple_of(5) {
-                self.resume_approved(ORPHANED_APPROVAL).await;
-            }
-            if ticks.is_multiple_of(60) {
-                // Windows that ended are never read again; a minute's grace keeps a
-                // counter that another instance is charging right at the boundary.
-                let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - 60;
-                if let Err(e) = self.store().prune_counters(cutoff).await {
-                    tracing::warn!(error = %e, "could not prune old quota counters");
-                }
+            self.maintain_tick(ticks).await;
+        }
+    }
+
+    /// One second's maintenance (`tick` counts seconds): expiries and interrupted intents
+    /// every time, orphaned approvals every 5, old quota counters every 60. A reloading
+    /// server calls it on whichever gateway is current.
+    pub async fn maintain_tick(&self, tick: u64) {
+        self.sweep().await;
+        self.settle_interrupted_intents().await;
+        if tick.is_multiple_of(5) {
+            self.resume_approved(ORPHANED_APPROVAL).await;
+        }
+        if tick.is_multiple_of(60) {
+            // Windows that ended are never read again; a minute's grace keeps a
+            // counter that another instance is charging right at the boundary.
+            let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - 60;
+            if let Err(e) = self.store().prune_counters(cutoff).await {
+                tracing::warn!(error = %e, "could not prune old quota counters");
             }
         }
     }

@@ -96,6 +96,71 @@ pub struct RawConfig {
     /// Prometheus metrics at `GET /metrics`.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// The gateway's own log lines (always redacted).
+    #[serde(default)]
+    pub logging: RawLogging,
+    /// OpenTelemetry traces exported over OTLP (HTTP/protobuf).
+    #[serde(default)]
+    pub tracing: RawTracing,
+    /// What `serve` does when told to stop (SIGTERM or Ctrl-C).
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// Log lines on standard error. `PORTCULLIS_LOG` (an `EnvFilter` such as `info` or
+/// `portcullis_engine=debug`) overrides `level`; `-v` raises the default to `info`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `human` (default: one readable line per event) or `json` (one JSON object per line,
+    /// with the intent's span fields, for log pipelines).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The least severe level written: `error`, `warn` (default), `info`, `debug` or `trace`.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// OpenTelemetry traces: one span per intent with a child span per pipeline stage. Every
+/// attribute value passes through the redactor before it is exported.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`. Unset (the
+    /// default), nothing is exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default `portcullis`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Attach the intent's input to its span (default `false`). Redacted and capped at
+    /// `payload_max_bytes` like every attribute.
+    #[serde(default)]
+    pub payloads: bool,
+    /// Largest payload attribute in bytes (default 2048, at most 65536).
+    #[serde(default)]
+    pub payload_max_bytes: Option<usize>,
+}
+
+/// Graceful shutdown: stop accepting, let intents in flight finish, flush the audit log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// How long intents in flight may take to finish once told to stop (default 30). An
+    /// intent still running then is settled as `outcome_unknown` at the next start.
+    #[serde(default)]
+    pub deadline_seconds: Option<u64>,
 }
 
 /// Prometheus metrics at `GET /metrics`. They name actions, quotas and credentials and show
@@ -479,6 +544,87 @@ pub struct Config {
     pub vault: Option<crate::vault::VaultSpec>,
     /// JWT agent authentication, if configured.
     pub oidc: Option<crate::oidc::OidcSpec>,
+    /// Log format and level.
+    pub logging: LogSettings,
+    /// Trace export, if configured.
+    pub tracing: Option<TracingSettings>,
+    /// How long intents in flight may take to finish at shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+/// Log format and level, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Human or JSON lines.
+    pub format: LogFormat,
+    /// The configured level (an `EnvFilter` directive), if any.
+    pub level: Option<String>,
+}
+
+/// Trace export, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// The OTLP/HTTP traces endpoint.
+    pub endpoint: String,
+    /// `service.name`.
+    pub service_name: String,
+    /// Whether the input is attached (redacted and capped).
+    pub payloads: bool,
+    /// The cap on a payload attribute.
+    pub payload_max_bytes: usize,
+}
+
+/// Default largest payload attribute on a span.
+pub const DEFAULT_TRACE_PAYLOAD_BYTES: usize = 2048;
+/// Largest allowed `tracing.payload_max_bytes`.
+pub const MAX_TRACE_PAYLOAD_BYTES: usize = 65_536;
+/// Default shutdown deadline.
+pub const DEFAULT_SHUTDOWN_DEADLINE_SECONDS: u64 = 30;
+/// Log levels accepted in `logging.level`.
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+fn log_settings(raw: RawLogging, report: &mut dyn FnMut(&str, String)) -> LogSettings {
+    let level = raw.level.filter(|l| {
+        let known = LOG_LEVELS.contains(&l.as_str());
+        if !known {
+            report(
+                "logging.level",
+                format!("`{l}` is not a level: use one of {}", LOG_LEVELS.join(", ")),
+            );
+        }
+        known
+    });
+    LogSettings {
+        format: raw.format,
+        level,
+    }
+}
+
+fn tracing_settings(raw: RawTracing, report: &mut dyn FnMut(&str, String)) -> Option<TracingSettings> {
+    let endpoint = raw.otlp_endpoint?;
+    match url::Url::parse(&endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => {
+            report(
+                "tracing.otlp_endpoint",
+                format!("`{endpoint}` is not an http(s) URL such as `http://127.0.0.1:4318/v1/traces`"),
+            );
+            return None;
+        }
+    }
+    let payload_max_bytes = raw.payload_max_bytes.unwrap_or(DEFAULT_TRACE_PAYLOAD_BYTES);
+    if payload_max_bytes == 0 || payload_max_bytes > MAX_TRACE_PAYLOAD_BYTES {
+        report(
+            "tracing.payload_max_bytes",
+            format!("must be between 1 and {MAX_TRACE_PAYLOAD_BYTES}, not {payload_max_bytes}"),
+        );
+    }
+    Some(TracingSettings {
+        endpoint,
+        service_name: raw.service_name.unwrap_or_else(|| "portcullis".to_owned()),
+        payloads: raw.payloads,
+        payload_max_bytes: payload_max_bytes.clamp(1, MAX_TRACE_PAYLOAD_BYTES),
+    })
 }
 
 /// The store URL, resolved: a SQLite path relative to the config's directory, a
@@ -733,6 +879,13 @@ impl Config {
             report(&format!("{name}:"), m);
         }
         let detector = detector(raw.redaction, &mut report);
+        let logging = log_settings(raw.logging, &mut report);
+        let tracing = tracing_settings(raw.tracing, &mut report);
+        let shutdown_deadline = Duration::from_secs(
+            raw.shutdown
+                .deadline_seconds
+                .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE_SECONDS),
+        );
         let entities = raw
             .entities
             .into_iter()
@@ -778,6 +931,9 @@ impl Config {
             vault,
             oidc,
             detector,
+            logging,
+            tracing,
+            shutdown_deadline,
         }
     }
 }

@@ -42,6 +42,10 @@ pub enum IntentError {
     /// The audit log or the store could not be written: nothing was executed.
     #[error("the gateway's store is unavailable; the action did not run")]
     StoreUnavailable(String),
+    /// The gateway is shutting down or can't write its audit log, so it takes no new
+    /// intents; another instance (or this one, later) will.
+    #[error("the gateway is not taking intents now ({0}); retry, and another instance will serve it")]
+    NotAccepting(&'static str),
 }
 
 /// The gateway could not be started with this configuration.

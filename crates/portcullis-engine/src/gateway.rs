@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -122,6 +124,37 @@ impl Gateway {
     /// # Errors
     /// When the master key can't be loaded or the egress client can't be built.
     pub async fn with_store(loaded: Loaded, store: Store) -> Result<Self, StartError> {
+        Self::build(loaded, store, Arc::new(crate::metrics::Metrics::default())).await
+    }
+
+    /// The gateway for a reloaded configuration: the same store, metrics and address, and
+    /// everything else (catalog, policies, credentials, egress, Vault, OAuth2 and OIDC
+    /// caches) built anew from `loaded`. This gateway keeps serving what already started.
+    ///
+    /// # Errors
+    /// When `loaded` changes what only a restart can change (`store`), or as
+    /// [`Gateway::with_store`].
+    pub async fn successor(&self, loaded: Loaded) -> Result<Self, StartError> {
+        let general = |m: String| StartError(vec![Diagnostic::general(m)]);
+        if loaded.config.store != self.loaded.config.store {
+            return Err(general(
+                "`store` changed: a running gateway keeps its store; restart it to use another".to_owned(),
+            ));
+        }
+        if loaded.config.listen != self.loaded.config.listen {
+            tracing::warn!(
+                listen = %loaded.config.listen,
+                "`listen` changed: the gateway keeps its address until it is restarted"
+            );
+        }
+        let next = Self::build(loaded, self.store.clone(), Arc::clone(&self.metrics)).await?;
+        if let Some(at) = self.served_at.get() {
+            let _ = next.served_at.set(at.clone());
+        }
+        Ok(next)
+    }
+
+    async fn build(loaded: Loaded, store: Store, metrics: Arc<crate::metrics::Metrics>) -> Result<Self, StartError> {
         let general = |m: String| StartError(vec![Diagnostic::general(m)]);
         let master_key = loaded.config.keyring().map_err(|e| general(e.to_string()))?;
         let egress = Egress::new(loaded.config.egress.clone()).map_err(|e| general(e.to_string()))?;
@@ -140,7 +173,6 @@ impl Gateway {
             .vault
             .clone()
             .map(|spec| crate::vault::Vault::new(spec, egress.clone()));
-        let metrics = Arc::new(crate::metrics::Metrics::default());
         let broker = crate::oauth2::Broker::new(egress.clone()).with_metrics(Arc::clone(&metrics));
         let oidc = loaded
             .config
@@ -208,7 +240,7 @@ impl Gateway {
 
     /// The metrics registry.
     #[must_use]
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
@@ -334,44 +366,75 @@ impl Gateway {
         // Only a catalog name becomes a label: what an agent names is not bounded.
         let action = self.loaded.catalog.get(&req.action).map(|a| a.name.clone());
         let action = action.as_ref().map_or(crate::metrics::UNKNOWN_ACTION, |a| a.as_str());
-        let result = self.pipeline(agent, claims, req).await;
+        let id = new_intent_id();
+        let span = crate::trace::current_or_new();
+        span.record("intent_id", tracing::field::display(&id));
+        span.record("agent", tracing::field::display(agent));
+        if action != crate::metrics::UNKNOWN_ACTION {
+            span.record("action", action);
+        }
+        let result = self.pipeline(id, agent, claims, req).instrument(span.clone()).await;
         let status = match &result {
             Ok(s) => s.status.as_str(),
             Err(e) => error_status(e),
         };
+        span.record("status", status);
         self.metrics.intent(action, status, started.elapsed());
         result
     }
 
-    async fn pipeline(
+    /// Stage 2: the action resolved, the input validated against its schema and template,
+    /// and the quotas it would charge worked out. Failures are audited as rejections.
+    async fn validate(
         &self,
+        id: &IntentId,
         agent: &AgentId,
-        claims: Option<&Claims>,
-        req: IntentRequest,
-    ) -> Result<Submitted, IntentError> {
-        let id = new_intent_id();
-        let Some(action) = self.resolve(agent, &req.action) else {
+        action: &str,
+        input: Value,
+        dry_run: bool,
+    ) -> Result<(Arc<ActionDef>, ValidInput, Charges), IntentError> {
+        let Some(action) = self.resolve(agent, action) else {
             let detail = json!({"error": "unknown_action"});
-            self.audit(AuditKind::Rejected, &id, agent, None, None, None, req.dry_run, detail)
+            self.audit(AuditKind::Rejected, id, agent, None, None, None, dry_run, detail)
                 .await?;
-            return Err(IntentError::UnknownAction(req.action));
+            return Err(IntentError::UnknownAction(action.to_owned()));
         };
-        let input = match action.validate(req.input) {
+        let input = match action.validate(input) {
             Ok(i) => i,
-            Err(e) => return Err(self.reject(&id, agent, &action, req.dry_run, e.problems()).await),
+            Err(e) => return Err(self.reject(id, agent, &action, dry_run, e.problems()).await),
         };
         if let Err(e) = prepare::check(&action, input.value()) {
-            return Err(self.reject(&id, agent, &action, req.dry_run, vec![e.to_string()]).await);
+            return Err(self.reject(id, agent, &action, dry_run, vec![e.to_string()]).await);
         }
-        let charges = match self
+        match self
             .loaded
             .config
             .quotas
             .charges(agent, action.name.as_str(), input.value())
         {
-            Ok(c) => c,
-            Err(e) => return Err(self.reject(&id, agent, &action, req.dry_run, vec![e]).await),
-        };
+            Ok(charges) => Ok((action, input, charges)),
+            Err(e) => Err(self.reject(id, agent, &action, dry_run, vec![e]).await),
+        }
+    }
+
+    async fn pipeline(
+        &self,
+        id: IntentId,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        req: IntentRequest,
+    ) -> Result<Submitted, IntentError> {
+        let validating = std::time::Instant::now();
+        let validated = self
+            .validate(&id, agent, &req.action, req.input, req.dry_run)
+            .instrument(tracing::info_span!("validate"))
+            .await;
+        self.metrics.stage("validate", validating.elapsed());
+        let (action, input, charges) = validated?;
+        if let Some(t) = self.loaded.config.tracing.as_ref().filter(|t| t.payloads) {
+            let payload = crate::trace::payload_attribute(self.detector(), input.value(), t.payload_max_bytes);
+            tracing::Span::current().record("input", payload.as_str());
+        }
         let key = if req.dry_run { None } else { req.idempotency_key.clone() };
         let new = NewIntent {
             id: id.clone(),
@@ -390,7 +453,13 @@ impl Gateway {
         tracing::debug!(intent = %id, action = %action.name, input = %input.canonical_json(), "validated");
         let findings = self.detector().scan_json(input.value());
         let now = time::OffsetDateTime::now_utc();
-        let (counters, reservation) = match self.reserve(&charges, now, req.dry_run).await {
+        let decide_span = tracing::info_span!("decide");
+        let deciding = std::time::Instant::now();
+        let (counters, reservation) = match self
+            .reserve(&charges, now, req.dry_run)
+            .instrument(decide_span.clone())
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // Nothing was decided or run: free the idempotency key.
@@ -398,14 +467,16 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let deciding = std::time::Instant::now();
-        let decided = self
-            .loaded
-            .policy
-            .decide_as(agent, claims, &action, input, &findings, &counters, now);
+        let decided = decide_span.in_scope(|| {
+            self.loaded
+                .policy
+                .decide_as(agent, claims, &action, input, &findings, &counters, now)
+        });
+        drop(decide_span);
         self.metrics.stage("decide", deciding.elapsed());
         let decision = decided.decision().clone();
         self.metrics.decision(decision.effect.as_str());
+        crate::trace::record_decision(&tracing::Span::current(), &decision);
         let hash = decided.input().sha256().to_owned();
         let detail = if findings.is_empty() {
             Value::Null
@@ -466,7 +537,9 @@ impl Gateway {
             // Held intents are charged when they run; refused ones never.
             Err(refused) if refused.decision().effect == Effect::Hold => {
                 self.give_back(&charges, &reservation, now).await;
-                self.hold(&id, agent, claims, &action, *refused).await
+                self.hold(&id, agent, claims, &action, *refused)
+                    .instrument(tracing::info_span!("hold"))
+                    .await
             }
             Err(refused) => {
                 self.give_back(&charges, &reservation, now).await;
@@ -554,17 +627,32 @@ impl Gateway {
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
         let started = std::time::Instant::now();
-        let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources()).await;
+        let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources())
+            .instrument(tracing::info_span!("credential"))
+            .await;
         self.metrics.stage("credential", started.elapsed());
         resolved.map_err(|e| e.to_string())
     }
 
     /// Stage: the upstream call, timed.
     async fn execute(&self, prepared: prepare::PreparedRequest) -> Result<portcullis_core::RawResponse, ExecError> {
+        let span = tracing::info_span!("execute", upstream_status = tracing::field::Empty);
         let started = std::time::Instant::now();
-        let executed = self.egress.execute(prepared).await;
-        self.metrics.stage("execute", started.elapsed());
+        let executed = self.egress.execute(prepared).instrument(span.clone()).await;
+        self.executed(&span, started.elapsed(), executed.as_ref().ok().map(|r| r.status));
         executed
+    }
+
+    /// Records an upstream call's latency and status on its span, the intent's span and the
+    /// metrics.
+    fn executed(&self, span: &tracing::Span, took: std::time::Duration, status: Option<u16>) {
+        if let Some(status) = status {
+            span.record("upstream_status", status);
+        }
+        // The caller runs in the intent's span.
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        tracing::Span::current().record("upstream_latency_ms", millis);
+        self.metrics.stage("execute", took);
     }
 
     /// Where secrets come from.
@@ -713,9 +801,10 @@ impl Gateway {
         } else {
             Scrubber::new(scrub)
         };
+        let span = tracing::info_span!("execute", upstream_status = tracing::field::Empty);
         let started = std::time::Instant::now();
-        let executed = self.egress.send_mail(prepared).await;
-        self.metrics.stage("execute", started.elapsed());
+        let executed = self.egress.send_mail(prepared).instrument(span.clone()).await;
+        self.executed(&span, started.elapsed(), None);
         self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
             .await
     }
@@ -735,6 +824,9 @@ impl Gateway {
     ) -> Result<Submitted, IntentError> {
         let status = executed.as_ref().ok().map(|raw| raw.status);
         self.metrics.upstream(action.name.as_str(), status);
+        if let Some(status) = status {
+            tracing::Span::current().record("upstream_status", status);
+        }
         match executed {
             Ok(raw) => {
                 let keep = self.loaded.projections.get(&action.name).map(AsRef::as_ref);
@@ -750,7 +842,10 @@ impl Gateway {
                         allow: &action.response.allow,
                     }),
                 };
-                let (result, found) = portcullis_redact::redact(raw, scrubber, &policy);
+                let redacting = std::time::Instant::now();
+                let (result, found) =
+                    tracing::info_span!("redact").in_scope(|| portcullis_redact::redact(raw, scrubber, &policy));
+                self.metrics.stage("redact", redacting.elapsed());
                 let upstream_status = result.status();
                 let withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
                 let mut detail = json!({"status": "executed", "upstream_status": upstream_status});
@@ -921,7 +1016,10 @@ impl Gateway {
             error,
             approval: None,
         };
-        self.record(response).await
+        let recording = std::time::Instant::now();
+        let recorded = self.record(response).instrument(tracing::info_span!("record")).await;
+        self.metrics.stage("record", recording.elapsed());
+        recorded
     }
 
     /// Stores a response as the intent's current state and returns it.
@@ -987,7 +1085,11 @@ impl Gateway {
             detail,
         };
         let started = std::time::Instant::now();
-        let appended = self.store.append(&event).await;
+        let appended = self
+            .store
+            .append(&event)
+            .instrument(tracing::info_span!("audit", kind = kind.as_str()))
+            .await;
         self.metrics.audit_append(started.elapsed());
         appended.map(|_| ()).map_err(|e| {
             tracing::error!(intent = %id, error = %e, "audit append failed; failing closed");
@@ -1051,7 +1153,10 @@ fn error_status(e: &IntentError) -> &'static str {
         | IntentError::UnknownAction(_)
         | IntentError::InvalidInput { .. } => "rejected",
         IntentError::IdempotencyConflict(_) | IntentError::IdempotencyInProgress(_) => "conflict",
-        IntentError::IntentNotFound | IntentError::OutcomeNotRecorded(_) | IntentError::StoreUnavailable(_) => "error",
+        IntentError::IntentNotFound
+        | IntentError::OutcomeNotRecorded(_)
+        | IntentError::StoreUnavailable(_)
+        | IntentError::NotAccepting(_) => "error",
     }
 }
 

@@ -153,6 +153,9 @@ pub struct Metrics {
     audit_append: Family<Histogram>,
     rate_limited: Family<AtomicU64>,
     oauth2: Family<AtomicU64>,
+    approvals: Family<AtomicU64>,
+    reloads: Family<AtomicU64>,
+    in_flight: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -199,6 +202,17 @@ impl Default for Metrics {
                 "OAuth2 token requests, by credential and outcome.",
                 &["credential", "outcome"],
             ),
+            approvals: Family::new(
+                "portcullis_approvals_total",
+                "Held intents settled by people or by time, by outcome (`approved`, `denied`, `expired`).",
+                &["outcome"],
+            ),
+            reloads: Family::new(
+                "portcullis_config_reloads_total",
+                "Configuration reloads, by outcome (`applied` or `rejected`).",
+                &["outcome"],
+            ),
+            in_flight: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
     }
@@ -243,6 +257,30 @@ impl Metrics {
         self.oauth2.inc(&[credential, outcome], &self.dropped);
     }
 
+    /// Counts a hold settled as `outcome`.
+    pub fn approval(&self, outcome: &'static str) {
+        self.approvals.inc(&[outcome], &self.dropped);
+    }
+
+    /// Counts a reload, applied or rejected.
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.reloads.inc(&[outcome], &self.dropped);
+    }
+
+    /// Marks an intent as running until the guard is dropped.
+    #[must_use]
+    pub fn start_intent(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Intents being processed now (submitted and not yet answered, or approved and running).
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The text exposition (format 0.0.4) of every metric, with `gauges` read by the caller.
     #[must_use]
     pub fn render(&self, gauges: Gauges) -> String {
@@ -255,6 +293,8 @@ impl Metrics {
         self.audit_append.render(&mut out);
         self.rate_limited.render(&mut out);
         self.oauth2.render(&mut out);
+        self.approvals.render(&mut out);
+        self.reloads.render(&mut out);
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         };
@@ -266,6 +306,12 @@ impl Metrics {
                 pending,
             );
         }
+        gauge(
+            &mut out,
+            "portcullis_intents_in_flight",
+            "Intents being processed now.",
+            self.in_flight(),
+        );
         let depth = gauges.audit_queue_depth;
         gauge(
             &mut out,
@@ -281,6 +327,16 @@ impl Metrics {
             self.dropped.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// An intent being processed; counted in [`Metrics::in_flight`] until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -24,4 +24,4 @@ mod tls;
 pub use egress::{DangerousEgress, Egress, EgressConfig, OutboundRequest};
 pub use error::{ExecError, NetParseError, RedirectError, SmtpError};
 pub use net::{IpNet, forbidden_reason};
-pub use tls::load_roots;
+pub use tls::{client_config as tls_client_config, load_roots};

@@ -32,7 +32,7 @@ use crate::error::ExecError;
 
 /// A TLS 1.2/1.3 client configuration that verifies servers against the system's trust store
 /// (the same verifier reqwest uses by default) and offers HTTP/1.1 only.
-pub(crate) fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientConfig, ExecError> {
+pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientConfig, ExecError> {
     let mut config = client_config_without_alpn(extra_roots)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)

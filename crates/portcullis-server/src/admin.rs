@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use portcullis_engine::{ApprovalError, Gateway, Person};
+use portcullis_engine::config::Role;
+use portcullis_engine::{ApprovalError, Gateway, Live, Person};
 
 use crate::error::ApiError;
 use crate::rest::bearer;
 
-type Shared = Arc<Gateway>;
+type Shared = Arc<Live>;
 
 async fn person(gw: &Gateway, headers: &HeaderMap) -> Result<Person, ApiError> {
     let token = bearer(headers).ok_or(ApiError::Approval(ApprovalError::Unauthenticated))?;
@@ -31,10 +32,11 @@ pub(crate) struct ListQuery {
 }
 
 pub(crate) async fn list(
-    State(gw): State<Shared>,
+    State(live): State<Shared>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
+    let gw = live.current();
     let person = person(&gw, &headers).await?;
     let pending_only = match q.state.as_deref() {
         None | Some("pending") => true,
@@ -48,10 +50,11 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn show(
-    State(gw): State<Shared>,
+    State(live): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let gw = live.current();
     let person = person(&gw, &headers).await?;
     Ok(Json(gw.approval(&person, &id).await?).into_response())
 }
@@ -65,25 +68,25 @@ pub(crate) struct VoteBody {
 }
 
 pub(crate) async fn approve(
-    State(gw): State<Shared>,
+    State(live): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    vote(gw, headers, id, body, true).await
+    vote(live.current(), headers, id, body, true).await
 }
 
 pub(crate) async fn deny(
-    State(gw): State<Shared>,
+    State(live): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    vote(gw, headers, id, body, false).await
+    vote(live.current(), headers, id, body, false).await
 }
 
 async fn vote(
-    gw: Shared,
+    gw: Arc<Gateway>,
     headers: HeaderMap,
     id: String,
     body: axum::body::Bytes,
@@ -101,4 +104,23 @@ async fn vote(
         .await
         .map_err(|e| ApprovalError::Store(format!("the approval task failed: {e}")))??;
     Ok(Json(result).into_response())
+}
+
+/// `POST /v1/admin/reload` (admins only): re-reads the configuration, catalog and policies,
+/// as `SIGHUP` does. A configuration with problems is refused with every problem listed,
+/// and the previous one keeps serving.
+pub(crate) async fn reload(State(live): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let person = person(&live.current(), &headers).await?;
+    if person.role != Role::Admin {
+        return Err(ApprovalError::Forbidden.into());
+    }
+    tracing::warn!(by = %person.id, "reload requested through the admin API");
+    match live.reload().await {
+        Ok(reloaded) => Ok(Json(json!({"status": "reloaded", "generation": reloaded.generation,
+            "actions": reloaded.actions, "policies": reloaded.policies}))
+        .into_response()),
+        Err(refused) => Err(ApiError::ReloadRefused(
+            refused.0.iter().map(ToString::to_string).collect(),
+        )),
+    }
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     NoRoute,
     /// The route exists, but not with this method.
     MethodNotAllowed,
+    /// A reload found problems in the new configuration; the old one keeps serving.
+    ReloadRefused(Vec<String>),
 }
 
 impl From<IntentError> for ApiError {
@@ -77,6 +79,7 @@ impl IntoResponse for ApiError {
                 IntentError::StoreUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), None)
                 }
+                IntentError::NotAccepting(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string(), None),
             },
             Self::Approval(e) => {
                 let (status, code) = approval_status(&e);
@@ -95,6 +98,12 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned(), None),
+            Self::ReloadRefused(problems) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_refused",
+                "the new configuration has problems; the previous one keeps serving".to_owned(),
+                Some(json!({"problems": problems})),
+            ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

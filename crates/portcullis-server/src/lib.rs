@@ -15,7 +15,7 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
-use portcullis_engine::Gateway;
+use portcullis_engine::Live;
 
 pub use error::ApiError;
 pub use mcp::{Served, serve_stdio};
@@ -26,15 +26,15 @@ pub use rest::{router, router_at};
 /// # Errors
 /// When the listener fails.
 pub async fn serve(
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let served = Served {
         addr: listener.local_addr()?,
-        public_url: gateway.loaded().config.public_url.clone(),
+        public_url: live.current().loaded().config.public_url.clone(),
     };
-    axum::serve(listener, router_at(gateway, &served))
+    axum::serve(listener, router_at(live, &served))
         .with_graceful_shutdown(shutdown)
         .await
 }

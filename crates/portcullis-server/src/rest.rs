@@ -11,35 +11,36 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use portcullis_core::AgentId;
-use portcullis_engine::{Gateway, IntentError, IntentRequest, IntentStatus, Submitted};
+use portcullis_engine::{Gateway, IntentError, IntentRequest, IntentStatus, Live, Submitted};
 use portcullis_policy::Claims;
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 
-type Shared = Arc<Gateway>;
+type Shared = Arc<Live>;
 
 /// The router as served on the configured `listen` address (see [`router_at`]).
-pub fn router(gateway: Shared) -> Router {
+pub fn router(live: Shared) -> Router {
+    let gateway = live.current();
     let served = crate::Served {
         addr: gateway.loaded().config.listen,
         public_url: gateway.loaded().config.public_url.clone(),
     };
-    router_at(gateway, &served)
+    router_at(live, &served)
 }
 
 /// The router: `POST /v1/intents`, `GET /v1/intents/{id}`, `GET /v1/actions`, the approvals
 /// API under `/v1/approvals`, `/healthz`, `/readyz`, the approvals web UI under `/ui`, and
-/// MCP at `/mcp` (its allowed `Host` and `Origin` values follow `served`), and `/metrics`
-/// when the configuration enables it.
-pub fn router_at(gateway: Shared, served: &crate::Served) -> Router {
-    let ui = crate::ui::routes(Arc::clone(&gateway));
-    let mcp = crate::mcp::routes(Arc::clone(&gateway), served);
-    let mut routes = Router::new();
-    // Disabled, the path is not routed at all: a 404 that says nothing about metrics.
-    if gateway.loaded().config.metrics_enabled {
-        routes = routes.route("/metrics", get(metrics));
-    }
-    routes
+/// MCP at `/mcp` (its allowed `Host` and `Origin` values follow `served`), `/metrics` when
+/// the configuration enables it, and `POST /v1/admin/reload`.
+///
+/// Each request uses the gateway current when it arrives, to its end (see [`Live`]).
+pub fn router_at(live: Shared, served: &crate::Served) -> Router {
+    let ui = crate::ui::routes(Arc::clone(&live));
+    let mcp = crate::mcp::routes(Arc::clone(&live), served);
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/admin/reload", post(crate::admin::reload))
         .route("/v1/intents", post(submit))
         .route("/v1/intents/{id}", get(get_intent))
         .route("/v1/actions", get(list_actions))
@@ -51,7 +52,7 @@ pub fn router_at(gateway: Shared, served: &crate::Served) -> Router {
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(gateway)
+        .with_state(live)
         .merge(ui)
         .merge(mcp)
 }
@@ -82,8 +83,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let (agent, claims) = agent_with_claims(&gw, &headers).await?;
+async fn submit(State(live): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let admitted = live.admit()?;
+    let gw = Arc::clone(&admitted.gateway);
+    let span = portcullis_engine::trace::intent_span();
+    let (agent, claims) = agent_with_claims(&gw, &headers)
+        .instrument(tracing::info_span!(parent: &span, "authenticate"))
+        .await?;
     if !is_json(&headers) {
         let _ = gw
             .reject_request(&agent, IntentError::Malformed("wrong content type".into()))
@@ -104,7 +110,14 @@ async fn submit(State(gw): State<Shared>, headers: HeaderMap, body: Body) -> Res
     // The pipeline runs in its own task so that an intent that reached the upstream is
     // finished and audited even when the agent hangs up: hyper drops a handler's future when
     // its client disconnects.
-    let task = tokio::spawn(async move { gw.submit_as(&agent, claims.as_ref(), request).await });
+    let task = tokio::spawn(
+        async move {
+            let submitted = gw.submit_as(&agent, claims.as_ref(), request).await;
+            drop(admitted);
+            submitted
+        }
+        .instrument(span),
+    );
     let outcome = task
         .await
         .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?;
@@ -120,11 +133,12 @@ struct WaitQuery {
 }
 
 async fn get_intent(
-    State(gw): State<Shared>,
+    State(live): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let gw = live.current();
     let agent = agent(&gw, &headers).await?;
     let Ok(Query(q)) = query else {
         return Err(IntentError::Malformed("`wait` must be a whole number of seconds".into()).into());
@@ -136,29 +150,47 @@ async fn get_intent(
     Ok(submitted(result))
 }
 
-async fn list_actions(State(gw): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_actions(State(live): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let gw = live.current();
     let agent = agent(&gw, &headers).await?;
     Ok(Json(json!({"actions": gw.actions_for(&agent)})).into_response())
 }
 
-async fn metrics(State(gw): State<Shared>) -> Response {
+async fn metrics(State(live): State<Shared>) -> Result<Response, ApiError> {
+    let gw = live.current();
+    // Disabled, the path answers like an unrouted one: a 404 that says nothing about metrics.
+    if !gw.loaded().config.metrics_enabled {
+        return Err(ApiError::NoRoute);
+    }
     let text = gw.render_metrics().await;
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
-        .into_response()
+        .into_response())
 }
 
-async fn ready(State(gw): State<Shared>) -> Response {
-    match gw.store().list_secrets().await {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store unavailable"})),
-        )
-            .into_response(),
+/// `/readyz`: 200 when every check passes (not shutting down, the store answers, the audit
+/// log can be written, the catalog and policies are loaded), else 503; the body lists them.
+/// Store errors are not shown: they can name hosts and paths.
+async fn ready(State(live): State<Shared>) -> Response {
+    let mut readiness = live.readiness().await;
+    for check in &mut readiness.checks {
+        if check.name == "store" && !check.ok {
+            check.detail = Some("the store did not answer".to_owned());
+        }
     }
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = if readiness.ready { "ready" } else { "not ready" };
+    (
+        status,
+        Json(json!({"status": word, "checks": readiness.checks, "generation": readiness.generation})),
+    )
+        .into_response()
 }
 
 fn submitted(s: Submitted) -> Response {

@@ -58,6 +58,31 @@ impl Store {
         self.writer.depth()
     }
 
+    /// Whether audit events can be written: the writer runs and its last batch committed.
+    #[must_use]
+    pub fn audit_writable(&self) -> bool {
+        self.writer.writable()
+    }
+
+    /// Whether the audit writer task runs (a failed batch doesn't stop it).
+    #[must_use]
+    pub fn audit_writer_running(&self) -> bool {
+        self.writer.running()
+    }
+
+    /// Waits until every queued audit event is committed (or failed), at most `limit`.
+    /// Returns whether the queue emptied.
+    pub async fn flush_audit(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.writer.depth() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Up to `limit` events with `seq > after_seq`, in ascending order.
     ///
     /// # Errors

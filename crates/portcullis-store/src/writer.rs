@@ -6,7 +6,7 @@
 //! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use portcullis_core::now_rfc3339;
 use sqlx::{Connection as _, PgPool, SqliteConnection};
@@ -38,6 +38,8 @@ pub(crate) struct AuditWriter {
     queue: mpsc::Sender<Pending>,
     /// Appends queued (or waiting to queue) and not yet answered.
     waiting: Arc<AtomicU64>,
+    /// Whether the last batch committed (true until one fails).
+    healthy: Arc<AtomicBool>,
 }
 
 /// Counts one append as waiting until it is dropped: answered, failed, or abandoned by a
@@ -65,11 +67,23 @@ impl AuditWriter {
 
     fn spawn(sink: Sink) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(sink, rx));
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run(sink, rx, Arc::clone(&healthy)));
         Self {
             queue,
             waiting: Arc::new(AtomicU64::new(0)),
+            healthy,
         }
+    }
+
+    /// Whether the writer task runs.
+    pub fn running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// Whether appends can be written: the writer task runs and its last batch committed.
+    pub fn writable(&self) -> bool {
+        !self.queue.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
     /// Appends queued (or waiting for room in the queue) and not yet committed or failed.
@@ -97,7 +111,7 @@ enum Sink {
     Postgres(PgPool),
 }
 
-async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>) {
+async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>, healthy: Arc<AtomicBool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // `recv_many` waits for one event, then takes whatever else is already queued.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -105,6 +119,7 @@ async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>) {
             Sink::Sqlite(conn) => write_sqlite(conn, &batch).await,
             Sink::Postgres(pool) => write_postgres(pool, &batch).await,
         };
+        healthy.store(written.is_ok(), Ordering::Relaxed);
         match written {
             Ok(receipts) => {
                 for (pending, receipt) in batch.drain(..).zip(receipts) {

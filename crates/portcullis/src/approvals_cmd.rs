@@ -180,6 +180,16 @@ impl Client {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            let message = value["error"]["message"].as_str().unwrap_or("request failed");
+            bail!("the gateway answered {status}: {message}");
+        }
+        Ok(value)
+    }
+
+    /// The status and JSON body (`null` when not JSON) of one call.
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let url = self.base.join(path)?;
         let mut headers = vec![(
             HeaderName::from_static("authorization"),
@@ -199,10 +209,27 @@ impl Client {
         };
         let response = self.egress.dangerous().send(request).await?;
         let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        if !(200..300).contains(&response.status) {
-            let message = value["error"]["message"].as_str().unwrap_or("request failed");
-            bail!("the gateway answered {}: {message}", response.status);
-        }
-        Ok(value)
+        Ok((response.status, value))
     }
+}
+
+/// `portcullis reload`: `POST /v1/admin/reload`, printing what was applied or every problem.
+pub async fn reload(config: &Path, remote: Remote) -> anyhow::Result<ExitCode> {
+    let client = Client::new(config, remote)?;
+    let (status, body) = client.send("POST", "/v1/admin/reload", None).await?;
+    if (200..300).contains(&status) {
+        println!(
+            "reloaded: configuration generation {}, {} action(s), {} policies",
+            body["generation"], body["actions"], body["policies"]
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "reload refused ({status}): {}",
+        body["error"]["message"].as_str().unwrap_or("request failed")
+    );
+    for problem in body["error"]["details"]["problems"].as_array().into_iter().flatten() {
+        eprintln!("  {}", text(problem));
+    }
+    Ok(ExitCode::FAILURE)
 }

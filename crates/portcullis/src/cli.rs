@@ -71,6 +71,10 @@ pub enum Command {
     /// create login tokens for the people in `admins`.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
+    /// Make the running gateway re-read its configuration, catalog and policies (as
+    /// `SIGHUP` does), through the admin API with an admin's login token. A configuration
+    /// with problems is refused, each problem is printed, and the old one keeps serving.
+    Reload(Remote),
     /// Generate action files from an API description.
     #[command(subcommand)]
     Catalog(CatalogCmd),
@@ -234,7 +238,8 @@ pub enum ExportFormat {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen } => crate::serve::run(&cli.config, listen).await,
+        Command::Serve { listen } => crate::serve::run(&cli.config, listen, cli.verbose).await,
+        Command::Reload(remote) => crate::approvals_cmd::reload(&cli.config, remote).await,
         Command::Mcp => crate::mcp_cmd::run(&cli.config).await,
         Command::Check {
             print_schema,

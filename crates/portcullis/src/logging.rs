@@ -4,6 +4,9 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::sync::{Arc, LazyLock, RwLock};
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use portcullis_engine::config::{LogFormat, LogSettings, TracingSettings};
 use portcullis_redact::detect::{Detector, Finding, mask};
 
 /// The detector log lines pass through: every builtin rule until a configuration is loaded,
@@ -18,15 +21,61 @@ pub(crate) fn use_detector(detector: Arc<Detector>) {
 }
 
 /// Starts logging to standard error at `warn` (`info` with `--verbose`), or as `PORTCULLIS_LOG`
-/// says, redacted.
+/// says, redacted, in the human format.
 pub(crate) fn init(verbose: bool) {
-    let default = if verbose { "info" } else { "warn" };
+    let _ = init_with(verbose, &LogSettings::default(), None);
+}
+
+/// Starts logging as the configuration says (`logging.format`, `logging.level`; the
+/// environment's `PORTCULLIS_LOG` still wins), and exporting spans over OTLP when
+/// `tracing` is configured. Returns the tracer provider to shut down at exit.
+///
+/// # Errors
+/// When the trace exporter can't be built.
+pub(crate) fn init_with(
+    verbose: bool,
+    settings: &LogSettings,
+    tracing: Option<(&TracingSettings, Arc<Detector>)>,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let default = settings
+        .level
+        .clone()
+        .unwrap_or_else(|| if verbose { "info" } else { "warn" }.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| RedactingStderr)
-        .try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr);
+    let fmt = match settings.format {
+        LogFormat::Human => fmt.boxed(),
+        // Each line carries its spans' fields: the intent's id, agent and action.
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).boxed(),
+    };
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> =
+        vec![fmt.with_filter(filter).boxed()];
+    let provider = match tracing {
+        None => None,
+        Some((settings, detector)) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let provider = crate::telemetry::provider(settings, detector)?;
+            let tracer = provider.tracer("portcullis");
+            // The gateway's own spans, whatever the log level.
+            let ours = tracing_subscriber::filter::Targets::new()
+                .with_target("portcullis_engine", tracing::Level::INFO)
+                .with_target("portcullis_server", tracing::Level::INFO);
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(ours)
+                    .boxed(),
+            );
+            Some(provider)
+        }
+    };
+    tracing_subscriber::registry().with(layers).try_init()?;
+    Ok(provider)
 }
 
 /// Standard error, with each write redacted. The formatter writes one event per call, so a
@@ -59,7 +108,7 @@ const PASSES: usize = 4;
 /// before `ghp_`) and `\"` puts a backslash before the quote a rule expects. The search
 /// runs on a copy with the common escapes decoded; each byte of the copy remembers where it
 /// came from, so the findings mask the line itself.
-fn redact_line(detector: &Detector, line: &str) -> String {
+pub(crate) fn redact_line(detector: &Detector, line: &str) -> String {
     let mut out = line.to_owned();
     for _ in 0..PASSES {
         let (decoded, origin) = decode_escapes(&out);

@@ -9,6 +9,7 @@ mod keys;
 mod logging;
 mod mcp_cmd;
 mod serve;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -16,7 +17,10 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.verbose);
+    // `serve` starts logging once it has read the configuration (format, level, traces).
+    if !matches!(cli.command, cli::Command::Serve { .. }) {
+        logging::init(cli.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

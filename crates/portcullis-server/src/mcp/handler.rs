@@ -12,8 +12,9 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use portcullis_core::{AgentId, IntentId};
-use portcullis_engine::{ActionView, Gateway, IntentError, IntentRequest, IntentStatus, Submitted};
+use portcullis_engine::{ActionView, Gateway, IntentError, IntentRequest, IntentStatus, Live, Submitted};
 use portcullis_policy::Claims;
+use tracing::Instrument as _;
 
 use super::{render, status};
 
@@ -25,7 +26,7 @@ const TASK_POLL_MS: u64 = 2_000;
 /// Serves one agent's MCP requests against the gateway.
 #[derive(Debug, Clone)]
 pub(crate) struct McpHandler {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     /// The agent of a stdio session; over HTTP each request names its own (authenticated
     /// in front of rmcp and passed in the request's extensions).
     agent: Option<AgentId>,
@@ -34,20 +35,25 @@ pub(crate) struct McpHandler {
 }
 
 impl McpHandler {
-    pub(crate) fn over_http(gateway: Arc<Gateway>) -> Self {
+    pub(crate) fn over_http(live: Arc<Live>) -> Self {
         Self {
-            gateway,
+            live,
             agent: None,
             in_flight: Arc::default(),
         }
     }
 
-    pub(crate) fn for_agent(gateway: Arc<Gateway>, agent: AgentId) -> Self {
+    pub(crate) fn for_agent(live: Arc<Live>, agent: AgentId) -> Self {
         Self {
-            gateway,
+            live,
             agent: Some(agent),
             in_flight: Arc::default(),
         }
+    }
+
+    /// The gateway serving now.
+    fn gateway(&self) -> Arc<Gateway> {
+        self.live.current()
     }
 
     /// The lock executing tool calls hold for reading.
@@ -82,12 +88,17 @@ impl McpHandler {
         claims: Option<Claims>,
         request: IntentRequest,
     ) -> Result<Submitted, IntentError> {
-        let gateway = Arc::clone(&self.gateway);
+        let admitted = self.live.admit()?;
         let guard = Arc::clone(&self.in_flight).read_owned().await;
-        tokio::spawn(async move {
-            let _running = guard;
-            gateway.submit_as(&agent, claims.as_ref(), request).await
-        })
+        tokio::spawn(
+            async move {
+                let _running = guard;
+                let submitted = admitted.gateway.submit_as(&agent, claims.as_ref(), request).await;
+                drop(admitted);
+                submitted
+            }
+            .instrument(portcullis_engine::trace::intent_span()),
+        )
         .await
         .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?
     }
@@ -98,9 +109,9 @@ impl McpHandler {
             Err(problem) => return render::invalid_arguments(&problem).into(),
         };
         let fetched = if args.wait.is_zero() {
-            self.gateway.intent(agent, &args.intent_id).await
+            self.gateway().intent(agent, &args.intent_id).await
         } else {
-            self.gateway.wait_intent(agent, &args.intent_id, args.wait).await
+            self.gateway().wait_intent(agent, &args.intent_id, args.wait).await
         };
         match fetched {
             Ok(s) => render::outcome(&s).into(),
@@ -143,7 +154,7 @@ impl McpHandler {
     /// When the hold was created and last changed; now for an intent that was never held.
     async fn task_times(&self, id: &str) -> (String, String) {
         let hold = match IntentId::new(id) {
-            Ok(id) => self.gateway.store().get_hold(&id).await.ok().flatten(),
+            Ok(id) => self.gateway().store().get_hold(&id).await.ok().flatten(),
             Err(_) => None,
         };
         match hold {
@@ -181,13 +192,13 @@ impl ServerHandler for McpHandler {
         let agent = self.agent(&ctx)?;
         // The gateway's own tool name is reserved: an action of that name is not offered.
         let mut tools: Vec<Tool> = self
-            .gateway
+            .gateway()
             .actions_for(&agent)
             .into_iter()
             .filter(|a| a.name != status::NAME)
             .map(action_tool)
             .collect();
-        if self.gateway.may_hold(&agent) {
+        if self.gateway().may_hold(&agent) {
             tools.push(status::tool());
         }
         let mut result = ListToolsResult::with_all_items(tools);
@@ -204,7 +215,7 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let agent = self.agent(&ctx)?;
         if request.name == status::NAME {
-            if !self.gateway.may_hold(&agent) {
+            if !self.gateway().may_hold(&agent) {
                 return Err(render::unknown_tool(status::NAME));
             }
             return Ok(self.intent_status(&agent, request.arguments.as_ref()).await);
@@ -221,13 +232,13 @@ impl ServerHandler for McpHandler {
         if let Some(k) = key {
             fields["idempotency_key"] = k;
         }
-        let limits = self.gateway.loaded().config.json_limits;
+        let limits = self.gateway().loaded().config.json_limits;
         let parsed = portcullis_core::json::check_depth(&fields["input"], limits)
             .map_err(|e| IntentError::Malformed(e.to_string()))
             .and_then(|()| IntentRequest::from_value(fields));
         let intent = match parsed {
             Ok(r) => r,
-            Err(e) => return render::intent_error(self.gateway.reject_request(&agent, e).await).map(Into::into),
+            Err(e) => return render::intent_error(self.gateway().reject_request(&agent, e).await).map(Into::into),
         };
         let tasks = ctx.client_capabilities().is_some_and(|c| c.supports_tasks());
         match self.submit(agent, Self::claims(&ctx), intent).await {
@@ -246,7 +257,7 @@ impl ServerHandler for McpHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
         let agent = self.agent(&ctx)?;
-        match self.gateway.intent(&agent, &request.task_id).await {
+        match self.gateway().intent(&agent, &request.task_id).await {
             Ok(s) => Ok(GetTaskResult::new(self.task(&s).await)),
             Err(IntentError::IntentNotFound) => Err(ErrorData::invalid_params(
                 format!("unknown task `{}`", request.task_id),
@@ -260,7 +271,7 @@ impl ServerHandler for McpHandler {
         let agent = self.agent(&ctx)?;
         // The agent that asked can't withdraw the request from the approvers; an approver
         // can deny it, and an undecided hold expires.
-        match self.gateway.intent(&agent, &request.task_id).await {
+        match self.gateway().intent(&agent, &request.task_id).await {
             Ok(_) => Err(ErrorData::invalid_request(
                 "a held intent can't be cancelled by the agent; an approver can deny it, and it expires undecided",
                 None,

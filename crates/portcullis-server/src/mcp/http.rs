@@ -14,7 +14,7 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
-use portcullis_engine::{Gateway, IntentError};
+use portcullis_engine::{Gateway, IntentError, Live};
 
 use super::Served;
 use super::handler::McpHandler;
@@ -32,7 +32,7 @@ const ENVELOPE_DEPTH: usize = 3;
 
 #[derive(Debug)]
 struct McpState {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     /// `BASE/mcp`: the protected resource.
     resource: String,
     /// `BASE/.well-known/oauth-protected-resource`, named in every 401.
@@ -44,10 +44,14 @@ struct McpState {
 ///
 /// The bearer token is checked first (401 without a valid one), then rmcp checks `Host`
 /// and `Origin` (403), the media types and the JSON-RPC message.
-pub fn routes(gateway: Arc<Gateway>, served: &Served) -> Router {
+///
+/// The allowed hosts and origins and the body limit are fixed when the router is built: a
+/// reload doesn't change them (restart to).
+pub fn routes(live: Arc<Live>, served: &Served) -> Router {
     let base = served.base_url();
+    let gateway = live.current();
     let state = Arc::new(McpState {
-        gateway: Arc::clone(&gateway),
+        live: Arc::clone(&live),
         resource: format!("{base}/mcp"),
         metadata_url: format!("{base}{METADATA_PATH}"),
     });
@@ -61,7 +65,7 @@ pub fn routes(gateway: Arc<Gateway>, served: &Served) -> Router {
         .enforce_origin_validation()
         .with_max_request_body_bytes(max_body);
     let service = StreamableHttpService::new(
-        move || Ok(McpHandler::over_http(Arc::clone(&gateway))),
+        move || Ok(McpHandler::over_http(Arc::clone(&live))),
         Arc::new(NeverSessionManager::default()),
         config,
     );
@@ -113,7 +117,7 @@ async fn authenticate(State(state): State<Arc<McpState>>, mut request: Request, 
     let Some(token) = crate::rest::bearer(request.headers()) else {
         return unauthorized(&state, false);
     };
-    match state.gateway.authenticate_with_claims(token).await {
+    match state.live.current().authenticate_with_claims(token).await {
         Ok((agent, claims)) => {
             request.extensions_mut().insert(agent);
             if let Some(claims) = claims {
@@ -140,7 +144,8 @@ async fn strict_json(State(state): State<Arc<McpState>>, request: Request, next:
     if request.method() != axum::http::Method::POST || !is_json {
         return next.run(request).await;
     }
-    let config = &state.gateway.loaded().config;
+    let gateway = state.live.current();
+    let config = &gateway.loaded().config;
     let max_body = config.max_body_bytes.saturating_add(ENVELOPE_BYTES);
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {

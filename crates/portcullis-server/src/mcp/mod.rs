@@ -35,7 +35,7 @@ pub async fn serve_stdio(
     drain: std::time::Duration,
 ) -> Result<(), std::io::Error> {
     use rmcp::ServiceExt as _;
-    let handler = handler::McpHandler::for_agent(gateway, agent);
+    let handler = handler::McpHandler::for_agent(portcullis_engine::Live::new(gateway), agent);
     let in_flight = handler.in_flight();
     let running = match handler.serve(rmcp::transport::stdio()).await {
         Ok(r) => r,

@@ -1,7 +1,5 @@
 //! The `/ui` handlers: each checks the session, asks the engine, renders a page.
 
-use std::sync::Arc;
-
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -49,7 +47,7 @@ pub(crate) async fn login(
     }
     let token = form.map(|Form(f)| f.token).unwrap_or_default();
     let token = token.trim();
-    match ui.gateway.authenticate_person(token).await {
+    match ui.gateway().authenticate_person(token).await {
         Ok(person) => {
             if let Some(old) = session::session_id(&headers)
                 && let Err(e) = ui.sessions.remove(&old).await
@@ -134,11 +132,11 @@ pub(crate) async fn list(State(ui): State<Shared>, headers: HeaderMap) -> Respon
         Err(e) => return failure(None, &e),
     };
     let me = me(&signed);
-    let pending = match ui.gateway.approvals_for(&signed.person, true).await {
+    let pending = match ui.gateway().approvals_for(&signed.person, true).await {
         Ok(p) => p,
         Err(e) => return failure(Some(me), &e),
     };
-    let all = match ui.gateway.approvals_for(&signed.person, false).await {
+    let all = match ui.gateway().approvals_for(&signed.person, false).await {
         Ok(a) => a,
         Err(e) => return failure(Some(me), &e),
     };
@@ -170,7 +168,7 @@ pub(crate) async fn detail(
         Err(e) => return failure(None, &e),
     };
     let me = me(&signed);
-    let hold = match ui.gateway.approval(&signed.person, &id).await {
+    let hold = match ui.gateway().approval(&signed.person, &id).await {
         Ok(h) => h,
         Err(e) => return failure(Some(me), &e),
     };
@@ -250,7 +248,7 @@ async fn vote(
     // The vote that completes the quorum executes the intent. It runs in its own task so
     // that it finishes, and its outcome is recorded, even when the browser goes away
     // (hyper drops a handler's future when its client disconnects).
-    let (gateway, person, hold_id) = (Arc::clone(&ui.gateway), signed.person.clone(), id.clone());
+    let (gateway, person, hold_id) = (ui.gateway(), signed.person.clone(), id.clone());
     let voted = tokio::spawn(async move {
         gateway
             .vote(&person, &hold_id, approve, &form.reason, &form.payload_sha256)
@@ -266,7 +264,7 @@ async fn vote(
         }
         Err(e) => {
             let status = approval_status(&e).0;
-            match ui.gateway.approval(&signed.person, &id).await {
+            match ui.gateway().approval(&signed.person, &id).await {
                 Ok(hold) => {
                     let mut page = DetailPage::new(me, &hold);
                     page.error = Some(e.to_string());

@@ -20,7 +20,7 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::{any, get, post};
 
-use portcullis_engine::{ApprovalError, Gateway, Person};
+use portcullis_engine::{ApprovalError, Gateway, Live, Person};
 
 use self::session::{Session, Sessions};
 
@@ -32,17 +32,24 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The UI's state: the gateway and the sessions (in its store).
 #[derive(Debug)]
 pub(crate) struct Ui {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     sessions: Sessions,
+}
+
+impl Ui {
+    /// The gateway serving now.
+    fn gateway(&self) -> Arc<Gateway> {
+        self.live.current()
+    }
 }
 
 type Shared = Arc<Ui>;
 
 /// The `/ui` routes, to merge into the API router.
-pub(crate) fn routes(gateway: Arc<Gateway>) -> Router {
+pub(crate) fn routes(live: Arc<Live>) -> Router {
     let ui = Arc::new(Ui {
-        sessions: Sessions::new(gateway.store().clone()),
-        gateway,
+        sessions: Sessions::new(live.current().store().clone()),
+        live,
     });
     Router::new()
         .route("/ui", get(handlers::home))
@@ -88,13 +95,13 @@ impl Ui {
             return Ok(None);
         };
         let owner = self
-            .gateway
+            .gateway()
             .store()
             .person_for_token_hash(&session.token_sha256)
             .await
             .map_err(|e| ApprovalError::Store(e.to_string()))?;
         let person = match owner {
-            Some(owner) if owner == session.person => self.gateway.person_by_id(&owner),
+            Some(owner) if owner == session.person => self.gateway().person_by_id(&owner),
             _ => None,
         };
         match person {

@@ -175,7 +175,7 @@ impl World {
             .set_person_token("lead", &sha256_hex(LEAD_TOKEN.as_bytes()))
             .await
             .unwrap();
-        let app = portcullis_server::router(Arc::clone(&gateway));
+        let app = portcullis_server::router(portcullis_engine::Live::new(Arc::clone(&gateway)));
         Self {
             _dir: dir,
             gateway,

@@ -105,7 +105,7 @@ impl World {
             .add_agent(&AgentId::new("support").unwrap(), &sha256_hex(TOKEN.as_bytes()))
             .await
             .unwrap();
-        let app = portcullis_server::router(gateway);
+        let app = portcullis_server::router(portcullis_engine::Live::new(gateway));
         Self { _dir: dir, app }
     }
 

@@ -131,7 +131,7 @@ impl World {
             .set_person_token("bob", &sha256_hex(BOB_TOKEN.as_bytes()))
             .await
             .unwrap();
-        let app = portcullis_server::router(Arc::clone(&gateway));
+        let app = portcullis_server::router(portcullis_engine::Live::new(Arc::clone(&gateway)));
         Self {
             _dir: dir,
             gateway,
@@ -569,7 +569,9 @@ async fn logout_and_a_new_login_token_end_the_session() {
 async fn a_session_started_on_one_instance_works_on_another_sharing_the_store() {
     let w = World::new().await;
     let loaded = portcullis_engine::check(&w._dir.path().join("portcullis.yaml")).unwrap();
-    let other = portcullis_server::router(Arc::new(Gateway::open(loaded).await.unwrap()));
+    let other = portcullis_server::router(portcullis_engine::Live::new(Arc::new(
+        Gateway::open(loaded).await.unwrap(),
+    )));
     let cookie = w.login(ALICE_TOKEN).await;
     let id = w.hold(json!({"title": "Printer on fire"})).await;
 
