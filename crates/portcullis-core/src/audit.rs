@@ -64,3 +64,22 @@ pub struct AuditEvent {
     #[serde(skip_serializing_if = "serde_json::Value::is_null", default)]
     pub detail: serde_json::Value,
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::AuditKind;
+
+    #[test]
+    fn kind_names_are_the_serialized_names() {
+        for kind in [
+            AuditKind::Rejected,
+            AuditKind::Decided,
+            AuditKind::Outcome,
+            AuditKind::Approval,
+            AuditKind::Denial,
+            AuditKind::Expiry,
+        ] {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::json!(kind.as_str())));
+        }
+    }
+}

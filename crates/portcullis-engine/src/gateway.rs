@@ -627,9 +627,7 @@ impl Gateway {
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
         let started = std::time::Instant::now();
-        let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources())
-            .instrument(tracing::info_span!("credential"))
-            .await;
+        let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources()).await;
         self.metrics.stage("credential", started.elapsed());
         resolved.map_err(|e| e.to_string())
     }
@@ -702,7 +700,9 @@ impl Gateway {
         } else {
             permitted
         };
-        let credential = match self.credential(action).await {
+        // Stage: prepare (the credential resolved, the request rendered with it).
+        let preparing = tracing::info_span!("prepare");
+        let credential = match self.credential(action).instrument(preparing.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 return self
@@ -711,6 +711,7 @@ impl Gateway {
             }
         };
         if action.smtp().is_some() {
+            drop(preparing);
             return self
                 .run_mail(id, agent, action, decision, permitted, credential, sent_sha256)
                 .await;
@@ -727,7 +728,9 @@ impl Gateway {
         let retry = oauth2
             .filter(|_| action.hints.idempotent)
             .map(|name| (name, permitted.clone()));
-        let prepared = match prepare::prepare(permitted, action, credential.as_ref()) {
+        let prepared = preparing.in_scope(|| prepare::prepare(permitted, action, credential.as_ref()));
+        drop(preparing);
+        let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -787,7 +790,9 @@ impl Gateway {
         sent_sha256: Option<String>,
     ) -> Result<Submitted, IntentError> {
         let hash = permitted.get().sha256().to_owned();
-        let prepared = match prepare::prepare_mail(permitted, action, credential.as_ref()) {
+        let prepared =
+            tracing::info_span!("prepare").in_scope(|| prepare::prepare_mail(permitted, action, credential.as_ref()));
+        let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
                 return self

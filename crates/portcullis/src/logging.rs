@@ -47,7 +47,10 @@ pub(crate) fn init_with(
         .unwrap_or_else(|| if verbose { "info" } else { "warn" }.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr);
+    // Colours only on a terminal: escape codes in a log file or pipeline are noise.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| RedactingStderr);
     let fmt = match settings.format {
         LogFormat::Human => fmt.boxed(),
         // Each line carries its spans' fields: the intent's id, agent and action.

@@ -143,3 +143,88 @@ impl<E: SpanExporter> SpanExporter for Redacting<E> {
         self.inner.set_resource(resource);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    /// Keeps what it is given.
+    #[derive(Debug, Default)]
+    struct Keep(Mutex<Vec<SpanData>>);
+
+    impl SpanExporter for Keep {
+        fn export(&self, batch: Vec<SpanData>) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            if let Ok(mut kept) = self.0.lock() {
+                kept.extend(batch);
+            }
+            std::future::ready(Ok(()))
+        }
+    }
+
+    const TOKEN: &str = "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";
+
+    fn span() -> SpanData {
+        let mut events = SpanEvents::default();
+        events.events.push(Event::new(
+            format!("upstream said {TOKEN}"),
+            SystemTime::now(),
+            vec![KeyValue::new("error", "mail ops@example.com")],
+            0,
+        ));
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed("intent"),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes: vec![
+                KeyValue::new("reason", format!("token {TOKEN} refused")),
+                KeyValue::new(
+                    "list",
+                    Value::Array(Array::String(vec![StringValue::from(TOKEN.to_owned())])),
+                ),
+                KeyValue::new("long", "x".repeat(5000)),
+                KeyValue::new("upstream_status", 201_i64),
+            ],
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status: Status::Error {
+                description: Cow::Owned(format!("failed with {TOKEN}")),
+            },
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_exported_string_is_redacted_and_capped_and_numbers_are_kept() {
+        let redacting = Redacting {
+            inner: Keep::default(),
+            detector: Arc::new(Detector::builtin()),
+            cap: 1024,
+        };
+        assert!(redacting.export(vec![span()]).await.is_ok());
+        let kept = redacting.inner.0.lock().map(|k| k.clone()).unwrap_or_default();
+        let [out] = kept.as_slice() else {
+            unreachable!("one span in, one span out: {kept:?}")
+        };
+        let text = format!("{out:?}");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(!text.contains("ops@example.com"), "{text}");
+        assert!(text.contains("[REDACTED:github-pat]"), "{text}");
+        let long = out.attributes.iter().find(|kv| kv.key.as_str() == "long");
+        let long = long.map(|kv| kv.value.as_str().len()).unwrap_or_default();
+        assert!((1000..=1024).contains(&long), "capped at 1024 bytes, got {long}");
+        let status = out.attributes.iter().find(|kv| kv.key.as_str() == "upstream_status");
+        assert_eq!(status.map(|kv| kv.value.clone()), Some(Value::I64(201)));
+    }
+}

@@ -123,6 +123,44 @@ impl Gateway {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Sends the process a signal (`HUP`, `TERM`…) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self._child.0.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self._child.0.try_wait().expect("try_wait") {
+                return Some(status.code());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` until the log holds `needle` `times` times; panics with the log
+    /// otherwise.
+    pub fn wait_for_log(&self, needle: &str, times: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.log().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` did not appear {times} time(s) in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// The outcome of one CLI run.
@@ -261,11 +299,17 @@ impl Env {
 
     /// [`Self::serve`] with `PORTCULLIS_LOG` set to `filter` (e.g. `debug`).
     pub fn serve_logging(&self, filter: Option<&str>) -> Gateway {
+        self.serve_env(filter, &[])
+    }
+
+    /// [`Self::serve_logging`] with more environment variables.
+    pub fn serve_env(&self, filter: Option<&str>, envs: &[(&str, &str)]) -> Gateway {
         let mut command = Command::new(PORTCULLIS);
         command.env_remove("PORTCULLIS_LOG");
         if let Some(filter) = filter {
             command.env("PORTCULLIS_LOG", filter);
         }
+        command.envs(envs.iter().copied());
         let mut child = command
             .arg("--config")
             .arg(self.config())
