@@ -629,6 +629,11 @@ impl Gateway {
         let started = std::time::Instant::now();
         let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources()).await;
         self.metrics.stage("credential", started.elapsed());
+        if resolved.is_err()
+            && let Some(name) = action.credential.as_deref()
+        {
+            self.metrics.credential_failure(name);
+        }
         resolved.map_err(|e| e.to_string())
     }
 

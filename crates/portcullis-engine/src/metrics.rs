@@ -154,6 +154,7 @@ pub struct Metrics {
     rate_limited: Family<AtomicU64>,
     oauth2: Family<AtomicU64>,
     approvals: Family<AtomicU64>,
+    credential_failures: Family<AtomicU64>,
     reloads: Family<AtomicU64>,
     in_flight: AtomicU64,
     dropped: AtomicU64,
@@ -206,6 +207,11 @@ impl Default for Metrics {
                 "portcullis_approvals_total",
                 "Held intents settled by people or by time, by outcome (`approved`, `denied`, `expired`).",
                 &["outcome"],
+            ),
+            credential_failures: Family::new(
+                "portcullis_credential_failures_total",
+                "Intents whose credential could not be resolved (store, environment, Vault or OAuth2), by credential.",
+                &["credential"],
             ),
             reloads: Family::new(
                 "portcullis_config_reloads_total",
@@ -262,6 +268,11 @@ impl Metrics {
         self.approvals.inc(&[outcome], &self.dropped);
     }
 
+    /// Counts a credential that could not be resolved for an intent.
+    pub fn credential_failure(&self, credential: &str) {
+        self.credential_failures.inc(&[credential], &self.dropped);
+    }
+
     /// Counts a reload, applied or rejected.
     pub fn reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "rejected" };
@@ -294,6 +305,7 @@ impl Metrics {
         self.rate_limited.render(&mut out);
         self.oauth2.render(&mut out);
         self.approvals.render(&mut out);
+        self.credential_failures.render(&mut out);
         self.reloads.render(&mut out);
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

@@ -209,9 +209,13 @@ fn json_logs_carry_the_intent_id_on_every_line_written_for_an_intent() {
 fn human_logs_name_the_intent_and_metrics_are_scraped_from_the_running_gateway() {
     let env = Env::new();
     write_standard_files(&env);
-    env.write("portcullis.yaml", &config_with("metrics: {enabled: true}\n"));
+    env.write(
+        "portcullis.yaml",
+        &config_with("metrics: {enabled: true}\nadmins:\n  root: {role: admin}\n"),
+    );
     env.write("policies/hold.cedar", HOLD_POLICY);
     let token = env.add_agent(AGENT);
+    let root = env.person_token("root");
     let gateway = env.serve();
     let created = gateway.post_intent(
         &token,
@@ -224,6 +228,12 @@ fn human_logs_name_the_intent_and_metrics_are_scraped_from_the_running_gateway()
         &json!({"action": "tickets.create", "input": {"project": "web", "title": "m", "priority": "high"}}),
     );
     assert_eq!(held.status, 202);
+    let held = held.json();
+    let sha = held["approval"]["payload_sha256"].as_str().unwrap();
+    let denial = json!({"reason": "not today", "payload_sha256": sha}).to_string();
+    let path = format!("/v1/approvals/{}/deny", held["id"].as_str().unwrap());
+    let denied = crate::http::post_json(gateway.addr, &path, Some(&root), denial.as_bytes());
+    assert_eq!(denied.status, 200, "{}", denied.text());
     gateway.wait_for_log("executed", 1, Duration::from_secs(10));
     let log = gateway.log();
     let decided = log
@@ -268,7 +278,8 @@ fn human_logs_name_the_intent_and_metrics_are_scraped_from_the_running_gateway()
         1.0
     );
     assert_eq!(sample(r#"portcullis_decisions_total{effect="hold"}"#), 1.0);
-    assert_eq!(sample("portcullis_pending_approvals"), 1.0);
+    assert_eq!(sample(r#"portcullis_approvals_total{outcome="denied"}"#), 1.0);
+    assert_eq!(sample("portcullis_pending_approvals"), 0.0);
     assert_eq!(sample("portcullis_intents_in_flight"), 0.0);
     assert_eq!(
         sample(r#"portcullis_upstream_responses_total{action="tickets.create",code="2xx"}"#),
