@@ -809,6 +809,9 @@ impl Gateway {
     /// server calls it on whichever gateway is current.
     pub async fn maintain_tick(&self, tick: u64) {
         self.sweep().await;
+        if let Some(checkpointer) = self.checkpointer() {
+            checkpointer.tick(self.store()).await;
+        }
         self.settle_interrupted_intents().await;
         if tick.is_multiple_of(5) {
             self.resume_approved(ORPHANED_APPROVAL).await;

@@ -105,6 +105,27 @@ pub struct RawConfig {
     /// What `serve` does when told to stop (SIGTERM or Ctrl-C).
     #[serde(default)]
     pub shutdown: RawShutdown,
+    /// Signed checkpoints of the audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// Signed audit checkpoints: every `checkpoint_every` events or `checkpoint_seconds`
+/// seconds (whichever comes first, and only when there are new events), `serve` signs the
+/// RFC 6962 Merkle root of the log with an Ed25519 key kept sealed in the secret store
+/// (created on first use). They need a `master_key`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Events between checkpoints (default 1000; 0 turns checkpoints off).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// Longest time between checkpoints while events arrive (default 300).
+    #[serde(default)]
+    pub checkpoint_seconds: Option<u64>,
+    /// The secret holding the signing key's seed (default `audit-checkpoint-key`).
+    #[serde(default)]
+    pub checkpoint_key: Option<String>,
 }
 
 /// Log lines on standard error. `PORTCULLIS_LOG` (an `EnvFilter` such as `info` or
@@ -550,7 +571,27 @@ pub struct Config {
     pub tracing: Option<TracingSettings>,
     /// How long intents in flight may take to finish at shutdown.
     pub shutdown_deadline: Duration,
+    /// Audit checkpoints.
+    pub audit: AuditSettings,
 }
+
+/// Audit checkpoint settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Events between checkpoints; 0 means off.
+    pub checkpoint_every: u64,
+    /// Longest time between checkpoints while events arrive.
+    pub checkpoint_interval: Duration,
+    /// The secret holding the signing key's seed.
+    pub checkpoint_key: String,
+}
+
+/// Default events between checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+/// Default seconds between checkpoints.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 300;
+/// Default name of the checkpoint key's secret.
+pub const DEFAULT_CHECKPOINT_KEY: &str = "audit-checkpoint-key";
 
 /// Log format and level, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -881,6 +922,19 @@ impl Config {
         let detector = detector(raw.redaction, &mut report);
         let logging = log_settings(raw.logging, &mut report);
         let tracing = tracing_settings(raw.tracing, &mut report);
+        let audit = AuditSettings {
+            checkpoint_every: raw.audit.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY),
+            checkpoint_interval: Duration::from_secs(
+                raw.audit
+                    .checkpoint_seconds
+                    .unwrap_or(DEFAULT_CHECKPOINT_SECONDS)
+                    .max(1),
+            ),
+            checkpoint_key: raw
+                .audit
+                .checkpoint_key
+                .unwrap_or_else(|| DEFAULT_CHECKPOINT_KEY.to_owned()),
+        };
         let shutdown_deadline = Duration::from_secs(
             raw.shutdown
                 .deadline_seconds
@@ -934,6 +988,7 @@ impl Config {
             logging,
             tracing,
             shutdown_deadline,
+            audit,
         }
     }
 }

@@ -39,6 +39,7 @@ pub struct Gateway {
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
     metrics: Arc<crate::metrics::Metrics>,
+    checkpointer: Option<crate::checkpoint::Checkpointer>,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -188,6 +189,9 @@ impl Gateway {
                 );
             }
         }
+        let checkpointer = crate::checkpoint::Checkpointer::load(&store, master_key.as_ref(), &loaded.config.audit)
+            .await
+            .map_err(|e| general(format!("audit checkpoints: {e}")))?;
         Ok(Self {
             loaded,
             store,
@@ -199,7 +203,14 @@ impl Gateway {
             notifier,
             served_at: std::sync::OnceLock::new(),
             metrics,
+            checkpointer,
         })
+    }
+
+    /// What signs audit checkpoints, when they are on.
+    #[must_use]
+    pub fn checkpointer(&self) -> Option<&crate::checkpoint::Checkpointer> {
+        self.checkpointer.as_ref()
     }
 
     /// Records the address the server actually listens on (links in notifications use it

@@ -11,6 +11,7 @@
 //! redactor builds.
 
 mod approvals;
+pub mod checkpoint;
 pub mod config;
 pub mod credentials;
 mod error;

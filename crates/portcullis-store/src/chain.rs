@@ -6,8 +6,8 @@
 //! number and the previous hash, editing, deleting or reordering events shows up.
 //!
 //! What the chain alone cannot show is truncation of the tail: deleting the newest events
-//! leaves a shorter chain that is still valid. Detecting that needs signed checkpoints
-//! of the chain head kept outside the database, which are not built yet.
+//! leaves a shorter chain that is still valid. Signed checkpoints of the log's Merkle root,
+//! kept outside the database, show that (see `checkpoint`).
 
 use std::fmt;
 

@@ -57,10 +57,12 @@ macro_rules! in_tx {
 mod agents;
 mod audit;
 mod chain;
+mod checkpoint;
 mod error;
 mod holds;
 mod intents;
 mod limits;
+pub mod merkle;
 mod schema;
 mod secrets;
 mod sessions;
@@ -78,6 +80,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use agents::AgentRecord;
 pub use audit::{AppendReceipt, StoredEvent};
 pub use chain::{AuditProblem, GENESIS_HASH, MAX_REPORTED_PROBLEMS, VerifyReport};
+pub use checkpoint::{Checkpoint, CheckpointKey, CheckpointProblem, CheckpointReport, InclusionProof};
 pub use error::StoreError;
 pub use holds::{HoldRecord, NewHold, NewVote, Vote, VoteOutcome};
 pub use intents::{Begin, IntentRecord, NewIntent};

@@ -15,6 +15,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0003_intents_by_status.sql"),
     include_str!("../migrations/sqlite/0004_limits.sql"),
     include_str!("../migrations/sqlite/0005_ui_sessions.sql"),
+    include_str!("../migrations/sqlite/0006_audit_checkpoints.sql"),
 ];
 
 /// PostgreSQL's migrations, numbered like SQLite's.
@@ -24,6 +25,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0003_intents_by_status.sql"),
     include_str!("../migrations/postgres/0004_limits.sql"),
     include_str!("../migrations/postgres/0005_ui_sessions.sql"),
+    include_str!("../migrations/postgres/0006_audit_checkpoints.sql"),
 ];
 
 const _: () = assert!(

@@ -99,8 +99,16 @@ async fn shut_down(
         );
         eprintln!("portcullis: {left} intent(s) still running at the deadline; they will be reported outcome_unknown");
     }
-    if !live.current().store().flush_audit(AUDIT_FLUSH).await {
+    let gateway = live.current();
+    if !gateway.store().flush_audit(AUDIT_FLUSH).await {
         eprintln!("portcullis: audit events were still queued when the flush timed out");
+    }
+    // A last checkpoint covers the log as this instance leaves it.
+    if let Some(checkpointer) = gateway.checkpointer() {
+        match checkpointer.now(gateway.store()).await {
+            Ok(c) => tracing::info!(tree_size = c.tree_size, "final audit checkpoint signed"),
+            Err(e) => tracing::warn!(error = %e, "could not sign a final audit checkpoint"),
+        }
     }
     // The last answers go out; connections left open (idle keep-alives, streams) are cut.
     let _ = tokio::time::timeout(LAST_ANSWERS, server).await;
