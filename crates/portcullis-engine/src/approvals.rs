@@ -63,6 +63,9 @@ pub enum ApprovalError {
     /// The person may not decide this hold (not in its approver group).
     #[error("you are not an approver for this hold")]
     Forbidden,
+    /// Only admins may do this (reload the configuration).
+    #[error("only admins (`role: admin`) may do this")]
+    AdminOnly,
     /// The agent that asked can't approve its own intent.
     #[error("the agent that asked can't approve its own intent")]
     SelfApproval,

@@ -159,3 +159,17 @@ async fn signing_key(store: &Store, keyring: &Keyring, name: &str) -> Result<Che
     let seed = portcullis_secrets::open(keyring, &sealed).map_err(|e| e.to_string())?;
     CheckpointKey::from_seed_hex(seed.expose_secret()).map_err(|e| format!("the secret `{name}`: {e}"))
 }
+
+/// The public key of the existing checkpoint key in the secret `name`, without creating
+/// one: what `audit verify` trusts. `None` when there is no such secret.
+///
+/// # Errors
+/// When the secret can't be read or opened.
+pub async fn existing_public_key(store: &Store, keyring: &Keyring, name: &str) -> Result<Option<String>, String> {
+    let Some(sealed) = store.get_secret(name).await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let seed = portcullis_secrets::open(keyring, &sealed).map_err(|e| e.to_string())?;
+    let key = CheckpointKey::from_seed_hex(seed.expose_secret()).map_err(|e| format!("the secret `{name}`: {e}"))?;
+    Ok(Some(key.public_key()))
+}

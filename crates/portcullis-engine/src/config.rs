@@ -178,8 +178,10 @@ pub struct RawTracing {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
-    /// How long intents in flight may take to finish once told to stop (default 30). An
-    /// intent still running then is settled as `outcome_unknown` at the next start.
+    /// How long intents in flight may take to finish once told to stop (default 40: above
+    /// the default upstream connect and total timeouts together). An intent still running
+    /// then is settled as `outcome_unknown` by whichever instance's maintenance finds it
+    /// older than the longest an execution can take.
     #[serde(default)]
     pub deadline_seconds: Option<u64>,
 }
@@ -620,7 +622,7 @@ pub const DEFAULT_TRACE_PAYLOAD_BYTES: usize = 2048;
 /// Largest allowed `tracing.payload_max_bytes`.
 pub const MAX_TRACE_PAYLOAD_BYTES: usize = 65_536;
 /// Default shutdown deadline.
-pub const DEFAULT_SHUTDOWN_DEADLINE_SECONDS: u64 = 30;
+pub const DEFAULT_SHUTDOWN_DEADLINE_SECONDS: u64 = 40;
 /// Log levels accepted in `logging.level`.
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 

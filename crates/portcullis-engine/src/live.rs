@@ -24,6 +24,16 @@ pub struct Live {
     reloading: tokio::sync::Mutex<()>,
     draining: AtomicBool,
     generation: AtomicU64,
+    on_reload: std::sync::OnceLock<ReloadHook>,
+}
+
+/// Called with the new gateway after each applied reload.
+struct ReloadHook(Box<dyn Fn(&Gateway) + Send + Sync>);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
 }
 
 /// A new intent's gateway, counted as in flight until dropped.
@@ -93,7 +103,14 @@ impl Live {
             reloading: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
             generation: AtomicU64::new(1),
+            on_reload: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs `hook` with the new gateway after every applied reload (once set, it stays).
+    /// The binary uses it to give its log and trace redaction the new detection rules.
+    pub fn on_reload(&self, hook: impl Fn(&Gateway) + Send + Sync + 'static) {
+        let _ = self.on_reload.set(ReloadHook(Box::new(hook)));
     }
 
     /// The gateway serving now. Hold on to it for the whole request.
@@ -129,7 +146,11 @@ impl Live {
                     actions: next.loaded().catalog.len(),
                     policies: next.loaded().policy.policy_count(),
                 };
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                let next = Arc::new(next);
+                if let Some(hook) = self.on_reload.get() {
+                    (hook.0)(&next);
+                }
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
                 tracing::warn!(
                     generation = reloaded.generation,
                     actions = reloaded.actions,
@@ -216,7 +237,7 @@ impl Live {
         checks.push(Check {
             name: "audit",
             ok: writable,
-            detail: (!writable).then(|| "the audit writer stopped or its last write failed".to_owned()),
+            detail: (!writable).then(|| "the audit writer stopped, or a write failed in the last 10 s".to_owned()),
         });
         // A gateway exists only once its catalog and policies loaded and validated; the
         // check names what is serving.

@@ -16,8 +16,9 @@ use portcullis_redact::detect::{Detector, Treatment};
 /// The name of the per-intent span.
 pub const INTENT_SPAN: &str = "intent";
 
-/// A new `intent` span, its fields empty until the pipeline records them. Adapters open it
-/// before authenticating the caller, so the `authenticate` stage is its child.
+/// A new `intent` span, its fields empty until the pipeline records them. The REST adapter
+/// opens it before authenticating the caller, so the `authenticate` stage is its child; over
+/// MCP the bearer token is checked per HTTP request before any tool call, outside the span.
 #[must_use]
 pub fn intent_span() -> Span {
     tracing::info_span!(

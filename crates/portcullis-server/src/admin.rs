@@ -112,7 +112,7 @@ async fn vote(
 pub(crate) async fn reload(State(live): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let person = person(&live.current(), &headers).await?;
     if person.role != Role::Admin {
-        return Err(ApprovalError::Forbidden.into());
+        return Err(ApprovalError::AdminOnly.into());
     }
     tracing::warn!(by = %person.id, "reload requested through the admin API");
     match live.reload().await {

@@ -136,7 +136,7 @@ impl IntoResponse for ApiError {
 pub(crate) fn approval_status(e: &ApprovalError) -> (StatusCode, &'static str) {
     match e {
         ApprovalError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        ApprovalError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        ApprovalError::Forbidden | ApprovalError::AdminOnly => (StatusCode::FORBIDDEN, "forbidden"),
         ApprovalError::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
         ApprovalError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         ApprovalError::PayloadMismatch(_) => (StatusCode::CONFLICT, "payload_mismatch"),

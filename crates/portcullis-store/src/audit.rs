@@ -58,7 +58,8 @@ impl Store {
         self.writer.depth()
     }
 
-    /// Whether audit events can be written: the writer runs and its last batch committed.
+    /// Whether audit events can be written: the writer runs, and no batch failed in the last 10 s
+    /// without one committing since.
     #[must_use]
     pub fn audit_writable(&self) -> bool {
         self.writer.writable()

@@ -6,7 +6,7 @@
 //! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use portcullis_core::now_rfc3339;
 use sqlx::{Connection as _, PgPool, SqliteConnection};
@@ -38,8 +38,19 @@ pub(crate) struct AuditWriter {
     queue: mpsc::Sender<Pending>,
     /// Appends queued (or waiting to queue) and not yet answered.
     waiting: Arc<AtomicU64>,
-    /// Whether the last batch committed (true until one fails).
-    healthy: Arc<AtomicBool>,
+    /// When a batch last failed, in milliseconds since the epoch (0: never).
+    failed_at: Arc<AtomicU64>,
+}
+
+/// How long after a failed batch (with none committed since) the writer counts as unable to
+/// write. Past it, readiness lets traffic try again: the next batch shows whether the
+/// cause went away, and an instance nobody sends intents to would otherwise stay unready.
+const FAILURE_MEMORY_MS: u64 = 10_000;
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Counts one append as waiting until it is dropped: answered, failed, or abandoned by a
@@ -67,12 +78,12 @@ impl AuditWriter {
 
     fn spawn(sink: Sink) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(run(sink, rx, Arc::clone(&healthy)));
+        let failed_at = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(sink, rx, Arc::clone(&failed_at)));
         Self {
             queue,
             waiting: Arc::new(AtomicU64::new(0)),
-            healthy,
+            failed_at,
         }
     }
 
@@ -81,9 +92,11 @@ impl AuditWriter {
         !self.queue.is_closed()
     }
 
-    /// Whether appends can be written: the writer task runs and its last batch committed.
+    /// Whether appends can be written: the writer task runs, and no batch failed in the
+    /// last [`FAILURE_MEMORY_MS`] without one committing since.
     pub fn writable(&self) -> bool {
-        !self.queue.is_closed() && self.healthy.load(Ordering::Relaxed)
+        let failed_at = self.failed_at.load(Ordering::Relaxed);
+        self.running() && (failed_at == 0 || now_millis().saturating_sub(failed_at) > FAILURE_MEMORY_MS)
     }
 
     /// Appends queued (or waiting for room in the queue) and not yet committed or failed.
@@ -111,7 +124,7 @@ enum Sink {
     Postgres(PgPool),
 }
 
-async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>, healthy: Arc<AtomicBool>) {
+async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>, failed_at: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // `recv_many` waits for one event, then takes whatever else is already queued.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -119,7 +132,7 @@ async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>, healthy: Arc<Atomi
             Sink::Sqlite(conn) => write_sqlite(conn, &batch).await,
             Sink::Postgres(pool) => write_postgres(pool, &batch).await,
         };
-        healthy.store(written.is_ok(), Ordering::Relaxed);
+        failed_at.store(if written.is_ok() { 0 } else { now_millis() }, Ordering::Relaxed);
         match written {
             Ok(receipts) => {
                 for (pending, receipt) in batch.drain(..).zip(receipts) {

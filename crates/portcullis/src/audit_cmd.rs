@@ -7,28 +7,40 @@ use anyhow::Context as _;
 
 use portcullis_store::Store;
 
-use crate::cli::{AuditCmd, ExportFormat};
+use crate::cli::{AuditCmd, CheckpointCmd, ExportFormat};
 
 /// Events fetched per page by `export`.
 const PAGE: u32 = 1000;
 
-pub async fn run(store: &Store, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &std::path::Path, store: &Store, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCmd::Verify => {
+        AuditCmd::Verify { checkpoints } => {
             let report = store.verify_audit().await?;
             if report.ok {
                 println!("audit log intact: {} event(s), hash chain verified", report.events);
-                return Ok(ExitCode::SUCCESS);
+            } else {
+                println!("audit log TAMPERED: {} event(s) checked", report.events);
+                for p in &report.problems {
+                    println!("  {p}");
+                }
+                if report.unlisted_problems > 0 {
+                    println!("  … and {} more problem(s)", report.unlisted_problems);
+                }
             }
-            println!("audit log TAMPERED: {} event(s) checked", report.events);
-            for p in &report.problems {
-                println!("  {p}");
-            }
-            if report.unlisted_problems > 0 {
-                println!("  … and {} more problem(s)", report.unlisted_problems);
-            }
-            Ok(ExitCode::FAILURE)
+            let checkpoints_ok = crate::checkpoint_cmd::verify(config, store, checkpoints.as_deref()).await?;
+            Ok(if report.ok && checkpoints_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
+        AuditCmd::Checkpoint(CheckpointCmd::Create) => crate::checkpoint_cmd::create(config, store).await,
+        AuditCmd::Checkpoint(CheckpointCmd::Export { out, webhook }) => {
+            crate::checkpoint_cmd::export(store, out.as_deref(), webhook.as_deref()).await
+        }
+        AuditCmd::Prove { seq } => crate::checkpoint_cmd::prove(store, seq).await,
+        // Needs no store; handled before one is opened.
+        AuditCmd::VerifyProof { file, public_key } => crate::checkpoint_cmd::verify_proof(&file, public_key.as_deref()),
         AuditCmd::Tail { lines } => {
             for e in store.audit_tail(lines).await? {
                 println!("{}", serde_json::to_string(&e)?);

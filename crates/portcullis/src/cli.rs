@@ -211,8 +211,32 @@ pub enum AgentCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Check the hash chain; exit 1 and name each modified, deleted or reordered event.
-    Verify,
+    /// Check the hash chain and the signed checkpoints; exit 1 and name each modified,
+    /// deleted or reordered event, a tail cut off after a checkpoint, and each forged,
+    /// deleted or mismatching checkpoint.
+    Verify {
+        /// Checkpoints exported earlier (`audit checkpoint export`), kept outside the
+        /// database: also checked against the log, and missing ones reported.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Signed checkpoints of the log.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCmd),
+    /// Print the inclusion proof of one event in the smallest checkpoint covering it.
+    Prove {
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// Check a proof printed by `audit prove`, without the store.
+    VerifyProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The checkpoint key the proof must be signed with (hex), e.g. from an earlier
+        /// export.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Print the last events.
     Tail {
         /// How many.
@@ -227,6 +251,21 @@ pub enum AuditCmd {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCmd {
+    /// Sign a checkpoint of the whole log now (needs the master key) and print it.
+    Create,
+    /// Write every checkpoint as JSON lines, to keep outside the database.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also POST them as `{"checkpoints": […]}` to this URL.
+        #[arg(long)]
+        webhook: Option<String>,
     },
 }
 
@@ -248,7 +287,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval { cases } => crate::eval_cmd::run(&cli.config, &cases),
         Command::Secret(cmd) => secret(&cli.config, cmd).await,
         Command::Agent(cmd) => agent(&cli.config, cmd).await,
-        Command::Audit(cmd) => crate::audit_cmd::run(&open_store(&cli.config).await?, cmd).await,
+        Command::Audit(AuditCmd::VerifyProof { file, public_key }) => {
+            crate::checkpoint_cmd::verify_proof(&file, public_key.as_deref())
+        }
+        Command::Audit(cmd) => crate::audit_cmd::run(&cli.config, &open_store(&cli.config).await?, cmd).await,
         Command::Approvals(cmd) => crate::approvals_cmd::run(&cli.config, cmd).await,
         Command::Catalog(cmd) => crate::catalog_cmd::run(cmd),
         Command::Migrate => {

@@ -13,6 +13,11 @@ use portcullis_redact::detect::{Detector, Finding, mask};
 /// then the configured set.
 static DETECTOR: LazyLock<RwLock<Arc<Detector>>> = LazyLock::new(|| RwLock::new(Arc::new(Detector::builtin())));
 
+/// The detector log lines (and exported spans) pass through now.
+pub(crate) fn current_detector() -> Option<Arc<Detector>> {
+    DETECTOR.read().map(|d| Arc::clone(&d)).ok()
+}
+
 /// Makes later log lines use the configured detector (with the operator's rules).
 pub(crate) fn use_detector(detector: Arc<Detector>) {
     if let Ok(mut current) = DETECTOR.write() {
@@ -35,7 +40,7 @@ pub(crate) fn init(verbose: bool) {
 pub(crate) fn init_with(
     verbose: bool,
     settings: &LogSettings,
-    tracing: Option<(&TracingSettings, Arc<Detector>)>,
+    tracing: Option<&TracingSettings>,
 ) -> anyhow::Result<Option<SdkTracerProvider>> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -60,9 +65,9 @@ pub(crate) fn init_with(
         vec![fmt.with_filter(filter).boxed()];
     let provider = match tracing {
         None => None,
-        Some((settings, detector)) => {
+        Some(settings) => {
             use opentelemetry::trace::TracerProvider as _;
-            let provider = crate::telemetry::provider(settings, detector)?;
+            let provider = crate::telemetry::provider(settings)?;
             let tracer = provider.tracer("portcullis");
             // The gateway's own spans, whatever the log level.
             let ours = tracing_subscriber::filter::Targets::new()
@@ -88,7 +93,7 @@ struct RedactingStderr;
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        let detector = DETECTOR.read().map(|d| Arc::clone(&d)).ok();
+        let detector = current_detector();
         let clean = match &detector {
             Some(detector) => redact_line(detector, &text),
             None => text.into_owned(),

@@ -3,6 +3,7 @@
 mod approvals_cmd;
 mod audit_cmd;
 mod catalog_cmd;
+mod checkpoint_cmd;
 mod cli;
 mod eval_cmd;
 mod keys;

@@ -19,7 +19,7 @@ pub async fn run(config: &Path, listen: Option<String>, verbose: bool) -> anyhow
     let loaded = portcullis_engine::check(config).map_err(|p| anyhow::anyhow!(crate::cli::render_problems(&p)))?;
     let detector = Arc::clone(&loaded.config.detector);
     crate::logging::use_detector(Arc::clone(&detector));
-    let tracing = loaded.config.tracing.as_ref().map(|t| (t, Arc::clone(&detector)));
+    let tracing = loaded.config.tracing.as_ref();
     let provider = crate::logging::init_with(verbose, &loaded.config.logging, tracing)?;
     let addr = match listen {
         Some(l) => l
@@ -32,6 +32,8 @@ pub async fn run(config: &Path, listen: Option<String>, verbose: bool) -> anyhow
     // Holds approved before a restart run now; ones a crash interrupted are settled.
     gateway.recover().await;
     let live = Live::new(gateway);
+    // Log lines and exported spans are redacted with the rules of the configuration serving.
+    live.on_reload(|gateway| crate::logging::use_detector(Arc::clone(&gateway.loaded().config.detector)));
     let maintenance = {
         let live = Arc::clone(&live);
         tokio::spawn(async move {
@@ -95,9 +97,11 @@ async fn shut_down(
     if left > 0 {
         tracing::error!(
             in_flight = left,
-            "shutdown deadline passed with intents still running; the next start settles them as outcome_unknown"
+            "shutdown deadline passed with intents still running; they will be settled as outcome_unknown (never re-run) once older than the longest an execution can take"
         );
-        eprintln!("portcullis: {left} intent(s) still running at the deadline; they will be reported outcome_unknown");
+        eprintln!(
+            "portcullis: {left} intent(s) still running at the deadline; they will be reported outcome_unknown, never re-run"
+        );
     }
     let gateway = live.current();
     if !gateway.store().flush_audit(AUDIT_FLUSH).await {

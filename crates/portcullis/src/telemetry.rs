@@ -27,7 +27,7 @@ const MIN_ATTRIBUTE_BYTES: usize = 1024;
 ///
 /// # Errors
 /// When the client or the exporter can't be built.
-pub(crate) fn provider(settings: &TracingSettings, detector: Arc<Detector>) -> anyhow::Result<SdkTracerProvider> {
+pub(crate) fn provider(settings: &TracingSettings) -> anyhow::Result<SdkTracerProvider> {
     let endpoint = settings.endpoint.clone();
     let service = settings.service_name.clone();
     let cap = settings.payload_max_bytes.max(MIN_ATTRIBUTE_BYTES);
@@ -53,7 +53,7 @@ pub(crate) fn provider(settings: &TracingSettings, detector: Arc<Detector>) -> a
         Ok(SdkTracerProvider::builder()
             .with_batch_exporter(Redacting {
                 inner: exporter,
-                detector,
+                detector: None,
                 cap,
             })
             .with_resource(resource)
@@ -75,13 +75,19 @@ pub(crate) fn shutdown(provider: SdkTracerProvider) {
 #[derive(Debug)]
 struct Redacting<E> {
     inner: E,
-    detector: Arc<Detector>,
+    /// The rules to apply; `None`: the log's current ones (which follow reloads).
+    detector: Option<Arc<Detector>>,
     cap: usize,
 }
 
 impl<E: SpanExporter> Redacting<E> {
     fn clean(&self, text: &str) -> String {
-        let mut clean = crate::logging::redact_line(&self.detector, text);
+        let detector = self
+            .detector
+            .clone()
+            .or_else(crate::logging::current_detector)
+            .unwrap_or_else(|| Arc::new(Detector::builtin()));
+        let mut clean = crate::logging::redact_line(&detector, text);
         if clean.len() > self.cap {
             let mut cut = self.cap.saturating_sub('…'.len_utf8());
             while !clean.is_char_boundary(cut) {
@@ -209,7 +215,7 @@ mod tests {
     async fn every_exported_string_is_redacted_and_capped_and_numbers_are_kept() {
         let redacting = Redacting {
             inner: Keep::default(),
-            detector: Arc::new(Detector::builtin()),
+            detector: Some(Arc::new(Detector::builtin())),
             cap: 1024,
         };
         assert!(redacting.export(vec![span()]).await.is_ok());

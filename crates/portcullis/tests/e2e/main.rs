@@ -21,6 +21,7 @@ mod approvals;
 mod audit;
 mod bad_input;
 mod browser;
+mod checkpoints;
 mod cli;
 mod crash;
 mod credentials;
