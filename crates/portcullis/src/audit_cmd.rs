@@ -1,13 +1,15 @@
 //! `portcullis audit verify|tail|export`.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use portcullis_store::Store;
+use portcullis_store::{Store, VerifyReport};
 
 use crate::cli::{AuditCmd, CheckpointCmd, ExportFormat};
+use crate::progress::Progress;
 
 /// Events fetched per page by `export`.
 const PAGE: u32 = 1000;
@@ -15,7 +17,7 @@ const PAGE: u32 = 1000;
 pub async fn run(config: &std::path::Path, store: &Store, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify { checkpoints } => {
-            let report = store.verify_audit().await?;
+            let report = verify_chain(store).await?;
             if report.ok {
                 println!("audit log intact: {} event(s), hash chain verified", report.events);
             } else {
@@ -50,24 +52,42 @@ pub async fn run(config: &std::path::Path, store: &Store, cmd: AuditCmd) -> anyh
         AuditCmd::Export {
             format: ExportFormat::Jsonl,
             out,
-        } => {
-            let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let mut after = 0;
-            loop {
-                let page = store.audit_events(after, PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                for e in &page {
-                    writeln!(sink, "{}", serde_json::to_string(e)?)?;
-                }
-            }
-            sink.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => export_jsonl(store, out.as_deref()).await,
     }
+}
+
+/// The hash chain check, with a bar over the log's events (cleared before the report).
+async fn verify_chain(store: &Store) -> anyhow::Result<VerifyReport> {
+    let progress = Progress::bar(store.audit_len().await?, "verifying the audit log");
+    Ok(store.verify_audit_with(|checked| progress.set(checked)).await?)
+}
+
+/// Every event as one JSON line, to `out` or standard output, page by page.
+async fn export_jsonl(store: &Store, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut sink: Box<dyn std::io::Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    // Events scrolling past on the terminal show progress already, and a bar drawn between
+    // them would be torn apart by them.
+    let progress = if out.is_none() && std::io::stdout().is_terminal() {
+        Progress::hidden()
+    } else {
+        Progress::bar(store.audit_len().await?, "exporting the audit log")
+    };
+    let (mut after, mut written) = (0, 0);
+    loop {
+        let page = store.audit_events(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            writeln!(sink, "{}", serde_json::to_string(e)?)?;
+        }
+        written += page.len() as u64;
+        progress.set(written);
+    }
+    sink.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,14 @@
 //! `portcullis catalog import-openapi`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use portcullis_catalog::openapi::{self, ImportOptions};
+use portcullis_catalog::openapi::{self, ImportOptions, ImportProgress};
 
 use crate::cli::CatalogCmd;
+use crate::progress::Progress;
 
 pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -19,7 +21,6 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
             server,
             name_prefix,
         } => {
-            let text = std::fs::read_to_string(&spec).with_context(|| format!("cannot read `{}`", spec.display()))?;
             let options = ImportOptions {
                 operations,
                 all_matching,
@@ -27,8 +28,7 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
                 server,
                 name_prefix,
             };
-            let file =
-                openapi::import(&text, &options).with_context(|| format!("cannot import from `{}`", spec.display()))?;
+            let file = import(&spec, &options)?;
             std::fs::write(&out, &file).with_context(|| format!("cannot write `{}`", out.display()))?;
             let count = file.lines().filter(|l| l.starts_with("name: ")).count();
             println!(
@@ -38,4 +38,18 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads and imports `spec`, with a spinner while the document is read and parsed, then a
+/// bar over the operations (cleared before anything is printed).
+fn import(spec: &Path, options: &ImportOptions) -> anyhow::Result<String> {
+    let progress = Progress::spinner(format!("reading `{}`", spec.display()));
+    let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read `{}`", spec.display()))?;
+    progress.message("parsing the document");
+    openapi::import_with_progress(&text, options, |step| match step {
+        ImportProgress::Selected { total } => progress.switch_to_bar(total, "importing operations"),
+        ImportProgress::Built { done } => progress.set(done),
+        ImportProgress::Checking => progress.message("checking the actions"),
+    })
+    .with_context(|| format!("cannot import from `{}`", spec.display()))
 }

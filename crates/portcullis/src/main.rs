@@ -9,6 +9,7 @@ mod eval_cmd;
 mod keys;
 mod logging;
 mod mcp_cmd;
+mod progress;
 mod serve;
 mod telemetry;
 

@@ -39,14 +39,48 @@ pub struct ImportOptions {
     pub name_prefix: Option<String>,
 }
 
+/// How far an import has got, told to the callback of [`import_with_progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportProgress {
+    /// The document is parsed and `total` operations are selected.
+    Selected {
+        /// How many operations will become actions.
+        total: u64,
+    },
+    /// `done` of the selected operations are built into actions.
+    Built {
+        /// How many are built so far.
+        done: u64,
+    },
+    /// Every action is built, and the file is being loaded as a catalog to check it.
+    Checking,
+}
+
 /// Turns the selected operations of an OpenAPI document into one action file.
 ///
 /// # Errors
 /// When the document can't be read, an operation is unknown or can't be expressed as an
 /// action, or (a bug) the result doesn't load as a catalog.
 pub fn import(text: &str, options: &ImportOptions) -> Result<String, ImportError> {
+    import_with_progress(text, options, |_| {})
+}
+
+/// [`import`], telling `progress` how far it has got: once the operations are selected,
+/// after each one is built, and before the result is checked (a large document can take
+/// seconds).
+///
+/// # Errors
+/// As [`import`].
+pub fn import_with_progress(
+    text: &str,
+    options: &ImportOptions,
+    mut progress: impl FnMut(ImportProgress),
+) -> Result<String, ImportError> {
     let spec = spec::Spec::parse(text)?;
     let ids = selected(&spec, options)?;
+    progress(ImportProgress::Selected {
+        total: ids.len() as u64,
+    });
     let target = build::Target {
         credential: &options.credential,
         server: options.server.as_deref(),
@@ -70,7 +104,9 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<String, ImportError
             out.push_str(&format!("# Note: {}\n", one_line(note)));
         }
         out.push_str(&yaml::write_document(&built.node));
+        progress(ImportProgress::Built { done: i as u64 + 1 });
     }
+    progress(ImportProgress::Checking);
     check_loads(&out)?;
     Ok(out)
 }

@@ -239,6 +239,31 @@ fn the_same_document_gives_the_same_bytes_and_yaml_reads_like_json() {
 }
 
 #[test]
+fn progress_is_told_the_selection_each_action_and_the_check() {
+    let ops = opts(&["pets/create", "pets/list", "pets/replace"]);
+    let text = spec30().to_string();
+    let mut seen = Vec::new();
+    let out = import_with_progress(&text, &ops, |p| seen.push(p)).unwrap();
+    assert_eq!(out, import(&text, &ops).unwrap(), "the same file as without progress");
+    assert_eq!(
+        seen,
+        [
+            ImportProgress::Selected { total: 3 },
+            ImportProgress::Built { done: 1 },
+            ImportProgress::Built { done: 2 },
+            ImportProgress::Built { done: 3 },
+            ImportProgress::Checking,
+        ]
+    );
+    let mut seen = Vec::new();
+    assert!(import_with_progress(&text, &opts(&["pets/nope"]), |p| seen.push(p)).is_err());
+    assert!(
+        seen.is_empty(),
+        "nothing is selected when an operation is unknown: {seen:?}"
+    );
+}
+
+#[test]
 fn glob_selection_and_refusals_name_the_operation() {
     let spec = spec30().to_string();
     let mut o = opts(&[]);

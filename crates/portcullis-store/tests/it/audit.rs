@@ -93,6 +93,29 @@ async fn reading_pages_and_the_tail(db: TestDb) {
 }
 on_both!(reading_pages_and_the_tail);
 
+/// What `audit verify` and `audit export` size and move their progress bars with: the log's
+/// length from one lookup, and the count after each page of the verification.
+async fn the_length_and_verification_progress_page_by_page(db: TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+    let mut calls = Vec::new();
+    assert!(store.verify_audit_with(|n| calls.push(n)).await.unwrap().ok);
+    assert_eq!(calls, [0], "an empty log is one empty page");
+    let seqs = append_concurrently(std::slice::from_ref(&store), 25, 100).await;
+    assert_eq!(seqs.len(), 2500);
+    assert_eq!(store.audit_len().await.unwrap(), 2500);
+    let mut calls = Vec::new();
+    let report = store.verify_audit_with(|n| calls.push(n)).await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(calls, [1000, 2000, 2500], "one call per page of 1000");
+    assert_eq!(
+        report,
+        store.verify_audit().await.unwrap(),
+        "the same check without progress"
+    );
+}
+on_both!(the_length_and_verification_progress_page_by_page);
+
 async fn the_chain_continues_across_reopening(db: TestDb) {
     let store = db.open().await;
     append_n(&store, 3).await;

@@ -34,6 +34,7 @@ mod observability;
 mod openapi;
 mod operations;
 mod otlp;
+mod progress;
 mod quotas;
 mod redaction;
 mod redirects;
