@@ -17,6 +17,7 @@ mod http;
 
 mod fixtures;
 
+mod adversarial;
 mod approvals;
 mod audit;
 mod bad_input;
