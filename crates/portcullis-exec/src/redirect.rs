@@ -225,22 +225,28 @@ fn remove_param(url: &mut Url, param: &str) {
     url.set_query((!kept.is_empty()).then_some(kept.as_str()));
 }
 
-/// Whether any of `values` appears in `url`, as written, percent-decoded, or form-decoded in
-/// a query pair.
+/// Whether any of `values` appears in `url` in any spelling the response scrubber knows
+/// (as written, base64 in either alphabet, hex, percent-encoded), in the URL as written,
+/// percent-decoded, or form-decoded in a query pair.
 fn carries(url: &Url, values: &[String]) -> bool {
+    let values: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
+    if values.is_empty() {
+        return false;
+    }
+    let scrubber = portcullis_redact::Scrubber::new(values.iter().map(|v| v.as_str()));
     let text = url.as_str();
     let decoded = percent_decode_str(text).decode_utf8_lossy();
-    let pairs: Vec<String> = url
-        .query_pairs()
-        .flat_map(|(k, v)| [k.into_owned(), v.into_owned()])
-        .collect();
-    values.iter().filter(|v| !v.is_empty()).any(|v| {
-        text.contains(v.as_str()) || decoded.contains(v.as_str()) || pairs.iter().any(|p| p.contains(v.as_str()))
-    })
+    let mut places = vec![text.to_owned(), decoded.into_owned()];
+    places.extend(url.query_pairs().flat_map(|(k, v)| [k.into_owned(), v.into_owned()]));
+    places
+        .iter()
+        .any(|p| matches!(scrubber.scrub_str(p), std::borrow::Cow::Owned(_)))
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn url(s: &str) -> Url {
@@ -280,6 +286,17 @@ mod tests {
             assert!(carries(&url(carrying), &values), "{carrying}");
         }
         assert!(!carries(&url("https://b.test/?t=s3cr"), &values));
+        // Encoded the ways the response scrubber knows.
+        let token = "tok-4f1d9c2e8a7b6350".to_owned();
+        for encoded in [
+            base64::engine::general_purpose::STANDARD.encode(&token),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&token),
+            token.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+            token.bytes().map(|b| format!("{b:02X}")).collect::<String>(),
+        ] {
+            let u = url(&format!("https://b.test/cb?t={encoded}"));
+            assert!(carries(&u, std::slice::from_ref(&token)), "{u}");
+        }
         assert!(
             !carries(&url("https://b.test/"), &[String::new()]),
             "an empty value matches nothing"

@@ -1207,7 +1207,6 @@ fn a_redirect_carrying_the_credential_in_its_url_to_another_origin_is_not_follow
 }
 
 #[test]
-#[ignore = "bug: a redirect to another origin whose URL holds the credential base64- or hex-encoded is followed, sending it there"]
 fn a_redirect_carrying_the_credential_encoded_to_another_origin_is_not_followed() {
     let second = Server::start(|_| Reply::Bytes(reply("200 OK", &[], "{}")));
     let (_realm, _env, gateway, token, secret) = redirect_world(&second);
