@@ -22,6 +22,8 @@ pub enum ApiError {
     NoRoute,
     /// The route exists, but not with this method.
     MethodNotAllowed,
+    /// The client didn't send its request body in time.
+    RequestTimeout,
     /// A reload found problems in the new configuration; the old one keeps serving.
     ReloadRefused(Vec<String>),
 }
@@ -98,6 +100,15 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned(), None),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    crate::BODY_READ_TIMEOUT.as_secs()
+                ),
+                None,
+            ),
             Self::ReloadRefused(problems) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "reload_refused",

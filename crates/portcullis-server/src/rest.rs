@@ -97,11 +97,17 @@ async fn submit(State(live): State<Shared>, headers: HeaderMap, body: Body) -> R
         return Err(ApiError::UnsupportedMediaType);
     }
     let limits = (gw.loaded().config.max_body_bytes, gw.loaded().config.json_limits);
-    let Ok(bytes) = axum::body::to_bytes(body, limits.0).await else {
-        let _ = gw
-            .reject_request(&agent, IntentError::Malformed("body too large".into()))
-            .await;
-        return Err(ApiError::PayloadTooLarge(limits.0));
+    let bytes = match crate::read_body(body, limits.0).await {
+        Ok(b) => b,
+        Err(e) => {
+            let why = if matches!(e, ApiError::RequestTimeout) {
+                "body not sent in time"
+            } else {
+                "body too large"
+            };
+            let _ = gw.reject_request(&agent, IntentError::Malformed(why.into())).await;
+            return Err(e);
+        }
     };
     let request = match IntentRequest::parse(&bytes, limits.1) {
         Ok(r) => r,

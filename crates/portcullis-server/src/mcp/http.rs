@@ -148,8 +148,9 @@ async fn strict_json(State(state): State<Arc<McpState>>, request: Request, next:
     let config = &gateway.loaded().config;
     let max_body = config.max_body_bytes.saturating_add(ENVELOPE_BYTES);
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-        return ApiError::PayloadTooLarge(max_body).into_response();
+    let bytes = match crate::read_body(body, max_body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
     };
     let limits = portcullis_core::json::Limits {
         max_depth: config.json_limits.max_depth.saturating_add(ENVELOPE_DEPTH),

@@ -1320,7 +1320,6 @@ fn hundreds_of_stalled_clients_do_not_stop_the_gateway_serving_others() {
 }
 
 #[test]
-#[ignore = "bug: the server has no header or body read timeout: a client that stalls is never disconnected"]
 fn a_client_that_stalls_its_request_is_disconnected_in_bounded_time() {
     let s = standard();
     let stalled = stalled_connections(s.gateway.addr, &s.token, 3);
