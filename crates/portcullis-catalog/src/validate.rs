@@ -102,10 +102,25 @@ pub(crate) fn validate(
 }
 
 /// Normalizes strings whose schema `format` is `email`, `idn-email` or `hostname`: trimmed
-/// and lowercased. This happens before validation and changes the input itself, so the
-/// value policy decides on is the value that is sent.
+/// and lowercased; and whole numbers written as floats (`7.0`) where the schema says
+/// `integer`, which JSON Schema accepts as integers: they become integers, so that policy
+/// (where an integer is a Cedar `Long`) sees the number the schema let through. This happens
+/// before validation and changes the input itself, so the value policy decides on is the
+/// value that is sent.
 pub(crate) fn canonicalize(schema: &Value, value: &mut Value) {
     match value {
+        Value::Number(n) if n.is_f64() && says_integer(schema) => {
+            // Exactly representable: |x| up to 2^53.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                #[expect(clippy::cast_possible_truncation, reason = "a whole number within ±2^53")]
+                let whole = f as i64;
+                *value = Value::from(whole);
+            }
+        }
         Value::String(s) => {
             let fmt = schema.get("format").and_then(Value::as_str);
             if matches!(fmt, Some("email" | "idn-email" | "hostname" | "idn-hostname")) {
@@ -128,5 +143,14 @@ pub(crate) fn canonicalize(schema: &Value, value: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// Whether `schema`'s `type` is `integer`, or a list that holds it.
+fn says_integer(schema: &Value) -> bool {
+    match schema.get("type") {
+        Some(Value::String(t)) => t == "integer",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+        _ => false,
     }
 }

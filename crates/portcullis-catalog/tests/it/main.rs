@@ -158,6 +158,41 @@ fn canonical_input_is_what_is_hashed() {
 }
 
 #[test]
+fn whole_floats_become_integers_where_the_schema_says_integer_and_nowhere_else() {
+    let src = r#"
+name: pay
+description: Pay
+input:
+  type: object
+  properties:
+    amount: {type: integer}
+    ratio: {type: number}
+    counts: {type: array, items: {type: integer}}
+request: {method: POST, url: "https://api.example.test/pay", body: {amount: "{amount}"}}
+"#;
+    let c = load(src).unwrap();
+    let a = c.get("pay").unwrap();
+    let v = a
+        .validate(json!({"amount": 7.0, "ratio": 2.0, "counts": [1.0, -3.0]}))
+        .unwrap();
+    assert!(v.value()["amount"].is_i64(), "{}", v.value());
+    assert!(v.value()["ratio"].is_f64(), "a `number` keeps its form: {}", v.value());
+    assert!(v.value()["counts"][1].is_i64(), "{}", v.value());
+    assert_eq!(
+        v.sha256(),
+        a.validate(json!({"amount": 7, "ratio": 2.0, "counts": [1, -3]}))
+            .unwrap()
+            .sha256()
+    );
+    assert!(a.validate(json!({"amount": 7.5})).is_err(), "7.5 is no integer");
+    assert!(
+        a.validate(json!({"amount": 1e300}))
+            .is_ok_and(|v| v.value()["amount"].is_f64())
+            || a.validate(json!({"amount": 1e300})).is_err()
+    );
+}
+
+#[test]
 fn deep_input_is_refused() {
     let c = load(GOOD).unwrap();
     let a = c.get("github.create_issue").unwrap();
