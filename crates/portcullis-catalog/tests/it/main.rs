@@ -185,11 +185,6 @@ request: {method: POST, url: "https://api.example.test/pay", body: {amount: "{am
             .sha256()
     );
     assert!(a.validate(json!({"amount": 7.5})).is_err(), "7.5 is no integer");
-    assert!(
-        a.validate(json!({"amount": 1e300}))
-            .is_ok_and(|v| v.value()["amount"].is_f64())
-            || a.validate(json!({"amount": 1e300})).is_err()
-    );
 }
 
 #[test]
