@@ -723,6 +723,33 @@ impl Gateway {
                 .is_ok_and(|t| t < cutoff)
         });
         for intent in interrupted {
+            // What the audit log already holds for it says how far it got: the decision is
+            // audited before anything runs, and the outcome before the result is stored.
+            let events = match self.store().audit_events_of(&intent.id).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(intent = %intent.id, error = %e, "could not read an interrupted intent's audit events");
+                    continue;
+                }
+            };
+            if let Some(outcome) = events.iter().rev().find(|e| e.kind == AuditKind::Outcome) {
+                self.settle_audited(&intent.id, outcome).await;
+                continue;
+            }
+            let decided = events
+                .iter()
+                .any(|e| matches!(e.kind, AuditKind::Decided | AuditKind::Approval));
+            if !decided {
+                // Stopped before its decision was recorded: nothing was sent. The key is
+                // freed, and a retry runs it as new.
+                match self.store().abandon_intent(&intent.id).await {
+                    Ok(_) => {
+                        tracing::warn!(intent = %intent.id, "interrupted before its decision: nothing ran; released")
+                    }
+                    Err(e) => tracing::error!(intent = %intent.id, error = %e, "could not release an undecided intent"),
+                }
+                continue;
+            }
             let body = json!({
                 "id": intent.id,
                 "status": IntentStatus::OutcomeUnknown.as_str(),
@@ -758,6 +785,40 @@ impl Gateway {
                 Err(e) => tracing::error!(intent = %intent.id, error = %e, "could not audit an interrupted intent"),
             }
         }
+    }
+
+    /// An interrupted intent whose outcome event was written but whose result was not stored
+    /// (the process stopped between the two): its status is the audited one; the result
+    /// body is gone, and the agent is told where the outcome is.
+    async fn settle_audited(&self, id: &IntentId, outcome: &AuditEvent) {
+        let status = outcome.detail["status"]
+            .as_str()
+            .map_or(IntentStatus::OutcomeUnknown, crate::gateway::parse_status);
+        let status = match status {
+            IntentStatus::Executing | IntentStatus::PendingApproval => IntentStatus::OutcomeUnknown,
+            s => s,
+        };
+        let mut body = json!({
+            "id": id,
+            "status": status.as_str(),
+            "error": "the gateway stopped after recording this intent's outcome in the audit log and before storing its result; the audit log has the outcome",
+        });
+        if let Some(upstream) = outcome.detail.get("upstream_status") {
+            body["upstream_status"] = upstream.clone();
+        }
+        if let Err(e) = self.store().finish_intent(id, status.as_str(), &body).await {
+            tracing::error!(intent = %id, error = %e, "could not settle an interrupted intent");
+            return;
+        }
+        let hold_state = if status == IntentStatus::Executed {
+            "executed"
+        } else {
+            "failed"
+        };
+        if let Err(e) = self.store().finish_hold(id, hold_state).await {
+            tracing::error!(intent = %id, error = %e, "could not settle an interrupted hold");
+        }
+        tracing::warn!(intent = %id, status = status.as_str(), "interrupted after its outcome was audited: settled from the audit log");
     }
 
     /// Executes holds approved at least `min_age` ago that nobody claimed: the instance that

@@ -878,16 +878,13 @@ impl Gateway {
                     detail["response_redaction"] = json!(redaction_name(action.response.redact));
                 }
                 tracing::info!(intent = %id, upstream_status, withheld, "executed");
-                // The action ran: record the result first, so that even if the outcome
-                // event can't be written the agent can fetch what happened.
-                let done = if withheld {
-                    let message = withheld_message(&found);
-                    self.finish(id, IntentStatus::Withheld, decision, None, None, Some(message))
-                        .await
-                } else {
-                    self.finish(id, IntentStatus::Executed, decision, Some(result), None, None)
-                        .await
-                };
+                if withheld {
+                    detail["status"] = json!(IntentStatus::Withheld.as_str());
+                }
+                // The outcome event first, then the result: a crash between the two leaves
+                // an intent that recovery settles from the audit log, never one whose
+                // outcome is missing from it. The result is stored even when the event can't
+                // be written, so that the agent can fetch what happened.
                 let audited = self
                     .audit(
                         AuditKind::Outcome,
@@ -900,6 +897,14 @@ impl Gateway {
                         detail,
                     )
                     .await;
+                let done = if withheld {
+                    let message = withheld_message(&found);
+                    self.finish(id, IntentStatus::Withheld, decision, None, None, Some(message))
+                        .await
+                } else {
+                    self.finish(id, IntentStatus::Executed, decision, Some(result), None, None)
+                        .await
+                };
                 match (done, audited) {
                     (Ok(submitted), Ok(())) => Ok(submitted),
                     _ => Err(IntentError::OutcomeNotRecorded(id.to_string())),

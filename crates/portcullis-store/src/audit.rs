@@ -49,13 +49,35 @@ impl Store {
     pub async fn append(&self, event: &AuditEvent) -> Result<AppendReceipt, StoreError> {
         let value = serde_json::to_value(event).map_err(|e| StoreError::Encode(e.to_string()))?;
         let event_json = json::canonical(&value).map_err(|e| StoreError::Encode(e.to_string()))?;
-        self.writer.append(event_json).await
+        self.writer
+            .append(event_json, event.intent_id.as_str().to_owned())
+            .await
     }
 
     /// Audit events this process has queued that are not yet committed (or failed).
     #[must_use]
     pub fn audit_queue_depth(&self) -> u64 {
         self.writer.depth()
+    }
+
+    /// The audit events of one intent, in log order.
+    ///
+    /// # Errors
+    /// When the query fails or a stored event is not an audit event.
+    pub async fn audit_events_of(&self, intent: &portcullis_core::IntentId) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<(i64, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT seq, event FROM audit_events WHERE intent_id = $1 ORDER BY seq"
+        )
+        .bind(intent.as_str())
+        .fetch_all(pool)
+        .await)
+        .map_err(StoreError::db("reading an intent's audit events"))?;
+        rows.into_iter()
+            .map(|(seq, event)| {
+                serde_json::from_str(&event)
+                    .map_err(|e| StoreError::corrupt(READ_CONTEXT, format!("audit event {seq}"), e))
+            })
+            .collect()
     }
 
     /// Whether audit events can be written: the writer runs, and no batch failed in the last 10 s

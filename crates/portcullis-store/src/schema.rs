@@ -16,6 +16,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0004_limits.sql"),
     include_str!("../migrations/sqlite/0005_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0006_audit_checkpoints.sql"),
+    include_str!("../migrations/sqlite/0007_audit_by_intent.sql"),
 ];
 
 /// PostgreSQL's migrations, numbered like SQLite's.
@@ -26,6 +27,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0004_limits.sql"),
     include_str!("../migrations/postgres/0005_ui_sessions.sql"),
     include_str!("../migrations/postgres/0006_audit_checkpoints.sql"),
+    include_str!("../migrations/postgres/0007_audit_by_intent.sql"),
 ];
 
 const _: () = assert!(

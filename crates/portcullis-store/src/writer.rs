@@ -29,6 +29,7 @@ type Reply = oneshot::Sender<Result<AppendReceipt, StoreError>>;
 #[derive(Debug)]
 struct Pending {
     event_json: String,
+    intent_id: String,
     reply: Reply,
 }
 
@@ -105,12 +106,16 @@ impl AuditWriter {
     }
 
     /// Queues one event and waits until it is durably committed.
-    pub async fn append(&self, event_json: String) -> Result<AppendReceipt, StoreError> {
+    pub async fn append(&self, event_json: String, intent_id: String) -> Result<AppendReceipt, StoreError> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(Arc::clone(&self.waiting));
         let (reply, receipt) = oneshot::channel();
         self.queue
-            .send(Pending { event_json, reply })
+            .send(Pending {
+                event_json,
+                intent_id,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         receipt.await.map_err(|_| StoreError::WriterStopped)?
@@ -171,15 +176,18 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<
         seq += 1;
         let ts = now_rfc3339();
         let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        sqlx::query("INSERT INTO audit_events (seq, ts, event, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)")
-            .bind(seq)
-            .bind(ts)
-            .bind(pending.event_json.as_str())
-            .bind(prev_hash.as_str())
-            .bind(hash.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
+        sqlx::query(
+            "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(ts)
+        .bind(pending.event_json.as_str())
+        .bind(prev_hash.as_str())
+        .bind(hash.as_str())
+        .bind(pending.intent_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
         receipts.push(AppendReceipt {
             seq,
             hash: hash.clone(),
@@ -222,7 +230,7 @@ async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRe
         seq += 1;
         let ts = now_rfc3339();
         let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        let size = pending.event_json.len() + ts.len() + 2 * hash.len();
+        let size = pending.event_json.len() + pending.intent_id.len() + ts.len() + 2 * hash.len();
         if rows.bytes + size > PG_STATEMENT_BYTES && !rows.seqs.is_empty() {
             rows.insert(&mut tx).await?;
         }
@@ -230,6 +238,7 @@ async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRe
         rows.seqs.push(seq);
         rows.stamps.push(ts);
         rows.events.push(pending.event_json.as_str());
+        rows.intents.push(pending.intent_id.as_str());
         rows.prevs.push(std::mem::replace(&mut prev_hash, hash.clone()));
         rows.hashes.push(hash.clone());
         receipts.push(AppendReceipt { seq, hash });
@@ -245,6 +254,7 @@ struct Rows<'a> {
     seqs: Vec<i64>,
     stamps: Vec<String>,
     events: Vec<&'a str>,
+    intents: Vec<&'a str>,
     prevs: Vec<String>,
     hashes: Vec<String>,
     bytes: usize,
@@ -257,20 +267,22 @@ impl Rows<'_> {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO audit_events (seq, ts, event, prev_hash, hash) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
+            "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
         )
         .bind(self.seqs.as_slice())
         .bind(self.stamps.as_slice())
         .bind(self.events.as_slice())
         .bind(self.prevs.as_slice())
         .bind(self.hashes.as_slice())
+        .bind(self.intents.as_slice())
         .execute(&mut **tx)
         .await
         .map_err(StoreError::db(CONTEXT))?;
         self.seqs.clear();
         self.stamps.clear();
         self.events.clear();
+        self.intents.clear();
         self.prevs.clear();
         self.hashes.clear();
         self.bytes = 0;

@@ -309,3 +309,15 @@ async fn append_each(store: &Store, n: usize) -> Vec<Result<AppendReceipt, Store
     }
     out
 }
+
+async fn an_intents_events_are_found_by_its_id_in_log_order(db: TestDb) {
+    let store = db.open().await;
+    append_n(&store, 300).await;
+    // `event(n)` gives intent ids by `n % 256`: 7 and 263 belong to one intent.
+    let mine = event(7).intent_id;
+    let found = store.audit_events_of(&mine).await.unwrap();
+    assert_eq!(found, vec![event(7), event(263)]);
+    let none = portcullis_core::IntentId::from_random([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+    assert!(store.audit_events_of(&none).await.unwrap().is_empty());
+}
+on_both!(an_intents_events_are_found_by_its_id_in_log_order);

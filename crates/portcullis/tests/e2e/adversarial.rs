@@ -1615,7 +1615,6 @@ fn a_gateway_killed_in_a_burst_loses_no_audit_event_and_runs_nothing_twice() {
 
 /// Each settled intent has its decision and its outcome on the record, once each.
 #[test]
-#[ignore = "bug: a kill between a store write and the audit append after it leaves an `outcome` without `decided` (recovery) or an executed result without `outcome`"]
 fn after_a_crash_every_settled_intent_has_its_decision_and_its_outcome_in_the_audit_log() {
     let burst = Burst::run();
     let gateway = burst.env.serve();
