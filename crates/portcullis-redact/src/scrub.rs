@@ -28,14 +28,21 @@ use crate::{PLACEHOLDER, decoded, json, patterns};
 /// short strings of ordinary characters that turn up everywhere, and a value that short can
 /// be guessed anyway.
 ///
-/// Matching is case-sensitive except for hex digits. A secret split across two JSON fields,
-/// or encoded in a way not listed here (say, gzip), is not found: this is the last line of
-/// defence behind response projection, not a guarantee.
+/// - for secrets of at least [`FRAGMENT_MIN_SECRET`] bytes, any run of
+///   [`FRAGMENT`] or more of their consecutive bytes, as written: so a secret split across
+///   JSON fields (or lines, or headers) in pieces of that size or more is masked piece by
+///   piece.
+///
+/// Matching is case-sensitive except for hex digits. Pieces shorter than [`FRAGMENT`]
+/// bytes, or a secret encoded in a way not listed here (say, gzip), are not found: this is
+/// the last line of defence behind response projection, not a guarantee.
 ///
 /// `Debug` shows only how many secrets and patterns there are.
 #[derive(Clone)]
 pub struct Scrubber {
     matcher: Matcher,
+    /// Every [`FRAGMENT`]-byte window of the long secrets, matched overlapping.
+    fragments: Option<AhoCorasick>,
     secrets: usize,
     patterns: usize,
 }
@@ -58,14 +65,24 @@ impl Scrubber {
         S: AsRef<str>,
     {
         let mut set = BTreeSet::new();
+        let mut windows = BTreeSet::new();
         let mut count = 0;
         for secret in secrets {
             let secret = secret.as_ref();
             if !secret.is_empty() {
                 count += 1;
                 patterns::add_patterns(secret, &mut set);
+                add_fragments(secret, &mut windows);
             }
         }
+        let fragments = (!windows.is_empty())
+            .then(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&windows)
+                    .ok()
+            })
+            .flatten();
         let matcher = if set.is_empty() {
             Matcher::Nothing
         } else {
@@ -76,6 +93,7 @@ impl Scrubber {
         };
         Self {
             matcher,
+            fragments,
             secrets: count,
             patterns: set.len(),
         }
@@ -86,6 +104,7 @@ impl Scrubber {
     pub fn empty() -> Self {
         Self {
             matcher: Matcher::Nothing,
+            fragments: None,
             secrets: 0,
             patterns: 0,
         }
@@ -142,6 +161,9 @@ impl Scrubber {
         };
         let mut found: Vec<_> = patterns.find_iter(text).map(|m| m.range()).collect();
         decoded::find_decoded(patterns, text, &mut found);
+        if let Some(fragments) = &self.fragments {
+            found.extend(fragments.find_overlapping_iter(text).map(|m| m.range()));
+        }
         merge(found)
     }
 
@@ -149,6 +171,7 @@ impl Scrubber {
     pub(crate) fn failing_closed() -> Self {
         Self {
             matcher: Matcher::Everything,
+            fragments: None,
             secrets: 1,
             patterns: 0,
         }
@@ -162,6 +185,29 @@ impl fmt::Debug for Scrubber {
             .field("patterns", &self.patterns)
             .field("fail_closed", &matches!(self.matcher, Matcher::Everything))
             .finish()
+    }
+}
+
+/// The length of the secret pieces found on their own.
+pub const FRAGMENT: usize = 8;
+/// The shortest secret whose pieces are looked for (shorter ones only whole): a short
+/// secret's pieces are ordinary words.
+pub const FRAGMENT_MIN_SECRET: usize = 16;
+
+/// Adds every [`FRAGMENT`]-byte window of `secret` (on character boundaries) when it is at
+/// least [`FRAGMENT_MIN_SECRET`] bytes long.
+fn add_fragments(secret: &str, windows: &mut BTreeSet<String>) {
+    if secret.len() < FRAGMENT_MIN_SECRET {
+        return;
+    }
+    for (start, _) in secret.char_indices() {
+        let end = start + FRAGMENT;
+        if end > secret.len() {
+            break;
+        }
+        if let Some(window) = secret.get(start..end) {
+            windows.insert(window.to_owned());
+        }
     }
 }
 
@@ -275,6 +321,10 @@ mod tests {
     #[test]
     fn matching_is_case_sensitive_for_the_value_itself() {
         let text = "GHP_0123456789ABCDEF";
+        // The case-changed letters are not the secret; `_0123456789` is a piece of
+        // it as written, and pieces of eight bytes or more are masked.
+        assert_eq!(scrubber().scrub_str(text), format!("GHP{PLACEHOLDER}ABCDEF"));
+        let text = "GHP_0123ABCDEF";
         assert!(matches!(scrubber().scrub_str(text), Cow::Borrowed(t) if t == text));
     }
 
@@ -325,5 +375,40 @@ mod tests {
     #[test]
     fn overlapping_matches_become_one_placeholder() {
         assert_eq!(merge(vec![5..9, 0..3, 2..4, 9..10]), vec![0..4, 5..9, 9..10]);
+    }
+}
+
+#[cfg(test)]
+mod fragment_tests {
+    use super::*;
+
+    const SECRET: &str = "tok_7Qm2Vx9Lp4Rz8Kd1Wn6Hs3";
+
+    #[test]
+    fn a_long_secret_split_into_pieces_is_masked_piece_by_piece() {
+        let scrubber = Scrubber::new([SECRET]);
+        let (first, second) = SECRET.split_at(SECRET.len() / 2);
+        let mut value = serde_json::json!({"first": first, "second": second, "note": "kept as is"});
+        scrubber.scrub_json(&mut value);
+        let text = value.to_string();
+        assert!(!text.contains(first) && !text.contains(second), "{text}");
+        assert_eq!(value["note"], "kept as is");
+        // A piece inside other text is cut out to its last byte, not just one window.
+        let line = format!("prefix {} suffix", &SECRET[3..20]);
+        assert_eq!(scrubber.scrub_str(&line), format!("prefix {PLACEHOLDER} suffix"));
+    }
+
+    #[test]
+    fn short_pieces_and_short_secrets_are_left_alone() {
+        let scrubber = Scrubber::new([SECRET]);
+        let piece = &SECRET[..FRAGMENT - 1];
+        assert_eq!(scrubber.scrub_str(piece), piece, "shorter than a fragment");
+        let short = Scrubber::new(["hunter2-hunter"]);
+        assert_eq!(
+            short.scrub_str("hunter2-"),
+            "hunter2-",
+            "a short secret is only found whole"
+        );
+        assert_eq!(short.scrub_str("x hunter2-hunter y"), format!("x {PLACEHOLDER} y"));
     }
 }

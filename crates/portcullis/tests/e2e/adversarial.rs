@@ -1110,7 +1110,6 @@ credential: tracker_query
 }
 
 #[test]
-#[ignore = "bug: a credential split across two JSON fields reaches the agent whole (scrub.rs documents that it is not found)"]
 fn a_credential_split_across_fields_does_not_reach_the_agent() {
     let upstream = Server::start(|request| {
         let s = credential_in(request).unwrap_or_default();
