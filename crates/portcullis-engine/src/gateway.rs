@@ -189,9 +189,17 @@ impl Gateway {
                 );
             }
         }
-        let checkpointer = crate::checkpoint::Checkpointer::load(&store, master_key.as_ref(), &loaded.config.audit)
-            .await
-            .map_err(|e| general(format!("audit checkpoints: {e}")))?;
+        // Checkpoints are a layer over the hash chain: when their key can't be opened (a
+        // master key rotated without `previous_master_keys`, say), the gateway runs without
+        // them and says so loudly, rather than not at all.
+        let checkpointer =
+            match crate::checkpoint::Checkpointer::load(&store, master_key.as_ref(), &loaded.config.audit).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit checkpoints are off: their signing key can't be used");
+                    None
+                }
+            };
         Ok(Self {
             loaded,
             store,
