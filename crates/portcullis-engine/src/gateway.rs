@@ -39,7 +39,7 @@ pub struct Gateway {
     notifier: Option<crate::notify::Notifier>,
     served_at: std::sync::OnceLock<String>,
     metrics: Arc<crate::metrics::Metrics>,
-    checkpointer: Option<crate::checkpoint::Checkpointer>,
+    checkpointer: Option<Arc<crate::checkpoint::Checkpointer>>,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -148,7 +148,13 @@ impl Gateway {
                 "`listen` changed: the gateway keeps its address until it is restarted"
             );
         }
-        let next = Self::build(loaded, self.store.clone(), Arc::clone(&self.metrics)).await?;
+        let same_audit = loaded.config.audit == self.loaded.config.audit
+            && loaded.config.master_key == self.loaded.config.master_key;
+        let mut next = Self::build(loaded, self.store.clone(), Arc::clone(&self.metrics)).await?;
+        if same_audit && self.checkpointer.is_some() {
+            // Keeps its Merkle frontier: no need to read the whole log again.
+            next.checkpointer.clone_from(&self.checkpointer);
+        }
         if let Some(at) = self.served_at.get() {
             let _ = next.served_at.set(at.clone());
         }
@@ -194,7 +200,7 @@ impl Gateway {
         // them and says so loudly, rather than not at all.
         let checkpointer =
             match crate::checkpoint::Checkpointer::load(&store, master_key.as_ref(), &loaded.config.audit).await {
-                Ok(c) => c,
+                Ok(c) => c.map(Arc::new),
                 Err(e) => {
                     tracing::error!(error = %e, "audit checkpoints are off: their signing key can't be used");
                     None
@@ -218,7 +224,7 @@ impl Gateway {
     /// What signs audit checkpoints, when they are on.
     #[must_use]
     pub fn checkpointer(&self) -> Option<&crate::checkpoint::Checkpointer> {
-        self.checkpointer.as_ref()
+        self.checkpointer.as_deref()
     }
 
     /// Records the address the server actually listens on (links in notifications use it
