@@ -28,10 +28,11 @@ use crate::{PLACEHOLDER, decoded, json, patterns};
 /// short strings of ordinary characters that turn up everywhere, and a value that short can
 /// be guessed anyway.
 ///
-/// - for secrets of at least [`FRAGMENT_MIN_SECRET`] bytes, any run of
-///   [`FRAGMENT`] or more of their consecutive bytes, as written: so a secret split across
-///   JSON fields (or lines, or headers) in pieces of that size or more is masked piece by
-///   piece.
+/// - for secrets of at least [`FRAGMENT_MIN_SECRET`] bytes, any [`FRAGMENT`] consecutive
+///   bytes of theirs that include a digit, as written, and the runs they overlap: so a secret
+///   split across JSON fields (or lines, or headers) in pieces of that size or more is masked
+///   piece by piece, but a word in the secret (a prefix like `redirect-`) is not masked
+///   wherever it occurs.
 ///
 /// Matching is case-sensitive except for hex digits. Pieces shorter than [`FRAGMENT`]
 /// bytes, or a secret encoded in a way not listed here (say, gzip), are not found: this is
@@ -205,7 +206,11 @@ fn add_fragments(secret: &str, windows: &mut BTreeSet<String>) {
         if end > secret.len() {
             break;
         }
-        if let Some(window) = secret.get(start..end) {
+        // A window of letters alone is often a word of the secret's readable part (a
+        // prefix, a label), which must not be masked wherever it occurs.
+        if let Some(window) = secret.get(start..end)
+            && window.bytes().any(|b| b.is_ascii_digit())
+        {
             windows.insert(window.to_owned());
         }
     }
@@ -410,5 +415,20 @@ mod fragment_tests {
             "a short secret is only found whole"
         );
         assert_eq!(short.scrub_str("x hunter2-hunter y"), format!("x {PLACEHOLDER} y"));
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use super::*;
+
+    #[test]
+    fn words_in_a_secrets_readable_part_are_not_masked_elsewhere() {
+        let scrubber = Scrubber::new(["redirect-1a2b3c4d/+=5e6f7a8b&:9c0d1e2f"]);
+        let text = "too many redirects: `127.0.0.1` redirected again";
+        assert_eq!(scrubber.scrub_str(text), text);
+        let (first, second) = "redirect-1a2b3c4d/+=5e6f7a8b&:9c0d1e2f".split_at(19);
+        assert!(!scrubber.scrub_str(first).contains("1a2b3c4d"));
+        assert!(!scrubber.scrub_str(second).contains("5e6f7a8b"));
     }
 }
