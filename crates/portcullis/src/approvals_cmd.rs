@@ -168,14 +168,7 @@ impl Client {
         let token = remote
             .token
             .context("set PORTCULLIS_TOKEN (or --token) to your login token")?;
-        let allow = ["0.0.0.0/0", "::/0"]
-            .iter()
-            .filter_map(|n| n.parse::<IpNet>().ok())
-            .collect();
-        let egress = Egress::new(EgressConfig {
-            allow,
-            ..EgressConfig::default()
-        })?;
+        let egress = operator_egress()?;
         Ok(Self { base, token, egress })
     }
 
@@ -232,4 +225,17 @@ pub async fn reload(config: &Path, remote: Remote) -> anyhow::Result<ExitCode> {
         eprintln!("  {}", text(problem));
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// The egress client of commands an operator runs against addresses they chose (the
+/// gateway, a webhook): any address, no policy.
+pub(crate) fn operator_egress() -> anyhow::Result<Egress> {
+    let allow = ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .collect();
+    Ok(Egress::new(EgressConfig {
+        allow,
+        ..EgressConfig::default()
+    })?)
 }

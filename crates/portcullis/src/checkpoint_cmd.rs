@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use portcullis_engine::checkpoint::{Checkpointer, existing_public_key};
-use portcullis_exec::{Egress, EgressConfig, IpNet, OutboundRequest};
+use portcullis_exec::OutboundRequest;
 use portcullis_store::{Checkpoint, InclusionProof, Store};
 
 use crate::cli::load_config;
@@ -59,14 +59,7 @@ async fn post(url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
     if !matches!(url.scheme(), "http" | "https") {
         bail!("the webhook must be an http(s) URL");
     }
-    let allow = ["0.0.0.0/0", "::/0"]
-        .iter()
-        .filter_map(|n| n.parse::<IpNet>().ok())
-        .collect();
-    let egress = Egress::new(EgressConfig {
-        allow,
-        ..EgressConfig::default()
-    })?;
+    let egress = crate::approvals_cmd::operator_egress()?;
     let request = OutboundRequest {
         method: reqwest::Method::POST,
         url,

@@ -331,3 +331,11 @@ pub const SLOW_POLICY: &str = r#"
 @id("support-waits")
 permit (principal in AgentGroup::"support", action == Action::"slow.get", resource);
 "#;
+
+/// High-priority tickets wait for a person (any approver).
+pub const HOLD_POLICY: &str = r#"
+@id("high-needs-a-person")
+@hold("high-priority tickets need a person")
+permit (principal in AgentGroup::"support", action == Action::"tickets.create", resource)
+when { context.input has priority && context.input.priority == "high" };
+"#;

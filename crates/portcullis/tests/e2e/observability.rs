@@ -6,17 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fixtures::{AGENT, CONFIG, assert_no_secret, write_standard_files};
+use crate::fixtures::{AGENT, CONFIG, HOLD_POLICY, assert_no_secret, write_standard_files};
 use crate::harness::Env;
 use crate::otlp::{Receiver, all_text, attribute};
-
-/// High-priority tickets wait for an approver.
-const HOLD_POLICY: &str = r#"
-@id("high-needs-a-person")
-@hold("high-priority tickets need a person")
-permit (principal in AgentGroup::"support", action == Action::"tickets.create", resource)
-when { context.input has priority && context.input.priority == "high" };
-"#;
 
 /// A token-shaped value in an agent's input (the detector's `github-pat` rule).
 const TOKEN_IN_INPUT: &str = "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";

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fixtures::{AGENT, CONFIG, write_standard_files};
+use crate::fixtures::{AGENT, CONFIG, HOLD_POLICY, write_standard_files};
 use crate::harness::{Env, Gateway};
 use crate::http;
 
@@ -30,13 +30,6 @@ const NO_TICKETS: &str = r#"
 @id("ticket-freeze")
 @reason("ticket creation is frozen")
 forbid (principal, action == Action::"tickets.create", resource);
-"#;
-
-const HOLD_POLICY: &str = r#"
-@id("high-needs-a-person")
-@hold("high-priority tickets need a person")
-permit (principal in AgentGroup::"support", action == Action::"tickets.create", resource)
-when { context.input has priority && context.input.priority == "high" };
 "#;
 
 const ADMINS: &str = "admins:\n  root: {role: admin}\n  alice: {role: approver, groups: [ops]}\n";
