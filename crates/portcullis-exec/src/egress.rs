@@ -27,6 +27,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`EgressConfig::max_response_bytes`]: 10 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+/// How long an idle upstream connection is kept for reuse: just under the 5 s keep-alive
+/// timeout of Node.js and Apache, so the pool hands out a connection the server is about to
+/// close only for servers that keep connections for less than that.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Limits and exceptions for egress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +133,7 @@ impl Egress {
             .redirect(redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .http1_only()
             .build()
             .map_err(|e| ExecError::Client(builder_error(&e)))?;
@@ -192,12 +197,21 @@ impl Egress {
     }
 
     /// Sends one request whose URL passed [`Guard::check_url`]; the body is not read yet.
+    ///
+    /// A pooled connection can be closed by the server (its keep-alive timeout) while the
+    /// request is on its way; the server then never saw it. Like Go's transport, a request
+    /// with a safe method (GET, HEAD, OPTIONS) that met a connection closed before any byte of
+    /// a response is sent once more, on a fresh connection. Nothing else is ever resent.
     async fn fetch(&self, request: Request, host: &str) -> Result<Response, ExecError> {
-        self.inner
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| ExecError::from_reqwest(&e, host))
+        let again = is_safe(request.method()).then(|| request.try_clone()).flatten();
+        let sent = match (self.inner.client.execute(request).await, again) {
+            (Err(e), Some(again)) if closed_before_response(&e) => {
+                tracing::debug!(host, "the upstream closed a pooled connection: sending once more");
+                self.inner.client.execute(again).await
+            }
+            (sent, _) => sent,
+        };
+        sent.map_err(|e| ExecError::from_reqwest(&e, host))
     }
 
     /// Sends a permitted email: the server is resolved and checked by the guard, the client
@@ -226,6 +240,37 @@ impl Egress {
             Err(_) => Err(ExecError::Timeout),
         }
     }
+}
+
+/// GET, HEAD and OPTIONS: sending one of these twice changes nothing on the server.
+fn is_safe(method: &Method) -> bool {
+    [Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+}
+
+/// Whether the connection closed before the server answered anything: hyper's "incomplete
+/// message", or a reset while the request was being sent.
+fn closed_before_response(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || err.is_connect() || err.is_body() || err.is_decode() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn into_request(req: OutboundRequest) -> Request {

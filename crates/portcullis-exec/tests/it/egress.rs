@@ -292,6 +292,40 @@ async fn errors_name_the_host_but_never_the_path_or_query() {
     assert!(errors[1].to_string().contains("`127.0.0.1`"), "{}", errors[1]);
 }
 
+#[tokio::test]
+async fn a_safe_request_on_a_connection_the_server_closed_is_sent_once_more_and_nothing_else_is() {
+    use std::sync::atomic::Ordering;
+    let (addr, seen) = server::forgetful().await;
+    let url = Url::parse(&format!("http://{addr}/item")).unwrap();
+    let client = egress(&["127.0.0.1/32"]);
+
+    // The second GET goes out on the pooled connection, which the server closes unanswered;
+    // it is sent again on a fresh connection and succeeds.
+    for _ in 0..2 {
+        let answer = client.dangerous().send(get(url.clone())).await.unwrap();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, b"ok".as_slice()));
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "one request seen twice, on two connections"
+    );
+
+    // A POST meeting the same closed connection is not resent: the server might have acted
+    // on it. The agent gets the transport error.
+    let (addr, seen) = server::forgetful().await;
+    let url = Url::parse(&format!("http://{addr}/item")).unwrap();
+    let post = || OutboundRequest {
+        method: Method::POST,
+        body: Some(b"{}".to_vec()),
+        ..get(url.clone())
+    };
+    client.dangerous().send(post()).await.unwrap();
+    let second = client.dangerous().send(post()).await;
+    assert!(matches!(second, Err(ExecError::Upstream(_))), "{second:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "the POST was sent exactly once");
+}
+
 fn config_allowing() -> EgressConfig {
     EgressConfig {
         allow: vec!["127.0.0.1/32".parse().unwrap()],
