@@ -40,6 +40,7 @@ pub struct Gateway {
     served_at: std::sync::OnceLock<String>,
     metrics: Arc<crate::metrics::Metrics>,
     checkpointer: Option<Arc<crate::checkpoint::Checkpointer>>,
+    scrubbers: crate::scrubbers::Scrubbers,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -218,6 +219,7 @@ impl Gateway {
             served_at: std::sync::OnceLock::new(),
             metrics,
             checkpointer,
+            scrubbers: crate::scrubbers::Scrubbers::default(),
         })
     }
 
@@ -798,11 +800,7 @@ impl Gateway {
                 }
             }
         }
-        let scrubber = if scrub.is_empty() {
-            Scrubber::empty()
-        } else {
-            Scrubber::new(scrub)
-        };
+        let scrubber = self.scrubbers.get(scrub);
         self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
             .await
     }
@@ -831,11 +829,7 @@ impl Gateway {
             }
         };
         let scrub = credential.as_ref().map(Credential::scrub_values).unwrap_or_default();
-        let scrubber = if scrub.is_empty() {
-            Scrubber::empty()
-        } else {
-            Scrubber::new(scrub)
-        };
+        let scrubber = self.scrubbers.get(scrub);
         let span = tracing::info_span!("execute", upstream_status = tracing::field::Empty);
         let started = std::time::Instant::now();
         let executed = self.egress.send_mail(prepared).instrument(span.clone()).await;

@@ -25,6 +25,7 @@ mod notify;
 pub mod oauth2;
 pub mod oidc;
 pub mod quota;
+mod scrubbers;
 pub mod trace;
 pub mod vault;
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use cedar_policy::RestrictedExpression;
 use serde_json::{Map, Value, json};
 
 use portcullis_redact::detect::{Category, JsonFinding};
@@ -43,6 +44,39 @@ pub(crate) fn record(value: &Value, schema: &Value) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// A context value as a Cedar expression: strings, booleans, 64-bit integers, sets and
+/// records as themselves, and the `{"__extn": {"fn": "decimal", "arg": …}}` form that
+/// [`record`] and the counters give decimals as a `decimal(…)` call.
+///
+/// # Errors
+/// A null, a number that isn't a 64-bit integer, or a record with a repeated key (none of
+/// which the context builders produce).
+pub(crate) fn restricted(value: &Value) -> Result<RestrictedExpression, String> {
+    Ok(match value {
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Number(n) => RestrictedExpression::new_long(n.as_i64().ok_or("a number that is not a 64-bit integer")?),
+        Value::Array(items) => {
+            RestrictedExpression::new_set(items.iter().map(restricted).collect::<Result<Vec<_>, _>>()?)
+        }
+        Value::Object(fields) => {
+            if let [(key, Value::Object(call))] = fields.iter().collect::<Vec<_>>().as_slice()
+                && key.as_str() == "__extn"
+                && call.get("fn").and_then(Value::as_str) == Some("decimal")
+                && let Some(arg) = call.get("arg").and_then(Value::as_str)
+            {
+                return Ok(RestrictedExpression::new_decimal(arg));
+            }
+            let fields = fields
+                .iter()
+                .map(|(k, v)| restricted(v).map(|v| (k.clone(), v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?
+        }
+        Value::Null => return Err("a null".to_owned()),
+    })
 }
 
 /// Cedar's `decimal` text for a JSON number: at most four fraction digits, within

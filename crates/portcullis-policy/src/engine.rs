@@ -54,6 +54,10 @@ pub struct PolicyEngine {
     schema: Schema,
     schema_json: Value,
     policies: PolicySet,
+    /// For each action of the catalog, the policies whose action scope can admit it: a
+    /// decision evaluates only these, so its cost follows the policies about its action,
+    /// not the size of the whole set (see [`policies_by_action`]).
+    by_action: HashMap<String, PolicySet>,
     entities: Entities,
     authorizer: Authorizer,
     agent_groups: HashMap<String, Vec<String>>,
@@ -185,10 +189,12 @@ impl PolicyEngine {
             .iter()
             .map(|(id, a)| (id.clone(), a.groups.clone()))
             .collect();
+        let by_action = policies_by_action(&policies, inputs.catalog);
         Ok(Self {
             schema,
             schema_json,
             policies,
+            by_action,
             entities,
             authorizer: Authorizer::new(),
             agent_groups,
@@ -306,20 +312,36 @@ impl PolicyEngine {
         let principal = uid("Agent", agent.as_str())?;
         let action_uid = uid("Action", action.name.as_str())?;
         let resource = uid(&action.resource.entity_type, &render_id(action, input.value()))?;
-        let ctx = json!({
-            "input": context::record(input.value(), &action.input_schema),
-            "derived": context::derived(input.value(), &action.input_schema),
-            "now": context::now(now),
-            "findings": context::findings(findings),
-            "counters": counters::counters(counters),
-        });
-        let context = Context::from_json_value(ctx, Some((&self.schema, &action_uid)))
+        // Built as Cedar values directly: Cedar's JSON parser tries every escape form on
+        // every value and was the largest single cost of a decision. The schema check that
+        // parser did happens in `Request::new` below, which validates the context against
+        // the action's context type.
+        let attribute = |name: &str, value: &Value| {
+            context::restricted(value)
+                .map(|v| (name.to_owned(), v))
+                .map_err(|e| format!("the input can't be evaluated by policy: {e}"))
+        };
+        let pairs = [
+            attribute(
+                "input",
+                &Value::Object(context::record(input.value(), &action.input_schema)),
+            )?,
+            attribute(
+                "derived",
+                &Value::Object(context::derived(input.value(), &action.input_schema)),
+            )?,
+            attribute("now", &context::now(now))?,
+            attribute("findings", &context::findings(findings))?,
+            attribute("counters", &counters::counters(counters))?,
+        ];
+        let context = Context::from_pairs(pairs)
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
         let entities = with_claims.as_ref().unwrap_or(&self.entities);
-        let response = self.authorizer.is_authorized(&request, &self.policies, entities);
+        let policies = self.by_action.get(action.name.as_str()).unwrap_or(&self.policies);
+        let response = self.authorizer.is_authorized(&request, policies, entities);
         if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
             response.diagnostics().errors().next()
         {
@@ -433,6 +455,37 @@ impl PolicyEngine {
             .filter(|p| p.effect() == cedar_policy::Effect::Permit && filter(p))
             .any(|p| principal_ok(p.principal_constraint()) && action_ok(p.action_constraint()))
     }
+}
+
+/// The policies that can apply to each action of `catalog`.
+///
+/// A policy whose action scope doesn't admit the request's action is not applicable: Cedar
+/// never evaluates its conditions, so it can neither determine the decision nor raise an
+/// error, and leaving it out changes nothing. Kept for an action: scopes `action`,
+/// `action == Action::"it"`, and `action in [...]` listing it or naming an entity that is not
+/// an action of the catalog (conservatively: it could be a group). Without this, every
+/// decision would walk every policy of every action.
+fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String, PolicySet> {
+    let names: std::collections::HashSet<EntityUid> = catalog
+        .iter()
+        .filter_map(|a| uid("Action", a.name.as_str()).ok())
+        .collect();
+    let mut by_action = HashMap::new();
+    for action in catalog.iter() {
+        let Ok(me) = uid("Action", action.name.as_str()) else {
+            continue;
+        };
+        let applicable = policies.policies().filter(|p| match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(u) => u == me,
+            ActionConstraint::In(us) => us.iter().any(|u| *u == me || !names.contains(u)),
+        });
+        // A set that can't be rebuilt (template-linked policies) falls back to all of them.
+        if let Ok(set) = PolicySet::from_policies(applicable.cloned()) {
+            by_action.insert(action.name.to_string(), set);
+        }
+    }
+    by_action
 }
 
 /// What the holding permits ask for: the largest `@approvals` count (1 when none says), and

@@ -98,32 +98,33 @@ impl Store {
         const CONTEXT: &str = "recording an intent";
         let now = now_rfc3339();
         let response = serde_json::to_string(&new.response).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let inserted = on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (agent, idempotency_key) DO NOTHING",
-        )
-        .bind(new.id.as_str())
-        .bind(new.agent.as_str())
-        .bind(new.action.as_str())
-        .bind(new.payload_sha256.as_str())
-        .bind(new.idempotency_key.as_deref())
-        .bind(new.status.as_str())
-        .bind(response)
-        .bind(now.as_str())
-        .bind(now.as_str())
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    what: format!("intent `{}`", new.id),
+        let inserted = self
+            .write(
+                "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (agent, idempotency_key) DO NOTHING",
+                vec![
+                    Some(new.id.to_string()),
+                    Some(new.agent.to_string()),
+                    Some(new.action.to_string()),
+                    Some(new.payload_sha256.clone()),
+                    new.idempotency_key.clone(),
+                    Some(new.status.clone()),
+                    Some(response),
+                    Some(now.clone()),
+                    Some(now),
+                ],
+            )
+            .await?
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists {
+                        what: format!("intent `{}`", new.id),
+                    }
+                } else {
+                    StoreError::db(CONTEXT)(e)
                 }
-            } else {
-                StoreError::db(CONTEXT)(e)
-            }
-        })?;
+            })?;
         if inserted == 1 {
             return Ok(Begin::Started);
         }
@@ -158,17 +159,19 @@ impl Store {
         response: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let done = on_pool!(self, |pool| sqlx::query(
-            "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4"
-        )
-        .bind(status)
-        .bind(response)
-        .bind(now_rfc3339())
-        .bind(id.as_str())
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
-        .map_err(StoreError::db("finishing an intent"))?;
+        const CONTEXT: &str = "finishing an intent";
+        let done = self
+            .write(
+                "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4",
+                vec![
+                    Some(status.to_owned()),
+                    Some(response),
+                    Some(now_rfc3339()),
+                    Some(id.to_string()),
+                ],
+            )
+            .await?
+            .map_err(StoreError::db(CONTEXT))?;
         if done == 0 {
             return Err(StoreError::NotFound {
                 what: format!("intent `{id}`"),

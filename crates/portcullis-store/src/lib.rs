@@ -238,6 +238,42 @@ impl Store {
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
+
+    /// Runs one write on an intent's path: `sql` with text parameters `$1`, `$2`, … bound
+    /// to `args` (`None` is NULL). On SQLite it runs in the audit writer's next transaction
+    /// (group commit, no contention for the write lock); on PostgreSQL, on the pool.
+    ///
+    /// # Errors
+    /// The outer error when the write could not be committed (SQLite); the inner one is the
+    /// statement's own (say, a unique violation), for the caller to classify.
+    pub(crate) async fn write(
+        &self,
+        sql: &'static str,
+        args: Vec<Option<String>>,
+    ) -> Result<Result<u64, sqlx::Error>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => {
+                self.writer
+                    .write(Box::new(move |conn| {
+                        Box::pin(async move {
+                            let mut query = sqlx::query(sql);
+                            for arg in args {
+                                query = query.bind(arg);
+                            }
+                            query.execute(conn).await.map(|done| done.rows_affected())
+                        })
+                    }))
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(arg);
+                }
+                Ok(query.execute(pool).await.map(|done| done.rows_affected()))
+            }
+        }
+    }
 }
 
 /// Runs `connect` again while SQLite answers "database is locked" (for up to

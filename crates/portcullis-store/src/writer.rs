@@ -1,10 +1,15 @@
 //! The single audit writer: one task per process, group commit.
 //!
 //! On SQLite the task owns one connection and `BEGIN IMMEDIATE` serializes it with any
-//! other process on the file. On PostgreSQL each batch takes a transaction-scoped
+//! other process on the file. It also runs the store's other writes on an intent's path
+//! ([`AuditWriter::write`]) in the same transactions: one fsync covers a whole batch of
+//! intents and their audit events, and those writes never contend for SQLite's write lock
+//! (whose busy handler sleeps for milliseconds at a time). On PostgreSQL each batch takes a transaction-scoped
 //! advisory lock before reading the chain head, so the writers of every gateway instance
 //! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,18 +30,38 @@ const CONTEXT: &str = "appending to the audit log";
 
 type Reply = oneshot::Sender<Result<AppendReceipt, StoreError>>;
 
-/// An event waiting to be written: its canonical JSON and where to send the receipt.
-#[derive(Debug)]
-struct Pending {
-    event_json: String,
-    intent_id: String,
-    reply: Reply,
+/// A statement for [`AuditWriter::write`]: given the writer's connection (inside its
+/// transaction), runs and returns the rows it affected.
+pub(crate) type Statement = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'c>>
+        + Send
+        + Sync,
+>;
+
+/// What a [`Statement`] gets back: the batch's commit failed (outer), or the statement's own
+/// result once its batch committed (inner).
+type WriteReply = oneshot::Sender<Result<Result<u64, sqlx::Error>, StoreError>>;
+
+/// Work for the writer task.
+enum Job {
+    /// An event waiting to be written: its canonical JSON and where to send the receipt.
+    Append {
+        event_json: String,
+        intent_id: String,
+        reply: Reply,
+    },
+    /// Another write, run in the batch's transaction (SQLite only).
+    Write {
+        /// Taken when it runs: each statement runs once.
+        statement: Option<Statement>,
+        reply: WriteReply,
+    },
 }
 
 /// The handle callers use to queue appends.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditWriter {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Job>,
     /// Appends queued (or waiting to queue) and not yet answered.
     waiting: Arc<AtomicU64>,
     /// When a batch last failed, in milliseconds since the epoch (0: never).
@@ -111,7 +136,7 @@ impl AuditWriter {
         let _waiting = Waiting(Arc::clone(&self.waiting));
         let (reply, receipt) = oneshot::channel();
         self.queue
-            .send(Pending {
+            .send(Job::Append {
                 event_json,
                 intent_id,
                 reply,
@@ -120,6 +145,39 @@ impl AuditWriter {
             .map_err(|_| StoreError::WriterStopped)?;
         receipt.await.map_err(|_| StoreError::WriterStopped)?
     }
+
+    /// Runs `statement` in the writer's next transaction (SQLite) and returns its result
+    /// once that transaction is durably committed.
+    ///
+    /// # Errors
+    /// The outer error when the batch could not be committed (nothing of it was written) or
+    /// the writer stopped; the inner one is the statement's own, its batch committed.
+    pub async fn write(&self, statement: Statement) -> Result<Result<u64, sqlx::Error>, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.queue
+            .send(Job::Write {
+                statement: Some(statement),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Append { intent_id, .. } => f.debug_struct("Append").field("intent_id", intent_id).finish(),
+            Self::Write { .. } => f.write_str("Write"),
+        }
+    }
+}
+
+/// What one job of a committed batch produced.
+enum Done {
+    Appended(AppendReceipt),
+    Wrote(Result<u64, sqlx::Error>),
 }
 
 /// Where the writer commits.
@@ -129,39 +187,61 @@ enum Sink {
     Postgres(PgPool),
 }
 
-async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Pending>, failed_at: Arc<AtomicU64>) {
+async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Job>, failed_at: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // `recv_many` waits for one event, then takes whatever else is already queued.
+    // `recv_many` waits for one job, then takes whatever else is already queued.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let written = match &mut sink {
-            Sink::Sqlite(conn) => write_sqlite(conn, &batch).await,
+            Sink::Sqlite(conn) => write_sqlite(conn, &mut batch).await,
             Sink::Postgres(pool) => write_postgres(pool, &batch).await,
         };
         failed_at.store(if written.is_ok() { 0 } else { now_millis() }, Ordering::Relaxed);
         match written {
-            Ok(receipts) => {
-                for (pending, receipt) in batch.drain(..).zip(receipts) {
-                    // A caller that stopped waiting still has its event durably stored.
-                    let _ = pending.reply.send(Ok(receipt));
+            Ok(done) => {
+                // A caller that stopped waiting still has its write durably stored.
+                for (job, done) in batch.drain(..).zip(done) {
+                    match (job, done) {
+                        (Job::Append { reply, .. }, Done::Appended(receipt)) => {
+                            let _ = reply.send(Ok(receipt));
+                        }
+                        (Job::Write { reply, .. }, Done::Wrote(result)) => {
+                            let _ = reply.send(Ok(result));
+                        }
+                        (job, _) => fail(job, &StoreError::Encode("the writer mixed up its batch".into())),
+                    }
                 }
             }
             Err(error) => {
                 // Fail closed: nothing of the batch was committed, and every caller in it
                 // learns so.
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(error.clone()));
+                for job in batch.drain(..) {
+                    fail(job, &error);
                 }
             }
         }
     }
 }
 
-/// Writes a batch in one transaction and returns the receipts once it has committed.
+/// Tells a job's caller that its batch failed.
+fn fail(job: Job, error: &StoreError) {
+    match job {
+        Job::Append { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Job::Write { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Writes a batch in one transaction and returns what each job produced once it has
+/// committed. A statement's own error (a constraint) is its caller's; SQLite undoes only
+/// that statement, and the rest of the batch commits.
 ///
 /// The chain head is read inside the transaction, under the write lock, on every batch.
 /// That costs one indexed lookup and means the head is never stale: not after a failed
 /// batch, and not when another process (say `portcullis audit` tooling) appended.
-async fn write_sqlite(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
+async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<Vec<Done>, StoreError> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
@@ -171,31 +251,45 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &[Pending]) -> Result<
         .await
         .map_err(StoreError::db(CONTEXT))?;
     let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
-    let mut receipts = Vec::with_capacity(batch.len());
-    for pending in batch {
-        seq += 1;
-        let ts = now_rfc3339();
-        let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(seq)
-        .bind(ts)
-        .bind(pending.event_json.as_str())
-        .bind(prev_hash.as_str())
-        .bind(hash.as_str())
-        .bind(pending.intent_id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(CONTEXT))?;
-        receipts.push(AppendReceipt {
-            seq,
-            hash: hash.clone(),
-        });
-        prev_hash = hash;
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        match job {
+            Job::Append {
+                event_json, intent_id, ..
+            } => {
+                seq += 1;
+                let ts = now_rfc3339();
+                let hash = record_hash(&prev_hash, seq, &ts, event_json);
+                sqlx::query(
+                    "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(seq)
+                .bind(ts)
+                .bind(event_json.as_str())
+                .bind(prev_hash.as_str())
+                .bind(hash.as_str())
+                .bind(intent_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?;
+                done.push(Done::Appended(AppendReceipt {
+                    seq,
+                    hash: hash.clone(),
+                }));
+                prev_hash = hash;
+            }
+            Job::Write { statement, .. } => {
+                let result = match statement.take() {
+                    Some(statement) => statement(&mut tx).await,
+                    None => Ok(0),
+                };
+                done.push(Done::Wrote(result));
+            }
+        }
     }
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
-    Ok(receipts)
+    Ok(done)
 }
 
 /// The advisory lock key that serializes audit appends across instances (`"pcaudit"`).
@@ -212,7 +306,7 @@ const PG_STATEMENT_BYTES: usize = 12 * 1024;
 ///
 /// The lock is transaction-scoped, so it is released by commit, rollback, or the server
 /// dropping a dead connection; an instance that crashes mid-batch blocks nobody.
-async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendReceipt>, StoreError> {
+async fn write_postgres(pool: &PgPool, batch: &[Job]) -> Result<Vec<Done>, StoreError> {
     let mut tx = pool.begin().await.map_err(StoreError::db(CONTEXT))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_LOCK)
@@ -226,22 +320,29 @@ async fn write_postgres(pool: &PgPool, batch: &[Pending]) -> Result<Vec<AppendRe
     let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     let mut rows = Rows::default();
     let mut receipts = Vec::with_capacity(batch.len());
-    for pending in batch {
+    for job in batch {
+        let Job::Append {
+            event_json, intent_id, ..
+        } = job
+        else {
+            // Other writes go to the pool on PostgreSQL; only a bug could queue one here.
+            return Err(StoreError::Encode("a SQLite statement was queued on PostgreSQL".into()));
+        };
         seq += 1;
         let ts = now_rfc3339();
-        let hash = record_hash(&prev_hash, seq, &ts, &pending.event_json);
-        let size = pending.event_json.len() + pending.intent_id.len() + ts.len() + 2 * hash.len();
+        let hash = record_hash(&prev_hash, seq, &ts, event_json);
+        let size = event_json.len() + intent_id.len() + ts.len() + 2 * hash.len();
         if rows.bytes + size > PG_STATEMENT_BYTES && !rows.seqs.is_empty() {
             rows.insert(&mut tx).await?;
         }
         rows.bytes += size;
         rows.seqs.push(seq);
         rows.stamps.push(ts);
-        rows.events.push(pending.event_json.as_str());
-        rows.intents.push(pending.intent_id.as_str());
+        rows.events.push(event_json.as_str());
+        rows.intents.push(intent_id.as_str());
         rows.prevs.push(std::mem::replace(&mut prev_hash, hash.clone()));
         rows.hashes.push(hash.clone());
-        receipts.push(AppendReceipt { seq, hash });
+        receipts.push(Done::Appended(AppendReceipt { seq, hash }));
     }
     rows.insert(&mut tx).await?;
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;

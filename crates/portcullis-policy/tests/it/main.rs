@@ -354,3 +354,47 @@ when { context.findings.categories.contains("secret") && context.findings.secret
     assert_eq!(effect, Effect::Hold, "{reasons:?}");
     assert_eq!(reasons, ["the input carries a secret"]);
 }
+
+#[test]
+fn a_decision_weighs_exactly_the_policies_whose_scope_admits_its_action() {
+    // Each action is decided on the policies that can apply to it: unscoped ones, `==` it,
+    // and `in [...]` lists naming it. A policy about another action that would fail to
+    // evaluate (`overflow`) never touches this one's decision.
+    let policies = format!(
+        "{POLICIES}\n{}",
+        r#"
+@id("list-forbid")
+@reason("listed: no refunds with a note")
+forbid (principal, action in [Action::"email.send", Action::"billing.refund"], resource)
+when { context.input has note };
+
+@id("any-action-hold")
+@hold("anything with a note about fraud needs a person")
+permit (principal, action, resource)
+when { context has input };
+"#
+    );
+    let f = fixture(&policies);
+    let e = engine(&f).unwrap();
+    let refund = |input| decide(&e, &f, "refunder", "billing.refund", input);
+    assert_eq!(
+        refund(json!({"customer": "c1", "amount": 50, "note": "x"})),
+        (Effect::Deny, vec!["listed: no refunds with a note".to_owned()])
+    );
+    // The unscoped hold applies to every action, this one included.
+    let (effect, _) = refund(json!({"customer": "c1", "amount": 50}));
+    assert_eq!(effect, Effect::Hold);
+    // email.send still sees its own failing policy, and the list and unscoped ones.
+    let (effect, reasons) = decide(
+        &e,
+        &f,
+        "mailer",
+        "email.send",
+        json!({"to": ["a@example.com"], "subject": "hi", "count": 1}),
+    );
+    assert_eq!(effect, Effect::Deny);
+    assert!(reasons[0].contains("`overflow` could not be evaluated"), "{reasons:?}");
+    // An action no policy names is decided by the unscoped ones alone.
+    let (effect, _) = decide(&e, &f, "refunder", "admin.delete_everything", json!({}));
+    assert_eq!(effect, Effect::Hold, "only the unscoped hold permits it");
+}
