@@ -148,6 +148,9 @@ FILLER_POLICIES = [
 ]
 
 
+PER_FILE = 100
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -162,14 +165,20 @@ def main():
     fillers = max(args.actions - 1, 1)
     with open(os.path.join(args.dir, "actions", "bench.yaml"), "w") as f:
         f.write(HOT_ACTION.format(port=args.upstream_port))
-        for i in range(fillers):
-            f.write(FILLER_ACTION.format(i=i, port=args.upstream_port))
-    hot = HOT_POLICIES.count("@id(")
+    # Files of at most PER_FILE actions or policies, as an operator would split them (an
+    # action file holds at most 1,024 documents).
+    for start in range(0, fillers, PER_FILE):
+        with open(os.path.join(args.dir, "actions", f"svc-{start:05}.yaml"), "w") as f:
+            for i in range(start, min(start + PER_FILE, fillers)):
+                f.write(FILLER_ACTION.format(i=i, port=args.upstream_port).removeprefix("---\n" if i == start else ""))
     with open(os.path.join(args.dir, "policies", "bench.cedar"), "w") as f:
         f.write(HOT_POLICIES)
-        for k in range(max(args.policies - hot, 0)):
-            shape = FILLER_POLICIES[k % len(FILLER_POLICIES)]
-            f.write("\n" + shape.format(k=k, a=f"svc{k % fillers}.update", p=k % 5 + 1))
+    fill = max(args.policies - HOT_POLICIES.count("@id("), 0)
+    for start in range(0, fill, PER_FILE):
+        with open(os.path.join(args.dir, "policies", f"svc-{start:05}.cedar"), "w") as f:
+            for k in range(start, min(start + PER_FILE, fill)):
+                shape = FILLER_POLICIES[k % len(FILLER_POLICIES)]
+                f.write("\n" + shape.format(k=k, a=f"svc{k % fillers}.update", p=k % 5 + 1))
 
 
 if __name__ == "__main__":

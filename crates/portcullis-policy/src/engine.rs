@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
@@ -156,7 +157,7 @@ impl PolicyEngine {
             ))]
         })?;
         let mut policies = PolicySet::new();
-        let mut sources: HashMap<PolicyId, (PathBuf, String)> = HashMap::new();
+        let mut sources: HashMap<PolicyId, (PathBuf, Arc<str>)> = HashMap::new();
         for file in inputs.policy_files {
             load_file(file, &mut policies, &mut sources, &mut problems);
         }
@@ -165,7 +166,7 @@ impl PolicyEngine {
             for err in result.validation_errors() {
                 let (file, src) = sources
                     .get(err.policy_id())
-                    .map_or((None, ""), |(f, s)| (Some(f.clone()), s.as_str()));
+                    .map_or((None, ""), |(f, s)| (Some(f.clone()), &**s));
                 let line = first_label_offset(err).map(|o| line_at_offset(src, o));
                 let message = format!("policy `{}`: {}", err.policy_id(), one_line(&err.to_string()));
                 problems.push(Diagnostic { file, line, message });
@@ -466,26 +467,40 @@ impl PolicyEngine {
 /// an action of the catalog (conservatively: it could be a group). Without this, every
 /// decision would walk every policy of every action.
 fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String, PolicySet> {
-    let names: std::collections::HashSet<EntityUid> = catalog
+    let mut applicable: HashMap<EntityUid, Vec<Policy>> = catalog
         .iter()
         .filter_map(|a| uid("Action", a.name.as_str()).ok())
+        .map(|u| (u, Vec::new()))
         .collect();
-    let mut by_action = HashMap::new();
-    for action in catalog.iter() {
-        let Ok(me) = uid("Action", action.name.as_str()) else {
-            continue;
+    // Each policy's scope is read once and the policy filed under the actions it admits.
+    let mut everywhere = Vec::new();
+    for policy in policies.policies() {
+        let named = match policy.action_constraint() {
+            ActionConstraint::Any => None,
+            ActionConstraint::Eq(u) => Some(vec![u]),
+            ActionConstraint::In(us) if us.iter().all(|u| applicable.contains_key(u)) => Some(us),
+            ActionConstraint::In(_) => None,
         };
-        let applicable = policies.policies().filter(|p| match p.action_constraint() {
-            ActionConstraint::Any => true,
-            ActionConstraint::Eq(u) => u == me,
-            ActionConstraint::In(us) => us.iter().any(|u| *u == me || !names.contains(u)),
-        });
-        // A set that can't be rebuilt (template-linked policies) falls back to all of them.
-        if let Ok(set) = PolicySet::from_policies(applicable.cloned()) {
-            by_action.insert(action.name.to_string(), set);
+        match named {
+            Some(actions) => {
+                for action in actions {
+                    if let Some(list) = applicable.get_mut(&action) {
+                        list.push(policy.clone());
+                    }
+                }
+            }
+            None => everywhere.push(policy.clone()),
         }
     }
-    by_action
+    applicable
+        .into_iter()
+        .filter_map(|(action, mut list)| {
+            list.extend(everywhere.iter().cloned());
+            // A set that can't be rebuilt falls back to all of them (no entry).
+            let set = PolicySet::from_policies(list).ok()?;
+            Some((action.id().unescaped().to_owned(), set))
+        })
+        .collect()
 }
 
 /// What the holding permits ask for: the largest `@approvals` count (1 when none says), and
@@ -592,7 +607,7 @@ fn generate_schema(
 fn load_file(
     file: &Path,
     set: &mut PolicySet,
-    sources: &mut HashMap<PolicyId, (PathBuf, String)>,
+    sources: &mut HashMap<PolicyId, (PathBuf, Arc<str>)>,
     problems: &mut Vec<Diagnostic>,
 ) {
     let src = match std::fs::read_to_string(file) {
@@ -623,6 +638,9 @@ fn load_file(
             "policy templates (with `?principal`/`?resource`) are not supported",
         ));
     }
+    // One copy of the text per file, shared by its policies (for error lines): a copy per
+    // policy made loading a file of 10,000 policies take gigabytes.
+    let shared: Arc<str> = Arc::from(src.as_str());
     let stem = file
         .file_name()
         .map_or_else(|| "policy".to_owned(), |n| n.to_string_lossy().into_owned());
@@ -664,7 +682,7 @@ fn load_file(
             problems.push(Diagnostic::at(file, line, format!("policy `{id}`: {e}")));
             continue;
         }
-        sources.insert(pid, (file.to_owned(), src.clone()));
+        sources.insert(pid, (file.to_owned(), Arc::clone(&shared)));
     }
 }
 
