@@ -284,12 +284,24 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<
                     Some(statement) => statement(&mut tx).await,
                     None => Ok(0),
                 };
-                done.push(Done::Wrote(result));
+                // A constraint undoes only its statement; any other error (a full disk, an
+                // I/O error) may have rolled back the whole transaction, so the whole batch
+                // fails, as it does when an audit insert fails.
+                match result {
+                    Err(e) if !is_constraint(&e) => return Err(StoreError::db(CONTEXT)(e)),
+                    result => done.push(Done::Wrote(result)),
+                }
             }
         }
     }
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
     Ok(done)
+}
+
+/// Whether `e` is a constraint violation, which SQLite undoes by itself, statement only.
+fn is_constraint(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.is_unique_violation() || db.is_foreign_key_violation() || db.is_check_violation())
 }
 
 /// The advisory lock key that serializes audit appends across instances (`"pcaudit"`).

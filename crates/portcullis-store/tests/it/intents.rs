@@ -72,6 +72,54 @@ async fn idempotency_keys_are_per_agent_and_optional(db: TestDb) {
 }
 on_both!(idempotency_keys_are_per_agent_and_optional);
 
+/// On SQLite intent writes share the audit writer's batches: a duplicate id refused in a
+/// batch fails only its own caller; the appends and the other intents of the batch commit.
+async fn a_refused_intent_fails_alone_in_a_batch_shared_with_appends(db: TestDb) {
+    let store = db.open().await;
+    store.begin_intent(&new_intent(1, "bot", None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..64u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match n % 3 {
+                0 => store.begin_intent(&new_intent(1, "bot", None)).await.map(|_| "dup"),
+                1 => store
+                    .begin_intent(&new_intent(n + 2, "bot", None))
+                    .await
+                    .map(|_| "begun"),
+                _ => store
+                    .append(&crate::support::event(usize::from(n)))
+                    .await
+                    .map(|_| "appended"),
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match n % 3 {
+            0 => assert!(matches!(outcome, Err(StoreError::AlreadyExists { .. })), "{outcome:?}"),
+            1 => assert_eq!(outcome.as_ref().ok(), Some(&"begun")),
+            _ => assert_eq!(outcome.as_ref().ok(), Some(&"appended")),
+        }
+    }
+    for n in (1..64u8).step_by(3) {
+        assert!(
+            store
+                .get_intent(&new_intent(n + 2, "bot", None).id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.events, 21);
+}
+on_both!(a_refused_intent_fails_alone_in_a_batch_shared_with_appends);
+
 async fn finishing_an_intent_records_its_outcome(db: TestDb) {
     let store = db.open().await;
     let new = new_intent(7, "bot", Some("k"));
