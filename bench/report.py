@@ -498,7 +498,7 @@ def draw_bars(svg, box, groups, bar_series, y_label, subtitle):
         svg.legend(left + width, top - 12, bar_series)
 
 
-def side_by_side_figure(load, rate_rps):
+def side_by_side_figure(load):
     """Bar charts: saturation throughput per target, and p50/p99 latency at the fixed rate;
     None when the load records have neither."""
     targets = [t for t in TARGETS if (t, "saturation") in load or (t, "rate") in load]
@@ -509,7 +509,9 @@ def side_by_side_figure(load, rate_rps):
                        "Saturation throughput"))
     latency = [Series(p, *STYLE[p], [value(load.get((t, "rate")), f"{p}_us") for t in targets]) for p in ("p50", "p99")]
     if any(v is not None for s in latency for v in s.points):
-        panels.append((latency, "latency (µs)", f"Latency at {fmt(rate_rps)} req/s"))
+        # Each target at the rate it could run: wrk paces a connection after its response.
+        rates = "/".join(fmt(value(load.get((t, "rate")), "rps")) for t in targets)
+        panels.append((latency, "latency (µs)", f"Latency at the paced rate ({rates} req/s)"))
     if not panels:
         return None
     left, width, height, block = 80, 320, 240, 410
@@ -543,7 +545,7 @@ def main(argv):
              f"From `{Path(argv[1]).name}`: {len(records)} record{'' if len(records) == 1 else 's'}.", ""]
     plots = {}
     if load:
-        figure = side_by_side_figure(load, rate_rps)
+        figure = side_by_side_figure(load)
         if figure:
             plots["side-by-side.svg"] = figure
         lines += side_by_side_section(load, rate_rps, figure is not None)
