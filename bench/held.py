@@ -69,13 +69,13 @@ async def long_poll_all(host, port, token, ids, pid):
     await asyncio.sleep(2)  # let the gateway read and park every request
     rss = rss_kib(pid)
 
-    async def answered(reader):
+    async def was_answered(reader):
         try:
             return bool(await asyncio.wait_for(reader.read(1), 0.5))
         except TimeoutError:
             return False
 
-    answered = sum(await asyncio.gather(*(answered(r) for r, _ in writers)))
+    answered = sum(await asyncio.gather(*(was_answered(r) for r, _ in writers)))
     for _, w in writers:
         w.close()
     return rss, answered
