@@ -62,8 +62,8 @@ pub(crate) fn restricted(value: &Value) -> Result<RestrictedExpression, String> 
             RestrictedExpression::new_set(items.iter().map(restricted).collect::<Result<Vec<_>, _>>()?)
         }
         Value::Object(fields) => {
-            if let [(key, Value::Object(call))] = fields.iter().collect::<Vec<_>>().as_slice()
-                && key.as_str() == "__extn"
+            if fields.len() == 1
+                && let Some(Value::Object(call)) = fields.get("__extn")
                 && call.get("fn").and_then(Value::as_str) == Some("decimal")
                 && let Some(arg) = call.get("arg").and_then(Value::as_str)
             {
