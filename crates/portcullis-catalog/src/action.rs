@@ -130,6 +130,22 @@ pub enum ResponseRedaction {
     Block,
 }
 
+/// Whether the data an action returns can be trusted to steer later actions.
+///
+/// Reading email, web pages, files, chat messages or tickets written by outsiders returns
+/// text an attacker may have written; mark such actions `untrusted`. The gateway then
+/// records, per session, the values their results gave the agent, and tells policy
+/// (`context.provenance`) when a later intent's input carries one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    /// The output is the operator's own data (the default).
+    #[default]
+    Trusted,
+    /// The output may contain attacker-controlled text.
+    Untrusted,
+}
+
 /// Hints for clients (MCP tool annotations), derived from the method unless given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hints {
@@ -164,6 +180,8 @@ pub struct ActionDef {
     pub response: ResponseSpec,
     /// Client hints.
     pub hints: Hints,
+    /// Whether its output is recorded as untrusted data for provenance tracking.
+    pub provenance: Provenance,
     /// The file the action was defined in.
     pub file: PathBuf,
     /// The line of its `name`.
@@ -351,6 +369,7 @@ impl ActionDef {
             credential: raw.credential.map(|c| c.value),
             response,
             hints,
+            provenance: raw.provenance,
             file: file.to_owned(),
             line,
         })

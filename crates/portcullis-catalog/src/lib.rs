@@ -20,7 +20,8 @@ use std::sync::Arc;
 use portcullis_core::{ActionName, Diagnostic, json};
 
 pub use action::{
-    ActionDef, ActionKind, Hints, MAX_REDIRECTS, Method, RequestSpec, ResourceSpec, ResponseRedaction, ResponseSpec,
+    ActionDef, ActionKind, Hints, MAX_REDIRECTS, Method, Provenance, RequestSpec, ResourceSpec, ResponseRedaction,
+    ResponseSpec,
 };
 pub use validate::{ValidInput, ValidationError};
 

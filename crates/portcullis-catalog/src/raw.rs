@@ -28,6 +28,9 @@ pub(crate) struct RawAction {
     pub response: RawResponseSpec,
     #[serde(default)]
     pub hints: RawHints,
+    /// Whether what the action returns may be attacker-controlled (`untrusted`).
+    #[serde(default)]
+    pub provenance: crate::action::Provenance,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,7 @@ use crate::context::{self, derivation};
 use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
 use crate::permitted::Permitted;
+use crate::provenance::{self, InputProvenance};
 use crate::schema::record_type;
 
 /// Everything policy loading needs.
@@ -64,6 +65,19 @@ pub struct PolicyEngine {
     agent_groups: HashMap<String, Vec<String>>,
     /// The configured agents, for merging identity-provider claims over them.
     agents: BTreeMap<String, AgentEntity>,
+}
+
+/// The facts a decision weighs besides the agent, the action and the input.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// What the detector found in the input (`context.findings`).
+    pub findings: &'a [JsonFinding],
+    /// The state of the quotas that apply (`context.counters`).
+    pub counters: &'a [CounterState],
+    /// Which input values came from untrusted data (`context.provenance`).
+    pub provenance: &'a InputProvenance,
+    /// The decision time (`context.now`).
+    pub now: time::OffsetDateTime,
 }
 
 /// A decision together with the input it was made on.
@@ -251,8 +265,28 @@ impl PolicyEngine {
         counters: &[CounterState],
         now: time::OffsetDateTime,
     ) -> Decided {
+        let facts = Facts {
+            findings,
+            counters,
+            provenance: &InputProvenance::NONE,
+            now,
+        };
+        self.decide_with(agent, claims, action, input, &facts)
+    }
+
+    /// [`PolicyEngine::decide_as`] with every fact of the decision, including where the
+    /// input came from (`context.provenance`).
+    #[must_use]
+    pub fn decide_with(
+        &self,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        action: &ActionDef,
+        input: ValidInput,
+        facts: &Facts<'_>,
+    ) -> Decided {
         let decision = self
-            .evaluate(agent, claims, action, &input, findings, counters, now)
+            .evaluate(agent, claims, action, &input, facts)
             .unwrap_or_else(Decision::gateway_deny);
         Decided { decision, input }
     }
@@ -296,19 +330,13 @@ impl PolicyEngine {
             })
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the facts of one decision, each a different kind"
-    )]
     fn evaluate(
         &self,
         agent: &AgentId,
         claims: Option<&Claims>,
         action: &ActionDef,
         input: &ValidInput,
-        findings: &[JsonFinding],
-        counters: &[CounterState],
-        now: time::OffsetDateTime,
+        facts: &Facts<'_>,
     ) -> Result<Decision, String> {
         let principal = uid("Agent", agent.as_str())?;
         let action_uid = uid("Action", action.name.as_str())?;
@@ -331,9 +359,10 @@ impl PolicyEngine {
                 "derived",
                 &Value::Object(context::derived(input.value(), &action.input_schema)),
             )?,
-            attribute("now", &context::now(now))?,
-            attribute("findings", &context::findings(findings))?,
-            attribute("counters", &counters::counters(counters))?,
+            attribute("now", &context::now(facts.now))?,
+            attribute("findings", &context::findings(facts.findings))?,
+            attribute("counters", &counters::counters(facts.counters))?,
+            attribute("provenance", &provenance::provenance(facts.provenance))?,
         ];
         let context = Context::from_pairs(pairs)
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
@@ -595,6 +624,7 @@ fn generate_schema(
             "now": context::now_type(),
             "findings": context::findings_type(),
             "counters": counters::counters_type(quotas.get(action.name.as_str()).map_or(&[], Vec::as_slice)),
+            "provenance": provenance::provenance_type(action.input_fields().map(|(n, _)| n)),
         }});
         actions.insert(
             action.name.to_string(),

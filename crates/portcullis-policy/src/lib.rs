@@ -12,9 +12,11 @@ mod counters;
 mod engine;
 mod entities;
 mod permitted;
+mod provenance;
 mod schema;
 
 pub use counters::{CounterSpec, CounterState, SUM_SCALE};
-pub use engine::{Claims, Decided, PolicyEngine, PolicyInputs};
+pub use engine::{Claims, Decided, Facts, PolicyEngine, PolicyInputs};
 pub use entities::{AgentEntity, EntityDecl, EntityRef};
 pub use permitted::Permitted;
+pub use provenance::{InputProvenance, Mark};

@@ -17,6 +17,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0005_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0006_audit_checkpoints.sql"),
     include_str!("../migrations/sqlite/0007_audit_by_intent.sql"),
+    include_str!("../migrations/sqlite/0008_provenance.sql"),
 ];
 
 /// PostgreSQL's migrations, numbered like SQLite's.
@@ -28,6 +29,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0005_ui_sessions.sql"),
     include_str!("../migrations/postgres/0006_audit_checkpoints.sql"),
     include_str!("../migrations/postgres/0007_audit_by_intent.sql"),
+    include_str!("../migrations/postgres/0008_provenance.sql"),
 ];
 
 const _: () = assert!(

@@ -17,5 +17,6 @@ mod checkpoints;
 mod holds;
 mod intents;
 mod limits;
+mod provenance;
 mod schema;
 mod secrets;

@@ -1,0 +1,21 @@
+-- Portcullis store, schema version 8: values untrusted actions returned, per agent session.
+
+-- When an action marked `provenance: untrusted` returns data to an agent in a session, the
+-- gateway keeps the SHA-256 of each value it could later see again in an input (the
+-- normalized string or identifier, never the value itself), which action it came from and
+-- when. Rows belong to one agent's session; they expire, and the oldest make room when a
+-- session or the whole table is full. `id` orders rows by age.
+CREATE TABLE provenance_values (
+    id           INTEGER PRIMARY KEY,
+    agent        TEXT NOT NULL,
+    session      TEXT NOT NULL,
+    value_sha256 TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    intent_id    TEXT NOT NULL,
+    read_unix    INTEGER NOT NULL,
+    expires_unix INTEGER NOT NULL,
+    UNIQUE (agent, session, value_sha256, source)
+) STRICT;
+
+CREATE INDEX provenance_values_by_session ON provenance_values (agent, session, id);
+CREATE INDEX provenance_values_by_expiry ON provenance_values (expires_unix);
