@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use portcullis_catalog::ActionDef;
 use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, IntentId};
-use portcullis_policy::{Claims, Decided};
+use portcullis_policy::{Claims, Decided, Facts, InputProvenance};
 use portcullis_store::{HoldRecord, NewHold, NewVote, VoteOutcome};
 
 use crate::IntentError;
@@ -174,16 +174,29 @@ pub struct VoteResult {
     pub intent: Option<Value>,
 }
 
+/// Where a held intent came from, kept with the hold so that its approval re-decides as
+/// the intent was then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    /// The identity provider's claims about the agent, if it had any.
+    pub claims: Option<&'a Claims>,
+    /// The agent's session.
+    pub session: Option<&'a str>,
+    /// Which input values came from untrusted data.
+    pub provenance: &'a InputProvenance,
+}
+
 impl Gateway {
     /// Stores a held intent and answers `pending_approval`. The decision was audited before.
     pub(crate) async fn hold(
         &self,
         id: &IntentId,
         agent: &AgentId,
-        claims: Option<&Claims>,
+        origin: &Origin<'_>,
         action: &ActionDef,
         decided: Decided,
     ) -> Result<Submitted, IntentError> {
+        let claims = origin.claims;
         let decision = decided.decision().clone();
         let spec = decision.approval.clone().unwrap_or(portcullis_core::ApprovalSpec {
             group: None,
@@ -206,6 +219,12 @@ impl Gateway {
                         "principal_claims".into(),
                         json!({"attributes": c.attributes, "groups": c.groups}),
                     );
+                }
+                // Likewise its session and where its input came from: the approver decides
+                // on the provenance the policy saw, which does not expire while it waits.
+                if let (Some(session), Value::Object(map)) = (origin.session, &mut held) {
+                    map.insert("session".into(), json!(session));
+                    map.insert("provenance".into(), json!(origin.provenance));
                 }
                 held
             },
@@ -546,16 +565,25 @@ impl Gateway {
         };
         // Taken before the decision, as for any intent; an approval doesn't carry a budget
         // over into a later window, so a quota used up by now fails the held intent.
+        let (session, provenance) = match held_provenance(hold) {
+            Ok(p) => p,
+            Err(message) => {
+                return self
+                    .finish(id, IntentStatus::Failed, &held, None, None, Some(message))
+                    .await;
+            }
+        };
         let (counters, reservation) = self.reserve(&charges, now, false).await?;
-        let decided = self.loaded().policy.decide_as(
-            &agent,
-            held_claims(hold).as_ref(),
-            &action,
-            input,
-            &findings,
-            &counters,
+        let facts = Facts {
+            findings: &findings,
+            counters: &counters,
+            provenance: &provenance,
             now,
-        );
+        };
+        let decided = self
+            .loaded()
+            .policy
+            .decide_with(&agent, held_claims(hold).as_ref(), &action, input, &facts);
         match decided.into_permitted_after_approval(approvers) {
             Ok(permitted) => {
                 let decision = permitted.decision().clone();
@@ -589,7 +617,8 @@ impl Gateway {
                         )
                         .await;
                 }
-                self.run(id, &agent, &action, &decision, permitted, &findings).await
+                self.run(id, &agent, &action, &decision, permitted, &findings, session.as_deref())
+                    .await
             }
             Err(refused) => {
                 self.give_back(&charges, &reservation, now).await;
@@ -926,6 +955,25 @@ fn held_claims(hold: &HoldRecord) -> Option<Claims> {
         .filter_map(|g| g.as_str().map(str::to_owned))
         .collect();
     Some(Claims { attributes, groups })
+}
+
+/// The session and input provenance stored with a hold (none for holds without a session).
+///
+/// # Errors
+/// When a stored provenance can't be read (the store was edited): the intent must not run
+/// on a decision that lost what it knew.
+fn held_provenance(hold: &HoldRecord) -> Result<(Option<String>, InputProvenance), String> {
+    let session = hold.decision.get("session").and_then(Value::as_str).map(str::to_owned);
+    let provenance = match (&session, hold.decision.get("provenance")) {
+        (Some(_), Some(p)) => serde_json::from_value(p.clone())
+            .map_err(|e| format!("the held intent's recorded provenance can't be read ({e}); it was not executed"))?,
+        (Some(_), None) => InputProvenance {
+            session: true,
+            marks: Vec::new(),
+        },
+        (None, _) => InputProvenance::NONE,
+    };
+    Ok((session, provenance))
 }
 
 fn approved_count(hold: &HoldRecord) -> u32 {

@@ -108,6 +108,10 @@ pub struct RawConfig {
     /// Signed checkpoints of the audit log.
     #[serde(default)]
     pub audit: RawAudit,
+    /// Cross-call provenance: how long and how many values read from actions marked
+    /// `provenance: untrusted` are kept per session, and which values are always trusted.
+    #[serde(default)]
+    pub provenance: crate::provenance::RawProvenance,
 }
 
 /// Signed audit checkpoints: every `checkpoint_every` events or `checkpoint_seconds`
@@ -575,6 +579,8 @@ pub struct Config {
     pub shutdown_deadline: Duration,
     /// Audit checkpoints.
     pub audit: AuditSettings,
+    /// Cross-call provenance settings, with the trusted values hashed.
+    pub provenance: crate::provenance::ProvenanceSettings,
 }
 
 /// Audit checkpoint settings, validated.
@@ -960,7 +966,14 @@ impl Config {
                     })
                     .collect(),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let provenance = crate::provenance::ProvenanceSettings::new(raw.provenance, &agents, &entities, &detector)
+            .unwrap_or_else(|problems| {
+                for m in problems {
+                    report("provenance:", m);
+                }
+                crate::provenance::ProvenanceSettings::default()
+            });
         Self {
             path: path.to_owned(),
             listen,
@@ -991,6 +1004,7 @@ impl Config {
             tracing,
             shutdown_deadline,
             audit,
+            provenance,
         }
     }
 }

@@ -13,7 +13,7 @@ use portcullis_core::{AgentId, AuditEvent, AuditKind, Decision, Effect, IntentId
 use portcullis_exec::prepare::{self, Credential, Rendered};
 use portcullis_exec::{Egress, ExecError};
 use portcullis_policy::Permitted;
-use portcullis_policy::{Claims, CounterState};
+use portcullis_policy::{Claims, CounterState, Facts, InputProvenance};
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::Keyring;
@@ -41,6 +41,9 @@ pub struct Gateway {
     metrics: Arc<crate::metrics::Metrics>,
     checkpointer: Option<Arc<crate::checkpoint::Checkpointer>>,
     scrubbers: crate::scrubbers::Scrubbers,
+    /// Whether some action is marked `provenance: untrusted` (else no session can hold a
+    /// recorded value, and inputs need no lookup).
+    tracks_provenance: bool,
 }
 
 /// What an intent call produced: its status (which decides the HTTP status) and the body.
@@ -105,6 +108,8 @@ const CREDENTIAL_UNAVAILABLE: &str =
     "the action's credential is unavailable; an operator must fix the gateway's configuration";
 /// What the agent is told when masking the input (`request.redact`) broke its schema.
 const OUTBOUND_REDACTION_INVALID: &str = "the input carries secrets or personal data this action redacts before sending, and the redacted input no longer matches the action's schema; nothing was sent";
+/// What the agent is told when an untrusted result could not be recorded for provenance.
+const UNRECORDED: &str = "the action ran, but its result comes from an untrusted source and the gateway could not record it for provenance tracking, so it is withheld; try again later";
 /// What the agent is told when the request can't be assembled after the decision.
 const NOT_PREPARED: &str = "the action could not be prepared; the credential was not sent";
 
@@ -207,7 +212,12 @@ impl Gateway {
                     None
                 }
             };
+        let tracks_provenance = loaded
+            .catalog
+            .iter()
+            .any(|a| a.provenance == portcullis_catalog::Provenance::Untrusted);
         Ok(Self {
+            tracks_provenance,
             loaded,
             store,
             egress,
@@ -482,6 +492,19 @@ impl Gateway {
         let now = time::OffsetDateTime::now_utc();
         let decide_span = tracing::info_span!("decide");
         let deciding = std::time::Instant::now();
+        let session = req.session.as_deref();
+        let provenance = match self
+            .input_provenance(agent, session, input.value(), now)
+            .instrument(decide_span.clone())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing was decided or run: free the idempotency key.
+                let _ = self.store.abandon_intent(&id).await;
+                return Err(e);
+            }
+        };
         let (counters, reservation) = match self
             .reserve(&charges, now, req.dry_run)
             .instrument(decide_span.clone())
@@ -495,9 +518,13 @@ impl Gateway {
             }
         };
         let decided = decide_span.in_scope(|| {
-            self.loaded
-                .policy
-                .decide_as(agent, claims, &action, input, &findings, &counters, now)
+            let facts = Facts {
+                findings: &findings,
+                counters: &counters,
+                provenance: &provenance,
+                now,
+            };
+            self.loaded.policy.decide_with(agent, claims, &action, input, &facts)
         });
         drop(decide_span);
         self.metrics.stage("decide", deciding.elapsed());
@@ -505,11 +532,12 @@ impl Gateway {
         self.metrics.decision(decision.effect.as_str());
         crate::trace::record_decision(&tracing::Span::current(), &decision);
         let hash = decided.input().sha256().to_owned();
-        let detail = if findings.is_empty() {
+        let mut detail = if findings.is_empty() {
             Value::Null
         } else {
             json!({ "input_findings": findings_view(&findings) })
         };
+        provenance_detail(&mut detail, session, &provenance);
         if let Err(e) = self
             .audit(
                 AuditKind::Decided,
@@ -559,12 +587,18 @@ impl Gateway {
                     }
                     return Err(limited);
                 }
-                self.run(&id, agent, &action, &decision, permitted, &findings).await
+                self.run(&id, agent, &action, &decision, permitted, &findings, session)
+                    .await
             }
             // Held intents are charged when they run; refused ones never.
             Err(refused) if refused.decision().effect == Effect::Hold => {
                 self.give_back(&charges, &reservation, now).await;
-                self.hold(&id, agent, claims, &action, *refused)
+                let origin = crate::approvals::Origin {
+                    claims,
+                    session,
+                    provenance: &provenance,
+                };
+                self.hold(&id, agent, &origin, &action, *refused)
                     .instrument(tracing::info_span!("hold"))
                     .await
             }
@@ -652,6 +686,76 @@ impl Gateway {
         }))
     }
 
+    /// Which of an input's values the agent read from an untrusted action's result earlier
+    /// in its session (see [`crate::provenance`]).
+    ///
+    /// # Errors
+    /// When the store can't be read: the intent is then not decided.
+    pub(crate) async fn input_provenance(
+        &self,
+        agent: &AgentId,
+        session: Option<&str>,
+        input: &Value,
+        now: time::OffsetDateTime,
+    ) -> Result<InputProvenance, IntentError> {
+        let Some(session) = session else {
+            return Ok(InputProvenance::NONE);
+        };
+        let mut provenance = InputProvenance {
+            session: true,
+            marks: Vec::new(),
+        };
+        if !self.tracks_provenance {
+            return Ok(provenance);
+        }
+        let probe = self
+            .loaded
+            .config
+            .provenance
+            .probe(self.detector(), agent.as_str(), input);
+        if probe.is_empty() {
+            return Ok(provenance);
+        }
+        let seen = self
+            .store
+            .provenance(agent.as_str(), session, &probe.hashes(), now.unix_timestamp())
+            .await
+            .map_err(store_down)?;
+        let mut found: std::collections::HashMap<String, Vec<(String, i64)>> = std::collections::HashMap::new();
+        for s in seen {
+            found.entry(s.value_sha256).or_default().push((s.source, s.read_unix));
+        }
+        provenance.marks = probe.marks(&found);
+        Ok(provenance)
+    }
+
+    /// Records what an untrusted action's result gave the agent in `session`; returns how
+    /// many values.
+    async fn remember(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        session: &str,
+        body: &Value,
+    ) -> Result<usize, portcullis_store::StoreError> {
+        let settings = &self.loaded.config.provenance;
+        let hashes = settings.harvest(self.detector(), body);
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let values = portcullis_store::NewValues {
+            agent: agent.as_str(),
+            session,
+            source: action.name.as_str(),
+            intent_id: id.as_str(),
+            read_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+            hashes: &hashes,
+        };
+        self.store.record_provenance(&values, settings.limits).await?;
+        Ok(hashes.len())
+    }
+
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
         let started = std::time::Instant::now();
         let resolved = credentials::resolve(action, &self.loaded.config.credentials, self.sources()).await;
@@ -703,6 +807,8 @@ impl Gateway {
 
     /// The execution stages for a permitted input: credential → prepare → execute →
     /// redact → record → audit(outcome). Used for allowed intents and approved holds.
+    /// `session` is where an untrusted action's result is recorded for provenance.
+    #[expect(clippy::too_many_arguments, reason = "the execution context of one intent")]
     pub(crate) async fn run(
         &self,
         id: &IntentId,
@@ -711,6 +817,7 @@ impl Gateway {
         decision: &Decision,
         permitted: Permitted<ValidInput>,
         findings: &[JsonFinding],
+        session: Option<&str>,
     ) -> Result<Submitted, IntentError> {
         let hash = permitted.get().sha256().to_owned();
         // The audit log hashes the input as decided; when what was sent differs (masked),
@@ -745,7 +852,7 @@ impl Gateway {
         if action.smtp().is_some() {
             drop(preparing);
             return self
-                .run_mail(id, agent, action, decision, permitted, credential, sent_sha256)
+                .run_mail(id, agent, action, decision, permitted, credential, sent_sha256, session)
                 .await;
         }
         // An OAuth2 token the upstream refuses (401) is refreshed and the call made once more,
@@ -801,7 +908,12 @@ impl Gateway {
             }
         }
         let scrubber = self.scrubbers.get(scrub);
-        self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
+        let ran = Ran {
+            hash: &hash,
+            sent_sha256,
+            session,
+        };
+        self.conclude(id, agent, action, decision, ran, executed, &scrubber)
             .await
     }
 
@@ -816,6 +928,7 @@ impl Gateway {
         permitted: Permitted<ValidInput>,
         credential: Option<Credential>,
         sent_sha256: Option<String>,
+        session: Option<&str>,
     ) -> Result<Submitted, IntentError> {
         let hash = permitted.get().sha256().to_owned();
         let prepared =
@@ -834,7 +947,12 @@ impl Gateway {
         let started = std::time::Instant::now();
         let executed = self.egress.send_mail(prepared).instrument(span.clone()).await;
         self.executed(&span, started.elapsed(), None);
-        self.conclude(id, agent, action, decision, &hash, sent_sha256, executed, &scrubber)
+        let ran = Ran {
+            hash: &hash,
+            sent_sha256,
+            session,
+        };
+        self.conclude(id, agent, action, decision, ran, executed, &scrubber)
             .await
     }
 
@@ -846,11 +964,15 @@ impl Gateway {
         agent: &AgentId,
         action: &ActionDef,
         decision: &Decision,
-        hash: &str,
-        sent_sha256: Option<String>,
+        ran: Ran<'_>,
         executed: Result<portcullis_core::RawResponse, ExecError>,
         scrubber: &Scrubber,
     ) -> Result<Submitted, IntentError> {
+        let Ran {
+            hash,
+            sent_sha256,
+            session,
+        } = ran;
         let status = executed.as_ref().ok().map(|raw| raw.status);
         self.metrics.upstream(action.name.as_str(), status);
         if let Some(status) = status {
@@ -876,8 +998,27 @@ impl Gateway {
                     tracing::info_span!("redact").in_scope(|| portcullis_redact::redact(raw, scrubber, &policy));
                 self.metrics.stage("redact", redacting.elapsed());
                 let upstream_status = result.status();
-                let withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
+                let mut withheld = action.response.redact == ResponseRedaction::Block && !found.is_empty();
                 let mut detail = json!({"status": "executed", "upstream_status": upstream_status});
+                // What an untrusted action returned is recorded before the agent can see it,
+                // so that no later intent of the session can carry it unnoticed. If that
+                // fails, the agent doesn't get it.
+                let mut unrecorded = false;
+                if !withheld
+                    && action.provenance == portcullis_catalog::Provenance::Untrusted
+                    && let Some(session) = session
+                {
+                    match self.remember(id, agent, action, session, result.body()).await {
+                        Ok(n) => detail["provenance_recorded"] = json!({"session": session, "values": n}),
+                        Err(e) => {
+                            tracing::error!(intent = %id, error = %e, "could not record an untrusted result for provenance; it is withheld");
+                            detail["provenance_error"] =
+                                json!("the result could not be recorded for provenance tracking");
+                            withheld = true;
+                            unrecorded = true;
+                        }
+                    }
+                }
                 if let Some(sha) = &sent_sha256 {
                     detail["request_redacted"] = json!({"sent_payload_sha256": sha});
                 }
@@ -905,7 +1046,17 @@ impl Gateway {
                         detail,
                     )
                     .await;
-                let done = if withheld {
+                let done = if unrecorded {
+                    self.finish(
+                        id,
+                        IntentStatus::Withheld,
+                        decision,
+                        None,
+                        None,
+                        Some(UNRECORDED.to_owned()),
+                    )
+                    .await
+                } else if withheld {
                     let message = withheld_message(&found);
                     self.finish(id, IntentStatus::Withheld, decision, None, None, Some(message))
                         .await
@@ -1311,6 +1462,29 @@ fn withheld_message(found: &[JsonFinding]) -> String {
         "the action was executed, but its response was withheld because it contains data this action may not return ({})",
         listed.join(", ")
     )
+}
+
+/// What [`Gateway::conclude`] needs to know of how an intent was run.
+struct Ran<'a> {
+    /// SHA-256 of the input as decided.
+    hash: &'a str,
+    /// SHA-256 of the input as sent, when masking changed it.
+    sent_sha256: Option<String>,
+    /// The agent's session, where an untrusted result is recorded.
+    session: Option<&'a str>,
+}
+
+/// Adds the session and the provenance marks (pointers and sources, never values) to a
+/// `decided` audit detail.
+pub(crate) fn provenance_detail(detail: &mut Value, session: Option<&str>, provenance: &InputProvenance) {
+    let Some(session) = session else { return };
+    if detail.is_null() {
+        *detail = json!({});
+    }
+    detail["session"] = json!(session);
+    if !provenance.marks.is_empty() {
+        detail["provenance"] = json!(provenance.marks);
+    }
 }
 
 fn new_intent_id() -> IntentId {

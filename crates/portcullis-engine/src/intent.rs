@@ -19,6 +19,9 @@ pub struct IntentRequest {
     pub idempotency_key: Option<String>,
     /// Decide and render, but don't execute.
     pub dry_run: bool,
+    /// The agent's task this intent belongs to, tying it to the earlier calls of the same
+    /// task for provenance tracking. Scoped to the agent.
+    pub session: Option<String>,
 }
 
 /// Longest accepted idempotency key.
@@ -43,10 +46,12 @@ impl IntentRequest {
         let Value::Object(mut map) = value else {
             return Err(IntentError::Malformed("the body must be a JSON object".into()));
         };
-        if let Some(k) = map
-            .keys()
-            .find(|k| !matches!(k.as_str(), "action" | "input" | "idempotency_key" | "dry_run"))
-        {
+        if let Some(k) = map.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "action" | "input" | "idempotency_key" | "dry_run" | "session"
+            )
+        }) {
             return Err(IntentError::Malformed(format!("unknown field `{k}`")));
         }
         let action = match map.remove("action") {
@@ -77,11 +82,20 @@ impl IntentRequest {
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(IntentError::Malformed("`dry_run` must be a boolean".into())),
         };
+        let session = match map.remove("session") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                crate::provenance::check_session(&s).map_err(|m| IntentError::Malformed(format!("`session`: {m}")))?;
+                Some(s)
+            }
+            Some(_) => return Err(IntentError::Malformed("`session` must be a string".into())),
+        };
         Ok(Self {
             action,
             input,
             idempotency_key,
             dry_run,
+            session,
         })
     }
 }

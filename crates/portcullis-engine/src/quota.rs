@@ -417,7 +417,7 @@ fn units(n: &serde_json::Number) -> Option<i64> {
     Some((f * 1e4).ceil() as i64)
 }
 
-fn window(w: &WindowText) -> Result<i64, String> {
+pub(crate) fn window(w: &WindowText) -> Result<i64, String> {
     let secs = match w {
         WindowText::Seconds(s) => i64::try_from(*s).ok(),
         WindowText::Text(t) => {

@@ -109,7 +109,7 @@ async fn submit(State(live): State<Shared>, headers: HeaderMap, body: Body) -> R
             return Err(e);
         }
     };
-    let request = match IntentRequest::parse(&bytes, limits.1) {
+    let request = match IntentRequest::parse(&bytes, limits.1).and_then(|r| with_session_header(r, &headers)) {
         Ok(r) => r,
         Err(e) => return Err(gw.reject_request(&agent, e).await.into()),
     };
@@ -128,6 +128,40 @@ async fn submit(State(live): State<Shared>, headers: HeaderMap, body: Body) -> R
         .await
         .map_err(|e| IntentError::StoreUnavailable(format!("the intent task failed: {e}")))?;
     Ok(submitted(outcome?))
+}
+
+/// The header naming the agent's session, as the body's `session` field does.
+pub(crate) const SESSION_HEADER: &str = "portcullis-session";
+
+/// The session from the [`SESSION_HEADER`] header, when the body names none: both may be
+/// given only when they agree.
+pub(crate) fn with_session_header(
+    mut request: IntentRequest,
+    headers: &HeaderMap,
+) -> Result<IntentRequest, IntentError> {
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(request);
+    };
+    if values.next().is_some() {
+        return Err(IntentError::Malformed(format!(
+            "more than one `{SESSION_HEADER}` header"
+        )));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| IntentError::Malformed(format!("the `{SESSION_HEADER}` header is not printable ASCII")))?;
+    portcullis_engine::provenance::check_session(value)
+        .map_err(|m| IntentError::Malformed(format!("the `{SESSION_HEADER}` header: {m}")))?;
+    match &request.session {
+        Some(body) if body != value => Err(IntentError::Malformed(format!(
+            "the body's `session` and the `{SESSION_HEADER}` header differ"
+        ))),
+        _ => {
+            request.session = Some(value.to_owned());
+            Ok(request)
+        }
+    }
 }
 
 /// `?wait=SECONDS` on `GET /v1/intents/{id}`.

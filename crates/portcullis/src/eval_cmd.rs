@@ -46,6 +46,9 @@ pub fn run(config: &Path, cases_file: &Path) -> anyhow::Result<ExitCode> {
         for r in &o.decision.reasons {
             println!("      reason: {r}");
         }
+        for m in &o.provenance {
+            println!("      untrusted: {} came from `{}`", m.pointer, m.source);
+        }
         if !o.passed {
             failed += 1;
         }

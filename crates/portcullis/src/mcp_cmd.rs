@@ -12,6 +12,9 @@ use portcullis_engine::{Gateway, IntentError};
 
 /// The environment variable holding the agent's token.
 pub const TOKEN_ENV: &str = "PORTCULLIS_AGENT_TOKEN";
+/// The environment variable naming the session of this connection (provenance tracking);
+/// without it every `portcullis mcp` process is a session of its own.
+pub const SESSION_ENV: &str = "PORTCULLIS_SESSION";
 /// How long tool calls still executing may finish after the client hangs up.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -35,7 +38,15 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("cannot check the agent token: {e}"),
     };
     drop(token);
-    tracing::info!(agent = %agent, "serving MCP on stdio");
+    let session = match std::env::var(SESSION_ENV) {
+        Ok(s) => {
+            portcullis_engine::provenance::check_session(&s).map_err(|m| anyhow::anyhow!("{SESSION_ENV}: {m}"))?;
+            s
+        }
+        Err(std::env::VarError::NotPresent) => format!("stdio-{}", random_id()),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{SESSION_ENV} is not valid UTF-8"),
+    };
+    tracing::info!(agent = %agent, session = %session, "serving MCP on stdio");
     // Expire due holds, as `serve` does. Start-up recovery (`Gateway::recover`) is left to
     // `serve`: it settles holds caught mid-execution as failed, which is right for a gateway
     // restarting after a crash but wrong next to a running `serve` on the same store, where
@@ -44,8 +55,13 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         let gateway = Arc::clone(&gateway);
         tokio::spawn(async move { gateway.maintain().await })
     };
-    let served = portcullis_server::serve_stdio(gateway, agent, DRAIN).await;
+    let served = portcullis_server::serve_stdio(gateway, agent, Some(session), DRAIN).await;
     maintenance.abort();
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// 128 random bits in hex.
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

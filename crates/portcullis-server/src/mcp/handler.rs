@@ -20,6 +20,8 @@ use super::{render, status};
 
 /// The `_meta` key of a `tools/call` that carries the intent's idempotency key.
 pub(crate) const IDEMPOTENCY_META: &str = "portcullis/idempotency_key";
+/// The `_meta` key of a `tools/call` that names the agent's session (provenance tracking).
+pub(crate) const SESSION_META: &str = "portcullis/session";
 /// How often a tasks client is asked to poll a held intent.
 const TASK_POLL_MS: u64 = 2_000;
 
@@ -32,6 +34,9 @@ pub(crate) struct McpHandler {
     agent: Option<AgentId>,
     /// Held for reading by every executing tool call, so that a shutdown can wait for them.
     in_flight: Arc<tokio::sync::RwLock<()>>,
+    /// The session of a stdio connection: one client process, one task, unless a call
+    /// names another. Over HTTP (stateless) a call names its session itself.
+    session: Option<String>,
 }
 
 impl McpHandler {
@@ -40,14 +45,16 @@ impl McpHandler {
             live,
             agent: None,
             in_flight: Arc::default(),
+            session: None,
         }
     }
 
-    pub(crate) fn for_agent(live: Arc<Live>, agent: AgentId) -> Self {
+    pub(crate) fn for_agent(live: Arc<Live>, agent: AgentId, session: Option<String>) -> Self {
         Self {
             live,
             agent: Some(agent),
             in_flight: Arc::default(),
+            session,
         }
     }
 
@@ -231,6 +238,23 @@ impl ServerHandler for McpHandler {
         });
         if let Some(k) = key {
             fields["idempotency_key"] = k;
+        }
+        // The session: the call's `_meta`, else the HTTP request's header, else the stdio
+        // connection's own.
+        let session = ctx
+            .meta
+            .get(SESSION_META)
+            .or_else(|| request.meta.as_ref().and_then(|m| m.get(SESSION_META)))
+            .cloned()
+            .or_else(|| {
+                ctx.extensions
+                    .get::<axum::http::request::Parts>()
+                    .and_then(|parts| parts.headers.get(crate::rest::SESSION_HEADER))
+                    .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            })
+            .or_else(|| self.session.clone().map(Value::String));
+        if let Some(s) = session {
+            fields["session"] = s;
         }
         let limits = self.gateway().loaded().config.json_limits;
         let parsed = portcullis_core::json::check_depth(&fields["input"], limits)

@@ -32,10 +32,11 @@ pub use http::routes;
 pub async fn serve_stdio(
     gateway: Arc<Gateway>,
     agent: AgentId,
+    session: Option<String>,
     drain: std::time::Duration,
 ) -> Result<(), std::io::Error> {
     use rmcp::ServiceExt as _;
-    let handler = handler::McpHandler::for_agent(portcullis_engine::Live::new(gateway), agent);
+    let handler = handler::McpHandler::for_agent(portcullis_engine::Live::new(gateway), agent, session);
     let in_flight = handler.in_flight();
     let running = match handler.serve(rmcp::transport::stdio()).await {
         Ok(r) => r,

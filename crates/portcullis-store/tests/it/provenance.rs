@@ -18,7 +18,15 @@ fn hashes(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:04}")).collect()
 }
 
-async fn record(store: &Store, agent: &str, session: &str, source: &str, at: i64, values: &[String], limits: ProvenanceLimits) {
+async fn record(
+    store: &Store,
+    agent: &str,
+    session: &str,
+    source: &str,
+    at: i64,
+    values: &[String],
+    limits: ProvenanceLimits,
+) {
     let v = NewValues {
         agent,
         session,
@@ -55,9 +63,28 @@ async fn values_are_found_only_in_their_own_agents_session(db: TestDb) {
     assert!(found(&store, "assistant", "task-2", &asked, NOW + 1).await.is_empty());
     assert!(found(&store, "intruder", "task-1", &asked, NOW + 1).await.is_empty());
     // The intruder recording into "its" task-1 doesn't extend the assistant's.
-    record(&store, "intruder", "task-1", "web.fetch", NOW, &["ccc".to_owned()], LIMITS).await;
-    assert!(found(&store, "assistant", "task-1", &["ccc".to_owned()], NOW + 1).await.is_empty());
-    assert_eq!(store.provenance_count(Some(("assistant", "task-1")), NOW + 1).await.unwrap(), 2);
+    record(
+        &store,
+        "intruder",
+        "task-1",
+        "web.fetch",
+        NOW,
+        &["ccc".to_owned()],
+        LIMITS,
+    )
+    .await;
+    assert!(
+        found(&store, "assistant", "task-1", &["ccc".to_owned()], NOW + 1)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .provenance_count(Some(("assistant", "task-1")), NOW + 1)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(store.provenance_count(None, NOW + 1).await.unwrap(), 3);
 
     // Another handle on the same database (another gateway instance) sees the same session.
@@ -91,7 +118,16 @@ async fn values_expire(db: TestDb) {
     assert_eq!(found(&store, "a", "s", &v, NOW + LIMITS.ttl_secs - 1).await.len(), 1);
     assert!(found(&store, "a", "s", &v, NOW + LIMITS.ttl_secs).await.is_empty());
     // The next recording after expiry deletes the expired rows.
-    record(&store, "a", "t", "mail.read", NOW + LIMITS.ttl_secs, &["x".to_owned()], LIMITS).await;
+    record(
+        &store,
+        "a",
+        "t",
+        "mail.read",
+        NOW + LIMITS.ttl_secs,
+        &["x".to_owned()],
+        LIMITS,
+    )
+    .await;
     assert_eq!(store.provenance_count(None, 0).await.unwrap(), 1);
 }
 on_both!(values_expire);
