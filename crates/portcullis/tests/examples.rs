@@ -20,7 +20,7 @@ use serde_json::Value;
 const PORTCULLIS: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// The examples that come with decision cases.
-const WITH_CASES: &[&str] = &["github", "email-api", "billing", "email-smtp"];
+const WITH_CASES: &[&str] = &["github", "email-api", "billing", "email-smtp", "inbox-assistant"];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
