@@ -483,7 +483,8 @@ impl Gateway {
             response: Value::Null,
         };
         if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
-            return replay(prev, input.sha256(), key.unwrap_or_default());
+            let replayed = replay(prev, input.sha256(), key.unwrap_or_default())?;
+            return self.replayed_in_session(&id, agent, &action, req.session.as_deref(), replayed).await;
         }
         // Payloads appear only at debug level, and like every log line pass through the
         // detector on their way out.
@@ -733,7 +734,7 @@ impl Gateway {
     /// many values.
     async fn remember(
         &self,
-        id: &IntentId,
+        intent_id: &str,
         agent: &AgentId,
         action: &ActionDef,
         session: &str,
@@ -748,12 +749,40 @@ impl Gateway {
             agent: agent.as_str(),
             session,
             source: action.name.as_str(),
-            intent_id: id.as_str(),
+            intent_id,
             read_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
             hashes: &hashes,
         };
         self.store.record_provenance(&values, settings.limits).await?;
         Ok(hashes.len())
+    }
+
+    /// A replayed result of an untrusted action reaches the agent again, maybe in another
+    /// session than the one it was first read in: it is recorded in this one too, or, if
+    /// that fails, not given.
+    async fn replayed_in_session(
+        &self,
+        id: &IntentId,
+        agent: &AgentId,
+        action: &ActionDef,
+        session: Option<&str>,
+        replayed: Submitted,
+    ) -> Result<Submitted, IntentError> {
+        let Some(session) = session else { return Ok(replayed) };
+        if action.provenance != portcullis_catalog::Provenance::Untrusted || replayed.status != IntentStatus::Executed {
+            return Ok(replayed);
+        }
+        let Some(body) = replayed.body.get("result").and_then(|r| r.get("body")) else {
+            return Ok(replayed);
+        };
+        let first = replayed.body.get("id").and_then(Value::as_str).unwrap_or(id.as_str());
+        match self.remember(first, agent, action, session, body).await {
+            Ok(_) => Ok(replayed),
+            Err(e) => {
+                tracing::error!(intent = %first, error = %e, "could not record a replayed untrusted result for provenance");
+                Err(store_down(e))
+            }
+        }
     }
 
     async fn credential(&self, action: &ActionDef) -> Result<Option<Credential>, String> {
@@ -1008,7 +1037,7 @@ impl Gateway {
                     && action.provenance == portcullis_catalog::Provenance::Untrusted
                     && let Some(session) = session
                 {
-                    match self.remember(id, agent, action, session, result.body()).await {
+                    match self.remember(id.as_str(), agent, action, session, result.body()).await {
                         Ok(n) => detail["provenance_recorded"] = json!({"session": session, "values": n}),
                         Err(e) => {
                             tracing::error!(intent = %id, error = %e, "could not record an untrusted result for provenance; it is withheld");

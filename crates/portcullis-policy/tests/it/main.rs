@@ -398,3 +398,79 @@ when { context has input };
     let (effect, _) = decide(&e, &f, "refunder", "admin.delete_everything", json!({}));
     assert_eq!(effect, Effect::Hold, "only the unscoped hold permits it");
 }
+
+#[test]
+fn where_input_values_came_from_is_policy_context_typed_by_the_input_fields() {
+    use portcullis_policy::{Facts, InputProvenance, Mark};
+    let policies = format!(
+        "{POLICIES}\n{}",
+        r#"
+@id("customer-from-untrusted-data-needs-a-person")
+@hold("the customer came from untrusted data")
+permit (principal in AgentGroup::"finance", action == Action::"billing.refund", resource)
+when { context.provenance.pointers.contains("/customer") };
+
+@id("no-notes-from-web-pages")
+@reason("the note was read in a web page")
+forbid (principal, action == Action::"billing.refund", resource)
+when { context.provenance.fields has note && context.provenance.fields.note.sources.contains("web.fetch") };
+
+@id("refunds-need-a-session")
+@hold("no session")
+permit (principal in AgentGroup::"finance", action == Action::"billing.refund", resource)
+when { !context.provenance.session && context.input.amount.greaterThan(decimal("50.0")) };
+"#
+    );
+    let f = fixture(&policies);
+    let e = engine(&f).unwrap();
+    let action = f.catalog.get("billing.refund").unwrap();
+    let agent = AgentId::new("refunder").unwrap();
+    let decide_with = |provenance: &InputProvenance| {
+        let valid = action
+            .validate(json!({"customer": "c1", "amount": 60, "note": "see ticket"}))
+            .unwrap();
+        let facts = Facts {
+            findings: &[],
+            counters: &[],
+            provenance,
+            now: time::OffsetDateTime::now_utc(),
+        };
+        let d = e.decide_with(&agent, None, action, valid, &facts);
+        (d.decision().effect, d.decision().reasons.clone())
+    };
+    let mark = |pointer: &str, source: &str| Mark {
+        pointer: pointer.into(),
+        source: source.into(),
+        read_at: 1_800_000_000,
+    };
+    let session = |marks: Vec<Mark>| InputProvenance { session: true, marks };
+    assert_eq!(decide_with(&session(vec![])).0, Effect::Allow);
+    assert_eq!(
+        decide_with(&InputProvenance::NONE),
+        (Effect::Hold, vec!["no session".to_owned()])
+    );
+    assert_eq!(
+        decide_with(&session(vec![mark("/customer", "mail.read")])),
+        (Effect::Hold, vec!["the customer came from untrusted data".to_owned()])
+    );
+    assert_eq!(
+        decide_with(&session(vec![mark("/note", "mail.read")])).0,
+        Effect::Allow,
+        "a note from an email is fine"
+    );
+    assert_eq!(
+        decide_with(&session(vec![mark("/note", "web.fetch"), mark("/customer", "web.fetch")])),
+        (Effect::Deny, vec!["the note was read in a web page".to_owned()])
+    );
+
+    // `fields` is typed from the input: a field the action doesn't have is a load error.
+    let typo = format!(
+        "{POLICIES}\n{}",
+        r#"
+forbid (principal, action == Action::"billing.refund", resource)
+when { context.provenance.fields.notes.sources.contains("x") };
+"#
+    );
+    let problems = engine(&fixture(&typo)).err().unwrap();
+    assert!(problems.iter().any(|p| p.contains("notes")), "{problems:?}");
+}
