@@ -484,7 +484,9 @@ impl Gateway {
         };
         if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
             let replayed = replay(prev, input.sha256(), key.unwrap_or_default())?;
-            return self.replayed_in_session(&id, agent, &action, req.session.as_deref(), replayed).await;
+            return self
+                .replayed_in_session(&id, agent, &action, req.session.as_deref(), replayed)
+                .await;
         }
         // Payloads appear only at debug level, and like every log line pass through the
         // detector on their way out.
