@@ -459,7 +459,10 @@ when { !context.provenance.session && context.input.amount.greaterThan(decimal("
         "a note from an email is fine"
     );
     assert_eq!(
-        decide_with(&session(vec![mark("/note", "web.fetch"), mark("/customer", "web.fetch")])),
+        decide_with(&session(vec![
+            mark("/note", "web.fetch"),
+            mark("/customer", "web.fetch")
+        ])),
         (Effect::Deny, vec!["the note was read in a web page".to_owned()])
     );
 
