@@ -55,6 +55,8 @@ response:
 ---
 name: files.get
 description: Read a file
+# Files may be written by anyone: what they say is recorded per session.
+provenance: untrusted
 input:
   type: object
   required: [name]
@@ -83,6 +85,12 @@ permit (principal in AgentGroup::"other", action == Action::"tickets.create", re
 @reason("agents may not open urgent tickets")
 forbid (principal, action == Action::"tickets.create", resource)
 when { context.input has priority && context.input.priority == "urgent" };
+
+@id("titles-from-files-need-a-lead")
+@hold("the title was read in a file")
+@approvers("leads")
+permit (principal in AgentGroup::"support", action == Action::"tickets.create", resource)
+when { context.provenance.pointers.contains("/title") };
 
 @id("high-needs-a-lead")
 @hold("high-priority tickets need a lead")
@@ -140,7 +148,7 @@ async fn upstream(hits: Arc<AtomicUsize>) -> u16 {
         )
         .route(
             "/files/{name}",
-            axum::routing::get(counted(Arc::clone(&hits), json!(["a", "b"]))),
+            axum::routing::get(counted(Arc::clone(&hits), json!(["alpha", "bravo"]))),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -371,7 +379,10 @@ async fn an_allowed_call_runs_once_and_returns_the_projected_body() {
 
     // A body that is not an object is wrapped: structured content must be an object.
     let list = w.call(SUPPORT_TOKEN, "files.get", json!({"name": "x"})).await.result();
-    assert_eq!(list["structuredContent"], json!({"status": 200, "body": ["a", "b"]}));
+    assert_eq!(
+        list["structuredContent"],
+        json!({"status": 200, "body": ["alpha", "bravo"]})
+    );
     assert_eq!(w.hits(), 2);
 }
 
@@ -647,4 +658,89 @@ async fn foreign_origins_and_hosts_are_refused() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{host}: {}", r.text);
     }
+}
+
+#[tokio::test]
+async fn a_call_names_its_session_in_meta_or_a_header_and_what_an_untrusted_tool_returned_marks_that_session_only() {
+    let w = World::new().await;
+    let in_session = |session: &str, name: &str, arguments: Value| json!({"name": name, "arguments": arguments, "_meta": {"portcullis/session": session}});
+    let read = w
+        .legacy(
+            SUPPORT_TOKEN,
+            "tools/call",
+            in_session("task-1", "files.get", json!({"name": "notes"})),
+        )
+        .await
+        .result();
+    assert_eq!(read["structuredContent"]["body"], json!(["alpha", "bravo"]), "{read}");
+    assert_eq!(w.hits(), 1);
+
+    // The same session: the title came from the file, so a lead must approve.
+    let held = w
+        .legacy(
+            SUPPORT_TOKEN,
+            "tools/call",
+            in_session("task-1", "tickets.create", json!({"title": "bravo"})),
+        )
+        .await
+        .result();
+    assert_eq!(held["structuredContent"]["status"], "pending_approval", "{held}");
+    assert!(text_of(&held).contains("the title was read in a file"), "{held}");
+    assert_eq!(w.hits(), 1, "nothing ran");
+
+    // The session named by the `Portcullis-Session` header instead.
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "tickets.create", "arguments": {"title": "alpha"}}});
+    let by_header = w
+        .post(
+            Some(SUPPORT_TOKEN),
+            &body,
+            &[
+                ("mcp-protocol-version", Some(LEGACY)),
+                ("portcullis-session", Some("task-1")),
+            ],
+        )
+        .await
+        .result();
+    assert_eq!(
+        by_header["structuredContent"]["status"], "pending_approval",
+        "{by_header}"
+    );
+
+    // Another session, or none, knows nothing of that file: the same ticket runs.
+    let other = w
+        .legacy(
+            SUPPORT_TOKEN,
+            "tools/call",
+            in_session("task-2", "tickets.create", json!({"title": "bravo"})),
+        )
+        .await
+        .result();
+    assert_eq!(other["isError"], false, "{other}");
+    assert_eq!(other["structuredContent"], json!({"number": 7, "title": "t"}));
+    assert_eq!(w.hits(), 2);
+    let none = w
+        .call(SUPPORT_TOKEN, "tickets.create", json!({"title": "bravo"}))
+        .await
+        .result();
+    assert_eq!(none["structuredContent"], json!({"number": 7, "title": "t"}));
+    assert_eq!(w.hits(), 3);
+
+    // A bad session is a tool error, and nothing runs.
+    let bad = w
+        .legacy(
+            SUPPORT_TOKEN,
+            "tools/call",
+            in_session("", "tickets.create", json!({"title": "x"})),
+        )
+        .await
+        .result();
+    assert_eq!(bad["isError"], true, "{bad}");
+    assert!(text_of(&bad).contains("session"), "{bad}");
+    assert_eq!(w.hits(), 3);
+
+    // The lead approves the held ticket: it runs once, on the decision it was held with.
+    let id = held["structuredContent"]["intent_id"].as_str().unwrap().to_owned();
+    w.approve(&id).await;
+    assert_eq!(w.hits(), 4);
 }
