@@ -36,6 +36,7 @@ mod openapi;
 mod operations;
 mod otlp;
 mod progress;
+mod provenance;
 mod quotas;
 mod redaction;
 mod redirects;
