@@ -51,7 +51,7 @@ pub struct SeenValue {
     pub read_unix: i64,
 }
 
-/// Rows per `INSERT` (seven parameters each).
+/// Rows per `INSERT` (eight parameters each).
 const INSERT_CHUNK: usize = 200;
 /// Hashes per lookup query.
 const LOOKUP_CHUNK: usize = 500;
@@ -62,23 +62,21 @@ const READ_CONTEXT: &str = "reading untrusted values";
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO provenance_values \
-         (agent, session, value_sha256, source, intent_id, read_unix, expires_unix) VALUES ",
+         (agent, session, scope, value_sha256, source, intent_id, read_unix, expires_unix) VALUES ",
     );
     for r in 0..rows {
-        let b = r * 7;
+        let b = r * 8;
         if r > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7
-        ));
+        sql.push('(');
+        for i in 1..=8 {
+            if i > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", b + i));
+        }
+        sql.push(')');
     }
     // A value read again keeps its first read time and lives on from now.
     sql.push_str(
@@ -89,14 +87,20 @@ fn insert_sql(rows: usize) -> String {
 }
 
 const DROP_EXPIRED: &str = "DELETE FROM provenance_values WHERE expires_unix <= $1";
-const TRIM_SESSION: &str = "DELETE FROM provenance_values WHERE agent = $1 AND session = $2 AND id <= \
-     (SELECT id FROM provenance_values WHERE agent = $3 AND session = $4 ORDER BY id DESC LIMIT 1 OFFSET $5)";
+const TRIM_SESSION: &str = "DELETE FROM provenance_values WHERE scope = $1 AND id <= \
+     (SELECT id FROM provenance_values WHERE scope = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)";
+
+/// One key for an agent's session, unambiguous whatever the two strings hold.
+fn scope(agent: &str, session: &str) -> String {
+    format!("{}:{agent}{session}", agent.len())
+}
 const TRIM_TOTAL: &str = "DELETE FROM provenance_values WHERE id <= (SELECT MAX(id) FROM provenance_values) - $1";
 
 /// Runs the statements of one recording on `$conn` (a connection or transaction).
 macro_rules! record_on {
     ($conn:expr, $v:expr, $hashes:expr, $limits:expr) => {{
         let expires = $v.read_unix.saturating_add($limits.ttl_secs);
+        let scope = scope($v.agent, $v.session);
         for chunk in $hashes.chunks(INSERT_CHUNK) {
             let sql = insert_sql(chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -104,6 +108,7 @@ macro_rules! record_on {
                 query = query
                     .bind($v.agent.to_owned())
                     .bind($v.session.to_owned())
+                    .bind(scope.clone())
                     .bind(hash.clone())
                     .bind($v.source.to_owned())
                     .bind($v.intent_id.to_owned())
@@ -117,10 +122,8 @@ macro_rules! record_on {
             .execute(&mut *$conn)
             .await?;
         sqlx::query(TRIM_SESSION)
-            .bind($v.agent.to_owned())
-            .bind($v.session.to_owned())
-            .bind($v.agent.to_owned())
-            .bind($v.session.to_owned())
+            .bind(scope.clone())
+            .bind(scope.clone())
             .bind($limits.per_session.max(1))
             .execute(&mut *$conn)
             .await?;
@@ -195,36 +198,58 @@ impl Store {
         hashes: &[String],
         now_unix: i64,
     ) -> Result<Vec<SeenValue>, StoreError> {
-        let mut seen = Vec::new();
-        for chunk in hashes.chunks(LOOKUP_CHUNK) {
-            let mut sql = String::from(
-                "SELECT value_sha256, source, read_unix FROM provenance_values \
-                 WHERE agent = $1 AND session = $2 AND expires_unix > $3 AND value_sha256 IN (",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
+        let rows: Vec<(String, String, i64)> = match &self.pool {
+            // One lookup of the whole unique key per hash, whatever the planner believes
+            // about the table: given `value_sha256 = ANY(…)`, or a join it may flatten, a
+            // planner whose statistics are stale (a table just filled) scans the session's
+            // every row. `OFFSET 0` keeps the subquery a per-hash index lookup.
+            Pool::Postgres(pool) => sqlx::query_as(
+                "SELECT p.value_sha256, p.source, p.read_unix FROM unnest($3::text[]) AS h(v) \
+                 CROSS JOIN LATERAL (SELECT value_sha256, source, read_unix FROM provenance_values \
+                 WHERE agent = $1 AND session = $2 AND value_sha256 = h.v AND expires_unix > $4 OFFSET 0) p",
+            )
+            .bind(agent)
+            .bind(session)
+            .bind(hashes)
+            .bind(now_unix)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::db(READ_CONTEXT))?,
+            // SQLite looks each value of an `IN` list up in the index.
+            Pool::Sqlite(pool) => {
+                let mut rows = Vec::new();
+                for chunk in hashes.chunks(LOOKUP_CHUNK) {
+                    let mut sql = String::from(
+                        "SELECT value_sha256, source, read_unix FROM provenance_values \
+                         WHERE agent = $1 AND session = $2 AND expires_unix > $3 AND value_sha256 IN (",
+                    );
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("${}", i + 4));
+                    }
+                    sql.push(')');
+                    let mut query = sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(agent)
+                        .bind(session)
+                        .bind(now_unix);
+                    for h in chunk {
+                        query = query.bind(h.as_str());
+                    }
+                    rows.extend(query.fetch_all(pool).await.map_err(StoreError::db(READ_CONTEXT))?);
                 }
-                sql.push_str(&format!("${}", i + 4));
+                rows
             }
-            sql.push(')');
-            let rows: Vec<(String, String, i64)> = on_pool!(self, |pool| {
-                let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()))
-                    .bind(agent)
-                    .bind(session)
-                    .bind(now_unix);
-                for h in chunk {
-                    query = query.bind(h.as_str());
-                }
-                query.fetch_all(pool).await
-            })
-            .map_err(StoreError::db(READ_CONTEXT))?;
-            seen.extend(rows.into_iter().map(|(value_sha256, source, read_unix)| SeenValue {
+        };
+        let seen = rows
+            .into_iter()
+            .map(|(value_sha256, source, read_unix)| SeenValue {
                 value_sha256,
                 source,
                 read_unix,
-            }));
-        }
+            })
+            .collect();
         Ok(seen)
     }
 

@@ -10,6 +10,11 @@ CREATE TABLE provenance_values (
     id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     agent        TEXT NOT NULL,
     session      TEXT NOT NULL,
+    -- The agent and session as one key (`LEN:AGENTSESSION`), for trimming a session to its
+    -- cap. Lookups name `agent` and `session` and can only use the unique index below:
+    -- given an index on (agent, session, id), PostgreSQL without statistics would scan a
+    -- whole session to look up a few values.
+    scope        TEXT NOT NULL,
     value_sha256 TEXT NOT NULL,
     source       TEXT NOT NULL,
     intent_id    TEXT NOT NULL,
@@ -18,5 +23,5 @@ CREATE TABLE provenance_values (
     UNIQUE (agent, session, value_sha256, source)
 );
 
-CREATE INDEX provenance_values_by_session ON provenance_values (agent, session, id);
+CREATE INDEX provenance_values_by_scope ON provenance_values (scope, id);
 CREATE INDEX provenance_values_by_expiry ON provenance_values (expires_unix);
