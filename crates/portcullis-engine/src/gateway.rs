@@ -17,7 +17,7 @@ use portcullis_policy::{Claims, CounterState, Facts, InputProvenance};
 use portcullis_redact::detect::{Detector, JsonFinding, Treatment};
 use portcullis_redact::{Detection, ResponsePolicy, Scrubber};
 use portcullis_secrets::Keyring;
-use portcullis_store::{Begin, Charged, CounterView, NewIntent, Store};
+use portcullis_store::{Began, Charged, CounterView, NewIntent, Store};
 
 use crate::credentials;
 use crate::error::{IntentError, RateLimit, StartError};
@@ -482,12 +482,6 @@ impl Gateway {
             status: IntentStatus::Executing.as_str().to_owned(),
             response: Value::Null,
         };
-        if let Begin::Existing(prev) = self.store.begin_intent(&new).await.map_err(store_down)? {
-            let replayed = replay(prev, input.sha256(), key.unwrap_or_default())?;
-            return self
-                .replayed_in_session(&id, agent, &action, req.session.as_deref(), replayed)
-                .await;
-        }
         // Payloads appear only at debug level, and like every log line pass through the
         // detector on their way out.
         tracing::debug!(intent = %id, action = %action.name, input = %input.canonical_json(), "validated");
@@ -502,24 +496,13 @@ impl Gateway {
             .await
         {
             Ok(p) => p,
-            Err(e) => {
-                // Nothing was decided or run: free the idempotency key.
-                let _ = self.store.abandon_intent(&id).await;
-                return Err(e);
-            }
+            // Nothing was recorded, decided or run.
+            Err(e) => return Err(e),
         };
-        let (counters, reservation) = match self
+        let (counters, reservation) = self
             .reserve(&charges, now, req.dry_run)
             .instrument(decide_span.clone())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                // Nothing was decided or run: free the idempotency key.
-                let _ = self.store.abandon_intent(&id).await;
-                return Err(e);
-            }
-        };
+            .await?;
         let decided = decide_span.in_scope(|| {
             let facts = Facts {
                 findings: &findings,
@@ -541,25 +524,47 @@ impl Gateway {
             json!({ "input_findings": findings_view(&findings) })
         };
         provenance_detail(&mut detail, session, &provenance);
-        if let Err(e) = self
-            .audit(
-                AuditKind::Decided,
-                &id,
-                agent,
-                Some(&action),
-                Some(&hash),
-                Some(&decision),
-                req.dry_run,
-                detail,
-            )
-            .await
-        {
-            // Nothing ran. Free the idempotency key, so a retry after the outage runs.
-            self.give_back(&charges, &reservation, now).await;
-            if let Err(forget) = self.store.abandon_intent(&id).await {
-                tracing::error!(intent = %id, error = %forget, "could not release the intent after an audit failure");
+        // The intent's record (which takes its idempotency key) and its `decided` event are
+        // written together, after the decision: on SQLite one commit of the audit writer.
+        // A retry racing this one decides too, which has no effect, and finds the key taken.
+        let event = self.audit_event(
+            None,
+            AuditKind::Decided,
+            &id,
+            agent,
+            Some(&action),
+            Some(&hash),
+            Some(&decision),
+            req.dry_run,
+            detail,
+        );
+        let recording = std::time::Instant::now();
+        let began = self
+            .store
+            .begin_decided_intent(&new, &event)
+            .instrument(tracing::info_span!("audit", kind = AuditKind::Decided.as_str()))
+            .await;
+        self.metrics.audit_append(recording.elapsed());
+        match began {
+            Ok(Began::Decided(_)) => {}
+            Ok(Began::Existing(prev)) => {
+                self.give_back(&charges, &reservation, now).await;
+                let replayed = replay(prev, &hash, key.unwrap_or_default())?;
+                return self.replayed_in_session(&id, agent, &action, session, replayed).await;
             }
-            return Err(e);
+            Ok(Began::Undecided(e)) => {
+                // Nothing ran. Free the idempotency key, so a retry after the outage runs.
+                self.give_back(&charges, &reservation, now).await;
+                if let Err(forget) = self.store.abandon_intent(&id).await {
+                    tracing::error!(intent = %id, error = %forget, "could not release the intent after an audit failure");
+                }
+                return Err(audit_failed(&id, &e));
+            }
+            Err(e) => {
+                // Nothing was written or run.
+                self.give_back(&charges, &reservation, now).await;
+                return Err(audit_failed(&id, &e));
+            }
         }
         tracing::info!(intent = %id, agent = %agent, action = %action.name, effect = decision.effect.as_str(), "decided");
         if req.dry_run && decision.effect != Effect::Deny {
@@ -1065,36 +1070,34 @@ impl Gateway {
                 // an intent that recovery settles from the audit log, never one whose
                 // outcome is missing from it. The result is stored even when the event can't
                 // be written, so that the agent can fetch what happened.
-                let audited = self
-                    .audit(
-                        AuditKind::Outcome,
-                        id,
-                        agent,
-                        Some(action),
-                        Some(hash),
-                        None,
-                        false,
-                        detail,
-                    )
-                    .await;
-                let done = if unrecorded {
-                    self.finish(
-                        id,
-                        IntentStatus::Withheld,
-                        decision,
-                        None,
-                        None,
-                        Some(UNRECORDED.to_owned()),
-                    )
-                    .await
+                let (status, result, error) = if unrecorded {
+                    (IntentStatus::Withheld, None, Some(UNRECORDED.to_owned()))
                 } else if withheld {
-                    let message = withheld_message(&found);
-                    self.finish(id, IntentStatus::Withheld, decision, None, None, Some(message))
-                        .await
+                    (IntentStatus::Withheld, None, Some(withheld_message(&found)))
                 } else {
-                    self.finish(id, IntentStatus::Executed, decision, Some(result), None, None)
-                        .await
+                    (IntentStatus::Executed, Some(result), None)
                 };
+                let event = self.audit_event(
+                    None,
+                    AuditKind::Outcome,
+                    id,
+                    agent,
+                    Some(action),
+                    Some(hash),
+                    None,
+                    false,
+                    detail,
+                );
+                let response = IntentResponse {
+                    id: id.clone(),
+                    status,
+                    decision: DecisionView::from(decision),
+                    result,
+                    request: None,
+                    error,
+                    approval: None,
+                };
+                let (audited, done) = self.audit_then_record(event, response).await;
                 match (done, audited) {
                     (Ok(submitted), Ok(())) => Ok(submitted),
                     _ => Err(IntentError::OutcomeNotRecorded(id.to_string())),
@@ -1284,12 +1287,39 @@ impl Gateway {
         payload: Option<&str>,
         decision: Option<&Decision>,
         dry_run: bool,
-        mut detail: Value,
+        detail: Value,
     ) -> Result<(), IntentError> {
-        // Whatever a detail quotes (an upstream's error, a schema message, a person's
-        // comment) is redacted before it becomes permanent.
+        let event = self.audit_event(actor, kind, id, agent, action, payload, decision, dry_run, detail);
+        let started = std::time::Instant::now();
+        let appended = self
+            .store
+            .append(&event)
+            .instrument(tracing::info_span!("audit", kind = kind.as_str()))
+            .await;
+        self.metrics.audit_append(started.elapsed());
+        Self::audit_appended(id, appended)
+    }
+
+    /// An audit event, its detail redacted: whatever a detail quotes (an upstream's error, a
+    /// schema message, a person's comment) is redacted before it becomes permanent.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an audit event has this many independent parts"
+    )]
+    fn audit_event(
+        &self,
+        actor: Option<&str>,
+        kind: AuditKind,
+        id: &IntentId,
+        agent: &AgentId,
+        action: Option<&ActionDef>,
+        payload: Option<&str>,
+        decision: Option<&Decision>,
+        dry_run: bool,
+        mut detail: Value,
+    ) -> AuditEvent {
         self.detector().redact_json(&mut detail, Treatment::Mask);
-        let event = AuditEvent {
+        AuditEvent {
             actor: actor.map(str::to_owned),
             kind,
             intent_id: id.clone(),
@@ -1299,18 +1329,48 @@ impl Gateway {
             decision: decision.cloned(),
             dry_run,
             detail,
+        }
+    }
+
+    /// Appends an intent's `outcome` event and then stores its response as its final state,
+    /// in that order, sharing one commit where the store can (SQLite); returns what became
+    /// of each. The response is stored even when the event can't be written, so that the
+    /// agent can fetch what happened.
+    async fn audit_then_record(
+        &self,
+        event: AuditEvent,
+        response: IntentResponse,
+    ) -> (Result<(), IntentError>, Result<Submitted, IntentError>) {
+        let (id, status) = (response.id.clone(), response.status);
+        let body = match serde_json::to_value(&response) {
+            Ok(b) => b,
+            Err(e) => {
+                let audited = Self::audit_appended(&id, self.store.append(&event).await);
+                return (audited, Err(IntentError::StoreUnavailable(e.to_string())));
+            }
         };
         let started = std::time::Instant::now();
-        let appended = self
+        let record = tracing::info_span!("record");
+        let audit = tracing::info_span!(parent: &record, "audit", kind = event.kind.as_str());
+        let (appended, finished) = self
             .store
-            .append(&event)
-            .instrument(tracing::info_span!("audit", kind = kind.as_str()))
+            .append_then_finish_intent(&event, status.as_str(), &body)
+            .instrument(audit)
+            .instrument(record)
             .await;
-        self.metrics.audit_append(started.elapsed());
-        appended.map(|_| ()).map_err(|e| {
-            tracing::error!(intent = %id, error = %e, "audit append failed; failing closed");
-            IntentError::StoreUnavailable(e.to_string())
-        })
+        let took = started.elapsed();
+        self.metrics.audit_append(took);
+        self.metrics.stage("record", took);
+        let recorded = finished.map(|()| Submitted { status, body }).map_err(store_down);
+        (Self::audit_appended(&id, appended), recorded)
+    }
+
+    /// What an append's result means for the intent: an error fails closed.
+    fn audit_appended(
+        id: &IntentId,
+        appended: Result<portcullis_store::AppendReceipt, portcullis_store::StoreError>,
+    ) -> Result<(), IntentError> {
+        appended.map(|_| ()).map_err(|e| audit_failed(id, &e))
     }
 
     /// Records an authenticated request that was refused before it named a usable action
@@ -1493,6 +1553,12 @@ fn withheld_message(found: &[JsonFinding]) -> String {
         "the action was executed, but its response was withheld because it contains data this action may not return ({})",
         listed.join(", ")
     )
+}
+
+/// An audit append that failed: logged, and the intent fails closed.
+fn audit_failed(id: &IntentId, e: &portcullis_store::StoreError) -> IntentError {
+    tracing::error!(intent = %id, error = %e, "audit append failed; failing closed");
+    IntentError::StoreUnavailable(e.to_string())
 }
 
 /// What [`Gateway::conclude`] needs to know of how an intent was run.

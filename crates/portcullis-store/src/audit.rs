@@ -47,8 +47,7 @@ impl Store {
     /// # Errors
     /// When the event can't be encoded, the write or commit fails, or the writer has stopped.
     pub async fn append(&self, event: &AuditEvent) -> Result<AppendReceipt, StoreError> {
-        let value = serde_json::to_value(event).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let event_json = json::canonical(&value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let event_json = canonical_event(event)?;
         self.writer
             .append(event_json, event.intent_id.as_str().to_owned())
             .await
@@ -214,4 +213,10 @@ fn stored_event((seq, ts, event, prev_hash, hash): RawRow) -> Result<StoredEvent
         prev_hash,
         hash,
     })
+}
+
+/// An event's canonical JSON, as it is hashed and stored.
+pub(crate) fn canonical_event(event: &AuditEvent) -> Result<String, StoreError> {
+    let value = serde_json::to_value(event).map_err(|e| StoreError::Encode(e.to_string()))?;
+    json::canonical(&value).map_err(|e| StoreError::Encode(e.to_string()))
 }

@@ -1,11 +1,11 @@
 //! Intents and idempotency: the same `(agent, idempotency_key)` is begun at most once.
 
-use portcullis_core::{ActionName, AgentId, IntentId, now_rfc3339};
+use portcullis_core::{ActionName, AgentId, AuditEvent, IntentId, now_rfc3339};
 use serde::Serialize;
 
 use crate::agents::agent_id;
 use crate::error::is_unique_violation;
-use crate::{Store, StoreError};
+use crate::{AppendReceipt, Store, StoreError};
 
 /// An intent about to run, as recorded by [`Store::begin_intent`].
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,19 @@ pub struct NewIntent {
     pub status: String,
     /// The initial response, often `null`.
     pub response: serde_json::Value,
+}
+
+/// What [`Store::begin_decided_intent`] did.
+#[derive(Debug, Clone)]
+pub enum Began {
+    /// The intent and its `decided` event were recorded: the caller may go on.
+    Decided(AppendReceipt),
+    /// The agent already used this idempotency key: nothing was written (see
+    /// [`Begin::Existing`]).
+    Existing(IntentRecord),
+    /// The intent was recorded but its `decided` event could not be appended (PostgreSQL,
+    /// where they are two writes): nothing may run, and the caller must abandon the intent.
+    Undecided(StoreError),
 }
 
 /// What [`Store::begin_intent`] found.
@@ -95,39 +108,54 @@ impl Store {
     /// [`StoreError::AlreadyExists`] when an intent with the same id exists; otherwise
     /// when a statement fails.
     pub async fn begin_intent(&self, new: &NewIntent) -> Result<Begin, StoreError> {
-        const CONTEXT: &str = "recording an intent";
-        let now = now_rfc3339();
-        let response = serde_json::to_string(&new.response).map_err(|e| StoreError::Encode(e.to_string()))?;
         let inserted = self
-            .write(
-                "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (agent, idempotency_key) DO NOTHING",
-                vec![
-                    Some(new.id.to_string()),
-                    Some(new.agent.to_string()),
-                    Some(new.action.to_string()),
-                    Some(new.payload_sha256.clone()),
-                    new.idempotency_key.clone(),
-                    Some(new.status.clone()),
-                    Some(response),
-                    Some(now.clone()),
-                    Some(now),
-                ],
-            )
+            .write(INSERT_INTENT, insert_args(new)?)
             .await?
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists {
-                        what: format!("intent `{}`", new.id),
-                    }
-                } else {
-                    StoreError::db(CONTEXT)(e)
-                }
-            })?;
+            .map_err(|e| insert_error(new, e))?;
         if inserted == 1 {
             return Ok(Begin::Started);
         }
+        self.holding_key(new).await.map(Begin::Existing)
+    }
+
+    /// [`Store::begin_intent`] and the append of the intent's `decided` event, as one: when
+    /// the key is free, both are written (on SQLite in one transaction of the audit writer,
+    /// so one commit); when it is taken, neither, and the intent holding it is returned.
+    ///
+    /// # Errors
+    /// When nothing could be written.
+    pub async fn begin_decided_intent(&self, new: &NewIntent, decided: &AuditEvent) -> Result<Began, StoreError> {
+        if matches!(self.pool, crate::Pool::Postgres(_)) {
+            return Ok(match self.begin_intent(new).await? {
+                Begin::Existing(prev) => Began::Existing(prev),
+                Begin::Started => match self.append(decided).await {
+                    Ok(receipt) => Began::Decided(receipt),
+                    Err(e) => Began::Undecided(e),
+                },
+            });
+        }
+        let statement = crate::statement(INSERT_INTENT, insert_args(new)?);
+        let (inserted, receipt) = self
+            .writer
+            .write_then_append(
+                statement,
+                crate::audit::canonical_event(decided)?,
+                decided.intent_id.as_str().to_owned(),
+            )
+            .await?;
+        let inserted = inserted.map_err(|e| insert_error(new, e))?;
+        match (inserted, receipt) {
+            (1, Some(receipt)) => Ok(Began::Decided(receipt)),
+            (0, None) => self.holding_key(new).await.map(Began::Existing),
+            _ => Err(StoreError::Encode(
+                "the writer mixed up an intent's first record".into(),
+            )),
+        }
+    }
+
+    /// The intent holding `new`'s idempotency key.
+    async fn holding_key(&self, new: &NewIntent) -> Result<IntentRecord, StoreError> {
+        const CONTEXT: &str = "recording an intent";
         let row: Option<IntentRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
             "SELECT ",
             intent_columns!(),
@@ -139,7 +167,7 @@ impl Store {
         .await)
         .map_err(StoreError::db(CONTEXT))?;
         match row {
-            Some(row) => Ok(Begin::Existing(intent_record(CONTEXT, row)?)),
+            Some(row) => intent_record(CONTEXT, row),
             // Rows are never deleted, so a conflict without a row means the database was
             // edited underneath us: refuse rather than execute.
             None => Err(StoreError::NotFound {
@@ -158,26 +186,43 @@ impl Store {
         status: &str,
         response: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
-        const CONTEXT: &str = "finishing an intent";
-        let done = self
-            .write(
-                "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4",
-                vec![
-                    Some(status.to_owned()),
-                    Some(response),
-                    Some(now_rfc3339()),
-                    Some(id.to_string()),
-                ],
-            )
-            .await?
-            .map_err(StoreError::db(CONTEXT))?;
-        if done == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("intent `{id}`"),
-            });
+        let args = finish_args(id, status, response)?;
+        finished(id, self.write(FINISH_INTENT, args).await?)
+    }
+
+    /// Appends an intent's `outcome` event, then records its final state, and returns what
+    /// became of each. On SQLite both are queued to the audit writer back to back: they
+    /// usually share one commit (one wait instead of two), and the state is never committed
+    /// in an earlier batch than the event. On PostgreSQL one after the other.
+    pub async fn append_then_finish_intent(
+        &self,
+        event: &AuditEvent,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> (Result<AppendReceipt, StoreError>, Result<(), StoreError>) {
+        let id = &event.intent_id;
+        if matches!(self.pool, crate::Pool::Postgres(_)) {
+            let appended = self.append(event).await;
+            return (appended, self.finish_intent(id, status, response).await);
         }
-        Ok(())
+        let queued = match crate::audit::canonical_event(event) {
+            Ok(json) => self.writer.queue_append(json, id.as_str().to_owned()).await,
+            Err(e) => Err(e),
+        };
+        let queued = match queued {
+            Ok(q) => q,
+            Err(e) => return (Err(e), self.finish_intent(id, status, response).await),
+        };
+        let written = match finish_args(id, status, response) {
+            Ok(args) => self.writer.queue_write(crate::statement(FINISH_INTENT, args)).await,
+            Err(e) => Err(e),
+        };
+        let appended = queued.committed().await;
+        let finished = match written {
+            Ok(w) => w.committed().await.and_then(|r| finished(id, r)),
+            Err(e) => Err(e),
+        };
+        (appended, finished)
     }
 
     /// Forgets an intent that never got past its decision record (the audit log could not
@@ -251,4 +296,57 @@ fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, 
         created_at,
         updated_at,
     })
+}
+
+const FINISH_INTENT: &str = "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4";
+
+fn finish_args(id: &IntentId, status: &str, response: &serde_json::Value) -> Result<Vec<Option<String>>, StoreError> {
+    let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(vec![
+        Some(status.to_owned()),
+        Some(response),
+        Some(now_rfc3339()),
+        Some(id.to_string()),
+    ])
+}
+
+/// What an intent's final update did: it must have found the intent.
+fn finished(id: &IntentId, done: Result<u64, sqlx::Error>) -> Result<(), StoreError> {
+    match done.map_err(StoreError::db("finishing an intent"))? {
+        0 => Err(StoreError::NotFound {
+            what: format!("intent `{id}`"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+const INSERT_INTENT: &str = "INSERT INTO intents (id, agent, action, payload_sha256, idempotency_key, status, response, \
+     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (agent, idempotency_key) DO NOTHING";
+
+fn insert_args(new: &NewIntent) -> Result<Vec<Option<String>>, StoreError> {
+    let now = now_rfc3339();
+    let response = serde_json::to_string(&new.response).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(vec![
+        Some(new.id.to_string()),
+        Some(new.agent.to_string()),
+        Some(new.action.to_string()),
+        Some(new.payload_sha256.clone()),
+        new.idempotency_key.clone(),
+        Some(new.status.clone()),
+        Some(response),
+        Some(now.clone()),
+        Some(now),
+    ])
+}
+
+/// An intent insert's own error: a taken id, or a failed statement.
+fn insert_error(new: &NewIntent, e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::AlreadyExists {
+            what: format!("intent `{}`", new.id),
+        }
+    } else {
+        StoreError::db("recording an intent")(e)
+    }
 }

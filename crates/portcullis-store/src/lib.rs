@@ -84,7 +84,7 @@ pub use chain::{AuditProblem, GENESIS_HASH, MAX_REPORTED_PROBLEMS, VerifyReport}
 pub use checkpoint::{Checkpoint, CheckpointKey, CheckpointProblem, CheckpointReport, InclusionProof};
 pub use error::StoreError;
 pub use holds::{HoldRecord, NewHold, NewVote, Vote, VoteOutcome};
-pub use intents::{Begin, IntentRecord, NewIntent};
+pub use intents::{Began, Begin, IntentRecord, NewIntent};
 pub use limits::{Charge, Charged, CounterView};
 pub use provenance::{NewValues, ProvenanceLimits, SeenValue};
 pub use schema::SCHEMA_VERSION;
@@ -254,19 +254,7 @@ impl Store {
         args: Vec<Option<String>>,
     ) -> Result<Result<u64, sqlx::Error>, StoreError> {
         match &self.pool {
-            Pool::Sqlite(_) => {
-                self.writer
-                    .write(Box::new(move |conn| {
-                        Box::pin(async move {
-                            let mut query = sqlx::query(sql);
-                            for arg in args {
-                                query = query.bind(arg);
-                            }
-                            query.execute(conn).await.map(|done| done.rows_affected())
-                        })
-                    }))
-                    .await
-            }
+            Pool::Sqlite(_) => self.writer.write(statement(sql, args)).await,
             Pool::Postgres(pool) => {
                 let mut query = sqlx::query(sql);
                 for arg in args {
@@ -276,6 +264,19 @@ impl Store {
             }
         }
     }
+}
+
+/// `sql` with text parameters bound to `args`, as a job for the SQLite writer.
+fn statement(sql: &'static str, args: Vec<Option<String>>) -> writer::Statement {
+    Box::new(move |conn| {
+        Box::pin(async move {
+            let mut query = sqlx::query(sql);
+            for arg in args {
+                query = query.bind(arg);
+            }
+            query.execute(conn).await.map(|done| done.rows_affected())
+        })
+    })
 }
 
 /// Runs `connect` again while SQLite answers "database is locked" (for up to

@@ -56,7 +56,23 @@ enum Job {
         statement: Option<Statement>,
         reply: WriteReply,
     },
+    /// A write and an event that depends on it, in the batch's transaction (SQLite only):
+    /// the event is appended only when the statement affected a row (an intent's insert
+    /// that found its idempotency key free, then its `decided` event).
+    Guarded {
+        /// Taken when it runs.
+        statement: Option<Statement>,
+        event_json: String,
+        intent_id: String,
+        reply: GuardedReply,
+    },
 }
+
+/// What a guarded append gets back: the statement's own result, and the event's receipt
+/// when it was appended.
+pub(crate) type Guarded = (Result<u64, sqlx::Error>, Option<AppendReceipt>);
+
+type GuardedReply = oneshot::Sender<Result<Guarded, StoreError>>;
 
 /// The handle callers use to queue appends.
 #[derive(Debug, Clone)]
@@ -132,8 +148,19 @@ impl AuditWriter {
 
     /// Queues one event and waits until it is durably committed.
     pub async fn append(&self, event_json: String, intent_id: String) -> Result<AppendReceipt, StoreError> {
+        self.queue_append(event_json, intent_id).await?.committed().await
+    }
+
+    /// Queues one event (waiting only for room in the queue); the returned handle waits for
+    /// its commit. Jobs are written in the order they were queued, so whatever is queued
+    /// after this returns is committed with it or after it, never before.
+    pub async fn queue_append(
+        &self,
+        event_json: String,
+        intent_id: String,
+    ) -> Result<Queued<AppendReceipt>, StoreError> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(Arc::clone(&self.waiting));
+        let waiting = Waiting(Arc::clone(&self.waiting));
         let (reply, receipt) = oneshot::channel();
         self.queue
             .send(Job::Append {
@@ -143,7 +170,10 @@ impl AuditWriter {
             })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        receipt.await.map_err(|_| StoreError::WriterStopped)?
+        Ok(Queued {
+            receipt,
+            _waiting: Some(waiting),
+        })
     }
 
     /// Runs `statement` in the writer's next transaction (SQLite) and returns its result
@@ -153,7 +183,39 @@ impl AuditWriter {
     /// The outer error when the batch could not be committed (nothing of it was written) or
     /// the writer stopped; the inner one is the statement's own, its batch committed.
     pub async fn write(&self, statement: Statement) -> Result<Result<u64, sqlx::Error>, StoreError> {
-        let (reply, done) = oneshot::channel();
+        self.queue_write(statement).await?.committed().await
+    }
+
+    /// Runs `statement` and, if it affected a row, appends the event, in one transaction
+    /// (SQLite only); returns once it is durably committed.
+    ///
+    /// # Errors
+    /// When the batch could not be committed (nothing of it was written) or the writer
+    /// stopped.
+    pub async fn write_then_append(
+        &self,
+        statement: Statement,
+        event_json: String,
+        intent_id: String,
+    ) -> Result<Guarded, StoreError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(Arc::clone(&self.waiting));
+        let (reply, receipt) = oneshot::channel();
+        self.queue
+            .send(Job::Guarded {
+                statement: Some(statement),
+                event_json,
+                intent_id,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        receipt.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Queues `statement` (waiting only for room in the queue), as [`Self::queue_append`].
+    pub async fn queue_write(&self, statement: Statement) -> Result<Queued<Result<u64, sqlx::Error>>, StoreError> {
+        let (reply, receipt) = oneshot::channel();
         self.queue
             .send(Job::Write {
                 statement: Some(statement),
@@ -161,7 +223,24 @@ impl AuditWriter {
             })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
+        Ok(Queued {
+            receipt,
+            _waiting: None,
+        })
+    }
+}
+
+/// A job in the writer's queue: what it produces once its batch is committed.
+pub(crate) struct Queued<T> {
+    receipt: oneshot::Receiver<Result<T, StoreError>>,
+    /// Counts a queued append in [`AuditWriter::depth`] until it is settled.
+    _waiting: Option<Waiting>,
+}
+
+impl<T> Queued<T> {
+    /// Waits for the job's batch to commit (or fail).
+    pub(crate) async fn committed(self) -> Result<T, StoreError> {
+        self.receipt.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
@@ -170,6 +249,7 @@ impl std::fmt::Debug for Job {
         match self {
             Self::Append { intent_id, .. } => f.debug_struct("Append").field("intent_id", intent_id).finish(),
             Self::Write { .. } => f.write_str("Write"),
+            Self::Guarded { intent_id, .. } => f.debug_struct("Guarded").field("intent_id", intent_id).finish(),
         }
     }
 }
@@ -178,6 +258,7 @@ impl std::fmt::Debug for Job {
 enum Done {
     Appended(AppendReceipt),
     Wrote(Result<u64, sqlx::Error>),
+    Guarded(Guarded),
 }
 
 /// Where the writer commits.
@@ -207,6 +288,9 @@ async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Job>, failed_at: Arc<AtomicU
                         (Job::Write { reply, .. }, Done::Wrote(result)) => {
                             let _ = reply.send(Ok(result));
                         }
+                        (Job::Guarded { reply, .. }, Done::Guarded(result)) => {
+                            let _ = reply.send(Ok(result));
+                        }
                         (job, _) => fail(job, &StoreError::Encode("the writer mixed up its batch".into())),
                     }
                 }
@@ -229,6 +313,9 @@ fn fail(job: Job, error: &StoreError) {
             let _ = reply.send(Err(error.clone()));
         }
         Job::Write { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Job::Guarded { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
     }
@@ -257,45 +344,77 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<
             Job::Append {
                 event_json, intent_id, ..
             } => {
-                seq += 1;
-                let ts = now_rfc3339();
-                let hash = record_hash(&prev_hash, seq, &ts, event_json);
-                sqlx::query(
-                    "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(seq)
-                .bind(ts)
-                .bind(event_json.as_str())
-                .bind(prev_hash.as_str())
-                .bind(hash.as_str())
-                .bind(intent_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(CONTEXT))?;
-                done.push(Done::Appended(AppendReceipt {
-                    seq,
-                    hash: hash.clone(),
-                }));
-                prev_hash = hash;
+                let receipt = append_sqlite(&mut tx, &mut seq, &mut prev_hash, event_json, intent_id).await?;
+                done.push(Done::Appended(receipt));
             }
             Job::Write { statement, .. } => {
-                let result = match statement.take() {
-                    Some(statement) => statement(&mut tx).await,
-                    None => Ok(0),
+                let result = run_statement(&mut tx, statement.take()).await?;
+                done.push(Done::Wrote(result));
+            }
+            Job::Guarded {
+                statement,
+                event_json,
+                intent_id,
+                ..
+            } => {
+                let result = run_statement(&mut tx, statement.take()).await?;
+                let receipt = match result {
+                    Ok(n) if n > 0 => {
+                        Some(append_sqlite(&mut tx, &mut seq, &mut prev_hash, event_json, intent_id).await?)
+                    }
+                    _ => None,
                 };
-                // A constraint undoes only its statement; any other error (a full disk, an
-                // I/O error) may have rolled back the whole transaction, so the whole batch
-                // fails, as it does when an audit insert fails.
-                match result {
-                    Err(e) if !is_constraint(&e) => return Err(StoreError::db(CONTEXT)(e)),
-                    result => done.push(Done::Wrote(result)),
-                }
+                done.push(Done::Guarded((result, receipt)));
             }
         }
     }
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
     Ok(done)
+}
+
+/// Appends one event after `prev_hash` as number `seq + 1`, and moves both on.
+async fn append_sqlite(
+    tx: &mut SqliteConnection,
+    seq: &mut i64,
+    prev_hash: &mut String,
+    event_json: &str,
+    intent_id: &str,
+) -> Result<AppendReceipt, StoreError> {
+    *seq += 1;
+    let ts = now_rfc3339();
+    let hash = record_hash(prev_hash, *seq, &ts, event_json);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(*seq)
+    .bind(ts)
+    .bind(event_json)
+    .bind(prev_hash.as_str())
+    .bind(hash.as_str())
+    .bind(intent_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(CONTEXT))?;
+    *prev_hash = hash.clone();
+    Ok(AppendReceipt { seq: *seq, hash })
+}
+
+/// Runs a queued statement. A constraint undoes only its statement and is its caller's
+/// result; any other error (a full disk, an I/O error) may have rolled back the whole
+/// transaction, so the whole batch fails, as it does when an audit insert fails.
+async fn run_statement(
+    tx: &mut SqliteConnection,
+    statement: Option<Statement>,
+) -> Result<Result<u64, sqlx::Error>, StoreError> {
+    let result = match statement {
+        Some(statement) => statement(tx).await,
+        None => Ok(0),
+    };
+    match result {
+        Err(e) if !is_constraint(&e) => Err(StoreError::db(CONTEXT)(e)),
+        result => Ok(result),
+    }
 }
 
 /// Whether `e` is a constraint violation, which SQLite undoes by itself, statement only.

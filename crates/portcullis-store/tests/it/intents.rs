@@ -142,3 +142,102 @@ async fn finishing_an_intent_records_its_outcome(db: TestDb) {
     assert_eq!(err.to_string(), format!("intent `{missing}` does not exist"));
 }
 on_both!(finishing_an_intent_records_its_outcome);
+
+fn decided_event(intent: &NewIntent) -> portcullis_core::AuditEvent {
+    portcullis_core::AuditEvent {
+        actor: None,
+        kind: portcullis_core::AuditKind::Decided,
+        intent_id: intent.id.clone(),
+        agent: intent.agent.clone(),
+        action: Some(intent.action.clone()),
+        payload_sha256: Some(intent.payload_sha256.clone()),
+        decision: None,
+        dry_run: false,
+        detail: json!({}),
+    }
+}
+
+/// An intent's first record and its `decided` event are written together, or neither when
+/// the key is taken; racing retries on two instances still start exactly once, and the
+/// chain holds exactly the winners' events.
+async fn an_intent_and_its_decision_are_recorded_together_or_not_at_all(db: TestDb) {
+    use portcullis_store::Began;
+    let stores = [db.open().await, db.open().await];
+    let handles: Vec<_> = (0..16u8)
+        .map(|i| {
+            let store = stores[usize::from(i % 2)].clone();
+            tokio::spawn(async move {
+                let new = new_intent(i, "bot", Some("refund-7"));
+                let event = decided_event(&new);
+                (new.id.clone(), store.begin_decided_intent(&new, &event).await)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut held_by = HashSet::new();
+    for h in handles {
+        match h.await.unwrap() {
+            (id, Ok(Began::Decided(receipt))) => {
+                assert!(receipt.seq >= 1);
+                winners.push(id);
+            }
+            (_, Ok(Began::Existing(record))) => {
+                held_by.insert(record.id);
+            }
+            (_, other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one retry starts");
+    assert_eq!(held_by.len(), 1);
+    assert!(held_by.contains(&winners[0]));
+    // A key-less intent always starts.
+    let free = new_intent(100, "bot", None);
+    assert!(matches!(
+        stores[0]
+            .begin_decided_intent(&free, &decided_event(&free))
+            .await
+            .unwrap(),
+        Began::Decided(_)
+    ));
+    let store = &stores[0];
+    for id in [&winners[0], &free.id] {
+        assert_eq!(store.audit_events_of(id).await.unwrap().len(), 1, "{id}");
+        assert!(store.get_intent(id).await.unwrap().is_some());
+    }
+    // The losers left no event and no record.
+    for i in 0..16u8 {
+        let id = new_intent(i, "bot", None).id;
+        if id != winners[0] {
+            assert!(store.audit_events_of(&id).await.unwrap().is_empty());
+            assert!(store.get_intent(&id).await.unwrap().is_none());
+        }
+    }
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok && report.events == 2, "{report:?}");
+}
+on_both!(an_intent_and_its_decision_are_recorded_together_or_not_at_all);
+
+/// The outcome event and the final state, queued back to back, both land.
+async fn an_outcome_and_the_final_state_are_recorded_in_order(db: TestDb) {
+    let store = db.open().await;
+    let new = new_intent(1, "bot", Some("k"));
+    assert_eq!(store.begin_intent(&new).await.unwrap(), Begin::Started);
+    let mut outcome = decided_event(&new);
+    outcome.kind = portcullis_core::AuditKind::Outcome;
+    let (appended, finished) = store
+        .append_then_finish_intent(&outcome, "executed", &json!({"status": "executed"}))
+        .await;
+    assert_eq!(appended.unwrap().seq, 1);
+    finished.unwrap();
+    let record = store.get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(record.status, "executed");
+    assert_eq!(record.response, json!({"status": "executed"}));
+    // An intent that doesn't exist: the event is still appended, the update finds nothing.
+    let ghost = new_intent(2, "bot", None);
+    let mut outcome = decided_event(&ghost);
+    outcome.kind = portcullis_core::AuditKind::Outcome;
+    let (appended, finished) = store.append_then_finish_intent(&outcome, "executed", &json!({})).await;
+    assert_eq!(appended.unwrap().seq, 2);
+    assert!(matches!(finished, Err(StoreError::NotFound { .. })), "{finished:?}");
+}
+on_both!(an_outcome_and_the_final_state_are_recorded_in_order);
