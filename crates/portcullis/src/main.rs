@@ -17,6 +17,12 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc instead of glibc's malloc: an intent allocates and frees thousands of small
+/// values across the runtime's threads, and glibc's allocator was about a sixth of the CPU
+/// an intent cost (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // `serve` starts logging once it has read the configuration (format, level, traces).
