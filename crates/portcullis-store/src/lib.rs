@@ -174,6 +174,10 @@ impl Store {
         let pool = busy_retry(|| {
             SqlitePoolOptions::new()
                 .max_connections(SQLITE_POOL_SIZE)
+                // sqlx pings a connection before lending it by default, a round trip to the
+                // connection's worker thread on every read. A SQLite connection is a file
+                // handle in this process: it can't have been hung up on while idle.
+                .test_before_acquire(false)
                 .connect_with(options.clone())
         })
         .await
