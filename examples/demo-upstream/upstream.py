@@ -11,6 +11,7 @@ credential arrived, exactly once. Endpoints:
   GET  /customer           a customer record full of personal data and a pasted
                            access key, with the email also in an `X-Contact` header
   POST /echo               answers with the JSON body it received
+  POST …?delay=N           any POST answers after N seconds (at most 10), once recorded
   GET  /slow?seconds=N     answers after N seconds (at most 10)
   GET  /leak               echoes the Authorization header in the body and `X-Echo`
   GET  /redirect?to=URL&status=N
@@ -113,6 +114,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         entry = self._record()
+        # `?delay=N`: answers after N seconds (at most 10), so that a test can kill the
+        # gateway while calls it made are still in flight.
+        delay = urllib.parse.parse_qs(entry["query"]).get("delay", ["0"])[0]
+        try:
+            time.sleep(min(max(float(delay), 0.0), 10.0))
+        except ValueError:
+            pass
         if entry["path"] == "/echo":
             # Sends back whatever JSON it received.
             try:
@@ -143,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    # A listen backlog for bursts: the default of 5 makes connections beyond it wait for
+    # SYN retries (a second or more) while slow answers hold the handler threads.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port = server.server_address[1]
     if len(sys.argv) > 1:

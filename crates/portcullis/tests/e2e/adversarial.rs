@@ -1483,7 +1483,10 @@ fn burst_intent(i: usize) -> Value {
 }
 
 /// A burst of intents, each with its own idempotency key, and the gateway killed with
-/// SIGKILL once a third of them reached the upstream.
+/// SIGKILL once a third of them reached the upstream. The upstream answers each call after
+/// 300 ms, so that the burst is still on its way when the kill lands: the killer learns of
+/// the upstream's requests by polling it, and without the delay a gateway fast enough
+/// answered the whole burst before the kill arrived, three times in a row.
 struct Burst {
     env: Env,
     token: String,
@@ -1511,6 +1514,9 @@ impl Burst {
             "portcullis.yaml",
             &fixtures::CONFIG.replace("timeout_ms: 5000", "timeout_ms: 2000\n  connect_timeout_ms: 500"),
         );
+        let slow = fixtures::TICKETS.replace("UPSTREAM_PORT/tickets\n", "UPSTREAM_PORT/tickets?delay=0.3\n");
+        assert_ne!(slow, fixtures::TICKETS, "the tickets action's URL changed");
+        env.write("actions/tickets.yaml", &slow);
         let token = env.add_agent(AGENT);
         let gateway = env.serve();
         let before = std::thread::scope(|scope| {
