@@ -2,7 +2,7 @@
 //! [`Config`] with paths resolved against the config file's directory.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -447,6 +447,13 @@ pub struct RawEgress {
     /// loopback or otherwise internal. Empty by default: only public addresses.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Fixed addresses for host names, like curl's `--resolve`, e.g.
+    /// `api.internal.example: [10.20.0.7]`. A name listed here is never looked up in DNS;
+    /// its addresses are checked like any DNS answer (every one must be public or in
+    /// `allow`, else the name is refused) and are the only ones connected to. Names are
+    /// matched case-insensitively, with or without a trailing dot. Empty by default.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<String>>,
     /// Connect timeout in milliseconds. Default 5000.
     #[serde(default)]
     pub connect_timeout_ms: Option<u64>,
@@ -830,8 +837,10 @@ impl Config {
                 Err(e) => report(a, format!("`egress.allow` entry `{a}`: {e}")),
             }
         }
+        let hosts = egress_hosts(&raw.egress.hosts, &mut report);
         let egress = EgressConfig {
             allow,
+            hosts,
             connect_timeout: Duration::from_millis(raw.egress.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)),
             timeout: Duration::from_millis(raw.egress.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
             max_response_bytes: raw.egress.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
@@ -1168,6 +1177,77 @@ fn field_name(kind: &str) -> &'static str {
     }
 }
 
+/// `egress.hosts`, names normalized (lowercase, no trailing dot) and every address parsed.
+fn egress_hosts(
+    raw: &BTreeMap<String, Vec<String>>,
+    report: &mut dyn FnMut(&str, String),
+) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut hosts = BTreeMap::new();
+    for (written, addrs) in raw {
+        let name = written.strip_suffix('.').unwrap_or(written).to_ascii_lowercase();
+        if let Err(why) = pinnable_name(&name) {
+            report(written, format!("`egress.hosts` name `{written}` {why}"));
+            continue;
+        }
+        if addrs.is_empty() {
+            report(written, format!("`egress.hosts` entry `{written}` lists no address"));
+            continue;
+        }
+        let mut parsed = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            match a.parse::<IpAddr>() {
+                Ok(ip) => parsed.push(ip),
+                Err(_) => report(
+                    a,
+                    format!(
+                        "`egress.hosts` entry `{written}`: `{a}` is not an IP address like `10.0.0.7` or `fd00::7`"
+                    ),
+                ),
+            }
+        }
+        if parsed.len() != addrs.len() {
+            continue;
+        }
+        if hosts.insert(name.clone(), parsed).is_some() {
+            report(
+                written,
+                format!(
+                    "`egress.hosts` names `{name}` twice (names are matched case-insensitively, with or without a final dot)"
+                ),
+            );
+        }
+    }
+    hosts
+}
+
+/// Whether `name` (lowercase, no trailing dot) is a host name a URL can carry as a name:
+/// ASCII labels of letters, digits, `-` and `_`, not a spelling of an IP address (which
+/// would never be resolved, so an entry for it could only mislead).
+fn pinnable_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a host name");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.is_ascii() {
+        return Err("is not ASCII: write an international name in its `xn--` form");
+    }
+    if !labels.iter().all(label_ok) {
+        return Err("is not a host name");
+    }
+    // A URL reads a host whose last label is a number (`127.1`, `0x7f`) as an IPv4 address.
+    let last = labels.last().copied().unwrap_or_default();
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if last.bytes().all(|b| b.is_ascii_digit()) || hex {
+        return Err("is an IP address, not a name");
+    }
+    Ok(())
+}
+
 fn expand(dir: &Path, key: &str, patterns: &[String], report: &mut dyn FnMut(&str, String)) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for pat in patterns {
@@ -1214,5 +1294,31 @@ mod tests {
             mcp.allowed_origins,
             ["https://agents.example.com:443", "http://a.example:8080"]
         );
+    }
+
+    #[test]
+    fn egress_hosts_are_normalized_and_every_bad_entry_is_reported() {
+        let src = "egress:\n  hosts:\n    Api.Internal.Example.: [10.20.0.7, \"fd00::7\"]\n    \
+                   ok.test: [127.0.0.1]\n    empty.test: []\n    bad.test: [10.0.0.1, \"[::1]\", nowhere]\n    \
+                   \"127.1\": [127.0.0.1]\n    OK.test.: [127.0.0.2]\n    \"a/b\": [127.0.0.1]\n";
+        let (config, problems) = Config::parse_all(Path::new("portcullis.yaml"), src);
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let expected = [
+            "`egress.hosts` name `127.1` is an IP address, not a name",
+            "`egress.hosts` names `ok.test` twice",
+            "`egress.hosts` name `a/b` is not a host name",
+            "`egress.hosts` entry `bad.test`: `[::1]` is not an IP address",
+            "`egress.hosts` entry `bad.test`: `nowhere` is not an IP address",
+            "`egress.hosts` entry `empty.test` lists no address",
+        ];
+        assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+        for e in expected {
+            assert!(messages.iter().any(|m| m.contains(e)), "`{e}` not in {messages:#?}");
+        }
+        let hosts = config.map(|c| c.egress.hosts).unwrap_or_default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(hosts["api.internal.example"], [ip("10.20.0.7"), ip("fd00::7")]);
+        assert_eq!(hosts["ok.test"].len(), 1);
+        assert!(!hosts.contains_key("bad.test") && !hosts.contains_key("empty.test"));
     }
 }

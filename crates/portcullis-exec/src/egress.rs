@@ -6,7 +6,9 @@
 //! in size. reqwest never follows a redirect: a prepared request whose action enables redirects
 //! is followed hop by hop here, each hop through the same guard ([`crate::redirect`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,10 @@ pub struct EgressConfig {
     /// Networks allowed even though [`crate::net::forbidden_reason`] refuses them, e.g. an
     /// internal API at `10.20.0.0/16`. Empty by default.
     pub allow: Vec<IpNet>,
+    /// Fixed answers for host names, as curl's `--resolve` gives them: a name here is never
+    /// looked up, and its addresses are checked like any DNS answer (one forbidden address
+    /// refuses them all). Keys are lowercase, without a trailing dot. Empty by default.
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Time allowed for name resolution, TCP connect and TLS handshake.
     pub connect_timeout: Duration,
     /// Time allowed for the whole exchange, reading the response body included.
@@ -52,6 +58,7 @@ impl Default for EgressConfig {
     fn default() -> Self {
         Self {
             allow: Vec::new(),
+            hosts: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -125,7 +132,7 @@ impl Egress {
         if config.connect_timeout.is_zero() || config.timeout.is_zero() {
             return Err(ExecError::Client("timeouts must be greater than zero".to_owned()));
         }
-        let guard = Arc::new(Guard::new(config.allow.clone()));
+        let guard = Arc::new(Guard::new(config.allow.clone(), config.hosts.clone()));
         let client = Client::builder()
             .tls_backend_preconfigured(tls::client_config(&config.extra_roots)?)
             .dns_resolver(GuardResolver::new(Arc::clone(&guard)))
@@ -346,6 +353,7 @@ mod tests {
     fn defaults_are_the_documented_limits() {
         let config = EgressConfig::default();
         assert!(config.allow.is_empty());
+        assert!(config.hosts.is_empty());
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.max_response_bytes, 10 * 1024 * 1024);

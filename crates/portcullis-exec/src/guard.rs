@@ -3,8 +3,11 @@
 //!
 //! hyper skips the resolver for IP-literal hosts, so those are checked here before the request
 //! is handed to reqwest; names are resolved by [`GuardResolver`], which hands reqwest only
-//! addresses it has checked, so the address connected to is the address judged.
+//! addresses it has checked, so the address connected to is the address judged. A name the
+//! operator pinned (`egress.hosts`) is answered from that map instead of the system resolver;
+//! the answer is checked all the same.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -15,10 +18,11 @@ use crate::error::ExecError;
 use crate::net::{IpNet, forbidden_reason};
 
 /// The address policy: refuse what [`forbidden_reason`] refuses, unless an allowed network
-/// contains it.
+/// contains it. Names in `hosts` resolve to their listed addresses, never through DNS.
 #[derive(Debug)]
 pub(crate) struct Guard {
     allow: Vec<IpNet>,
+    hosts: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Why the guard refused a name; travels through reqwest's error chain from the resolver.
@@ -42,8 +46,9 @@ impl GuardError {
 }
 
 impl Guard {
-    pub(crate) fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+    /// `hosts` keys are lowercase names without a trailing dot, as the config writes them.
+    pub(crate) fn new(allow: Vec<IpNet>, hosts: BTreeMap<String, Vec<IpAddr>>) -> Self {
+        Self { allow, hosts }
     }
 
     /// Why `ip` may not be called, or `None` if it may.
@@ -75,11 +80,25 @@ impl Guard {
         }
     }
 
-    /// Resolves `host` and checks every address: one forbidden address refuses the answer.
+    /// Resolves `host` (from the pinned `hosts` when it is there, else through the system
+    /// resolver) and checks every address: one forbidden address refuses the answer.
     pub(crate) async fn resolve(&self, host: &str) -> Result<Vec<SocketAddr>, GuardError> {
+        if let Some(pinned) = self.pinned(host) {
+            return self.check_answer(host, pinned.iter().map(|ip| SocketAddr::new(*ip, 0)).collect());
+        }
         let no_address = || GuardError::NoAddress { host: host.to_owned() };
         let addrs = tokio::net::lookup_host((host, 0)).await.map_err(|_| no_address())?;
         self.check_answer(host, addrs.collect())
+    }
+
+    /// The operator's fixed answer for `host`, matched as DNS does: case-insensitively, and
+    /// with or without the trailing dot of a fully qualified name.
+    fn pinned(&self, host: &str) -> Option<&Vec<IpAddr>> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        self.hosts.get(&name)
     }
 
     /// Checks a DNS answer. A mix of public and forbidden addresses is refused as a whole:
@@ -135,7 +154,42 @@ mod tests {
     use super::*;
 
     fn guard(allow: &[&str]) -> Guard {
-        Guard::new(allow.iter().map(|n| n.parse().unwrap()).collect())
+        Guard::new(allow.iter().map(|n| n.parse().unwrap()).collect(), BTreeMap::new())
+    }
+
+    /// A guard allowing `allow`, with `hosts` pinned.
+    fn pinning(allow: &[&str], hosts: &[(&str, &[&str])]) -> Guard {
+        let hosts = hosts
+            .iter()
+            .map(|(name, ips)| ((*name).to_owned(), ips.iter().map(|ip| ip.parse().unwrap()).collect()))
+            .collect();
+        Guard::new(allow.iter().map(|n| n.parse().unwrap()).collect(), hosts)
+    }
+
+    #[tokio::test]
+    async fn a_pinned_name_resolves_to_its_addresses_and_is_checked_like_any_answer() {
+        let g = pinning(
+            &["127.0.0.1/32"],
+            &[
+                ("ok.test", &["127.0.0.1"]),
+                ("private.test", &["127.0.0.1", "10.0.0.5"]),
+                ("public.test", &["93.184.215.14"]),
+            ],
+        );
+        // Matched as DNS matches names; `localhost` would resolve, so the map really answered.
+        for name in ["ok.test", "OK.Test", "ok.test."] {
+            assert_eq!(g.resolve(name).await.unwrap(), addrs(&["127.0.0.1"]), "{name}");
+        }
+        assert_eq!(g.resolve("public.test").await.unwrap(), addrs(&["93.184.215.14"]));
+        let err = g.resolve("private.test").await.unwrap_err();
+        assert_eq!(err.to_string(), "destination `private.test` is not allowed: private");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_is_not_pinned_goes_to_the_system_resolver() {
+        let g = pinning(&[], &[("ok.test", &["93.184.215.14"])]);
+        let err = g.resolve("localhost").await.unwrap_err();
+        assert_eq!(err.to_string(), "destination `localhost` is not allowed: loopback");
     }
 
     fn addrs(list: &[&str]) -> Vec<SocketAddr> {

@@ -20,7 +20,7 @@ fn egress(allow: &[&str]) -> Egress {
         connect_timeout: Duration::from_secs(1),
         timeout: Duration::from_secs(2),
         max_response_bytes: 1024,
-        extra_roots: Vec::new(),
+        ..EgressConfig::default()
     })
     .unwrap()
 }
@@ -163,6 +163,42 @@ async fn a_name_resolving_to_loopback_is_refused_by_the_resolver() {
         .await
         .unwrap();
     assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
+}
+
+/// Names pinned in `egress.hosts` go through the client's resolver like DNS answers: the
+/// allowed one is connected to at the pinned address, and an answer holding a forbidden
+/// address is refused whole. 127.0.0.1 comes first in each, so a guard that let a mixed
+/// answer through would connect to this server and the test would see it.
+#[tokio::test]
+async fn pinned_names_are_answered_from_the_map_and_checked_as_a_whole() {
+    let mut server = Server::start(ok_response()).await;
+    let pin = |ips: &[&str]| ips.iter().map(|ip| ip.parse().unwrap()).collect::<Vec<_>>();
+    let egress = Egress::new(EgressConfig {
+        allow: vec!["127.0.0.1/32".parse().unwrap()],
+        hosts: [
+            ("ok.test".to_owned(), pin(&["127.0.0.1"])),
+            ("private.test".to_owned(), pin(&["127.0.0.1", "10.0.0.5"])),
+            ("mixed.test".to_owned(), pin(&["127.0.0.1", "127.0.0.2"])),
+        ]
+        .into(),
+        connect_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        ..EgressConfig::default()
+    })
+    .unwrap();
+    for (name, reason) in [("private.test", "private"), ("mixed.test", "loopback")] {
+        let url = server.url_as(name, "/");
+        assert_denied(egress.dangerous().send(get(url.clone())).await, name, reason);
+        assert_denied(egress.check_destination(&url).await, name, reason);
+    }
+    assert!(server.received().is_empty());
+    let response = egress
+        .dangerous()
+        .send(get(server.url_as("OK.test", "/")))
+        .await
+        .unwrap();
+    assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(server.received().len(), 1);
 }
 
 #[tokio::test]

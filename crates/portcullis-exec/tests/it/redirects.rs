@@ -30,7 +30,7 @@ fn egress() -> Egress {
         connect_timeout: Duration::from_secs(1),
         timeout: Duration::from_secs(3),
         max_response_bytes: 4096,
-        extra_roots: Vec::new(),
+        ..EgressConfig::default()
     })
     .unwrap()
 }
