@@ -59,24 +59,40 @@ impl Store {
         self.writer.depth()
     }
 
-    /// The audit events of one intent, in log order.
+    /// The audit events of one intent, in log order. Crash recovery decides with them
+    /// whether an interrupted intent ran, so none may be missed.
+    ///
+    /// Events are found by their `intent_id` column (schema version 7), and also among the
+    /// rows whose column is NULL: a gateway of an older version still running after
+    /// `portcullis migrate` writes them so (during a rolling upgrade). Those are matched
+    /// on the event's own `intent_id`, first by a substring of the canonical JSON, then
+    /// exactly. Once no older instance runs there are no such rows, and the index answers
+    /// both halves of the query.
     ///
     /// # Errors
     /// When the query fails or a stored event is not an audit event.
     pub async fn audit_events_of(&self, intent: &portcullis_core::IntentId) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<(i64, String)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT seq, event FROM audit_events WHERE intent_id = $1 ORDER BY seq"
+        // Canonical JSON has no spaces, and an intent id needs no escaping. `_` in an id is
+        // a `LIKE` wildcard: it can only let more rows through to the exact check below.
+        let pattern = format!("%\"intent_id\":\"{intent}\"%");
+        let rows: Vec<(i64, String, Option<String>)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT seq, event, intent_id FROM audit_events \
+             WHERE intent_id = $1 OR (intent_id IS NULL AND event LIKE $2) ORDER BY seq"
         )
         .bind(intent.as_str())
+        .bind(pattern.as_str())
         .fetch_all(pool)
         .await)
         .map_err(StoreError::db("reading an intent's audit events"))?;
-        rows.into_iter()
-            .map(|(seq, event)| {
-                serde_json::from_str(&event)
-                    .map_err(|e| StoreError::corrupt(READ_CONTEXT, format!("audit event {seq}"), e))
-            })
-            .collect()
+        let mut events = Vec::with_capacity(rows.len());
+        for (seq, event, indexed) in rows {
+            let event: AuditEvent = serde_json::from_str(&event)
+                .map_err(|e| StoreError::corrupt(READ_CONTEXT, format!("audit event {seq}"), e))?;
+            if indexed.is_some() || event.intent_id == *intent {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 
     /// Whether audit events can be written: the writer runs, and no batch failed in the last 10 s

@@ -190,6 +190,82 @@ impl Store {
         finished(id, self.write(FINISH_INTENT, args).await?)
     }
 
+    /// Sets an intent's status and response only if its status is still `from`; true when
+    /// this call moved it. Of several concurrent calls for one intent, at most one moves it.
+    ///
+    /// # Errors
+    /// When the statement fails.
+    pub async fn finish_intent_if(
+        &self,
+        id: &IntentId,
+        from: &str,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let mut args = finish_args(id, status, response)?;
+        args.push(Some(from.to_owned()));
+        let moved = self
+            .write(FINISH_INTENT_IF, args)
+            .await?
+            .map_err(StoreError::db("finishing an intent"))?;
+        Ok(moved > 0)
+    }
+
+    /// Settles an intent still `executing` (its instance stopped mid-execution) with
+    /// `status` and `response`, and appends `event` (its `outcome`), atomically: both are
+    /// written in one transaction, and only when the intent was still `executing`. Returns
+    /// the event's receipt, or `None` when the intent had already left `executing` (another
+    /// instance settled it first, or its own instance finished it): then nothing is written.
+    ///
+    /// Every instance looks for interrupted intents, so several may settle the same one at
+    /// once; the conditional update decides which of them writes the one `outcome` event.
+    ///
+    /// # Errors
+    /// When nothing could be written.
+    pub async fn settle_intent(
+        &self,
+        event: &AuditEvent,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<Option<AppendReceipt>, StoreError> {
+        const CONTEXT: &str = "settling an interrupted intent";
+        let id = &event.intent_id;
+        let event_json = crate::audit::canonical_event(event)?;
+        let mut args = finish_args(id, status, response)?;
+        args.push(Some(EXECUTING.to_owned()));
+        let pool = match &self.pool {
+            crate::Pool::Postgres(pool) => pool,
+            crate::Pool::Sqlite(_) => {
+                let statement = crate::statement(FINISH_INTENT_IF, args);
+                let (moved, receipt) = self
+                    .writer
+                    .write_then_append(statement, event_json, id.as_str().to_owned())
+                    .await?;
+                moved.map_err(StoreError::db(CONTEXT))?;
+                return Ok(receipt);
+            }
+        };
+        // The update row-locks the intent until commit: a concurrent settle of the same
+        // intent waits, then finds it no longer `executing` and moves nothing.
+        let mut tx = pool.begin().await.map_err(StoreError::db(CONTEXT))?;
+        let mut query = sqlx::query(FINISH_INTENT_IF);
+        for arg in args {
+            query = query.bind(arg);
+        }
+        let moved = query
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(CONTEXT))?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(StoreError::db(CONTEXT))?;
+            return Ok(None);
+        }
+        let receipt = crate::writer::append_postgres_in(&mut tx, &event_json, id.as_str()).await?;
+        tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+        Ok(Some(receipt))
+    }
+
     /// Appends an intent's `outcome` event, then records its final state, and returns what
     /// became of each. On SQLite both are queued to the audit writer back to back: they
     /// usually share one commit (one wait instead of two), and the state is never committed
@@ -299,6 +375,13 @@ fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, 
 }
 
 const FINISH_INTENT: &str = "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4";
+
+/// [`FINISH_INTENT`] only from status `$5`.
+const FINISH_INTENT_IF: &str =
+    "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4 AND status = $5";
+
+/// The status of an intent between its decision and its outcome.
+const EXECUTING: &str = "executing";
 
 fn finish_args(id: &IntentId, status: &str, response: &serde_json::Value) -> Result<Vec<Option<String>>, StoreError> {
     let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;

@@ -439,16 +439,7 @@ const PG_STATEMENT_BYTES: usize = 12 * 1024;
 /// dropping a dead connection; an instance that crashes mid-batch blocks nobody.
 async fn write_postgres(pool: &PgPool, batch: &[Job]) -> Result<Vec<Done>, StoreError> {
     let mut tx = pool.begin().await.map_err(StoreError::db(CONTEXT))?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(CONTEXT))?;
-    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(CONTEXT))?;
-    let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let (mut seq, mut prev_hash) = locked_head_postgres(&mut tx).await?;
     let mut rows = Rows::default();
     let mut receipts = Vec::with_capacity(batch.len());
     for job in batch {
@@ -478,6 +469,45 @@ async fn write_postgres(pool: &PgPool, batch: &[Job]) -> Result<Vec<Done>, Store
     rows.insert(&mut tx).await?;
     tx.commit().await.map_err(StoreError::db(CONTEXT))?;
     Ok(receipts)
+}
+
+/// Takes the audit lock for the rest of `tx` and reads the chain head: the sequence number
+/// and hash the next event follows.
+async fn locked_head_postgres(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(i64, String), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::db(CONTEXT))?;
+    Ok(head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())))
+}
+
+/// Appends one event inside the caller's transaction on PostgreSQL, under the same lock as
+/// the writer's batches, so that it commits (or rolls back) together with the caller's
+/// other writes. For the rare writes whose event must depend on them atomically (settling
+/// an interrupted intent); everything else goes through the batching writer.
+pub(crate) async fn append_postgres_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event_json: &str,
+    intent_id: &str,
+) -> Result<AppendReceipt, StoreError> {
+    let (seq, prev_hash) = locked_head_postgres(tx).await?;
+    let mut rows = Rows::default();
+    let seq = seq + 1;
+    let ts = now_rfc3339();
+    let hash = record_hash(&prev_hash, seq, &ts, event_json);
+    rows.seqs.push(seq);
+    rows.stamps.push(ts);
+    rows.events.push(event_json);
+    rows.intents.push(intent_id);
+    rows.prevs.push(prev_hash);
+    rows.hashes.push(hash.clone());
+    rows.insert(tx).await?;
+    Ok(AppendReceipt { seq, hash })
 }
 
 /// Audit rows gathered for one multi-row `INSERT`.

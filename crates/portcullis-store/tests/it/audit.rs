@@ -321,3 +321,33 @@ async fn an_intents_events_are_found_by_its_id_in_log_order(db: TestDb) {
     assert!(store.audit_events_of(&none).await.unwrap().is_empty());
 }
 on_both!(an_intents_events_are_found_by_its_id_in_log_order);
+
+/// During a rolling upgrade a gateway of schema version 6 or older, still running after
+/// `portcullis migrate`, appends events with no `intent_id` column. Crash recovery must still
+/// find them: missing an intent's `decided` event would make it free the idempotency key of
+/// an intent that may have run, and a retry would run it again.
+async fn an_intents_events_written_by_an_older_instance_are_still_found(db: TestDb) {
+    let store = db.open().await;
+    append_n(&store, 300).await;
+    let mine = event(7).intent_id;
+    // Another intent whose id differs from this one only where `LIKE` sees a wildcard.
+    let mut twin = event(7);
+    twin.intent_id = portcullis_core::IntentId::new(mine.as_str().replacen('_', "-", 1)).unwrap();
+    store.append(&twin).await.unwrap();
+    // What an older instance writes: the column left NULL, here on every row.
+    db.tamper("UPDATE audit_events SET intent_id = NULL").await;
+    assert_eq!(store.audit_events_of(&mine).await.unwrap(), vec![event(7), event(263)]);
+    assert_eq!(store.audit_events_of(&twin.intent_id).await.unwrap(), vec![twin]);
+    // Mixed: the older instance wrote the decision, a newer one the outcome.
+    let mut outcome = event(7);
+    outcome.kind = portcullis_core::AuditKind::Outcome;
+    store.append(&outcome).await.unwrap();
+    assert_eq!(
+        store.audit_events_of(&mine).await.unwrap(),
+        vec![event(7), event(263), outcome]
+    );
+    // An id that is a prefix of another's matches nothing.
+    let prefix = portcullis_core::IntentId::new(&mine.as_str()[..10]).unwrap();
+    assert!(store.audit_events_of(&prefix).await.unwrap().is_empty());
+}
+on_both!(an_intents_events_written_by_an_older_instance_are_still_found);

@@ -241,3 +241,128 @@ async fn an_outcome_and_the_final_state_are_recorded_in_order(db: TestDb) {
     assert!(matches!(finished, Err(StoreError::NotFound { .. })), "{finished:?}");
 }
 on_both!(an_outcome_and_the_final_state_are_recorded_in_order);
+
+/// An interrupted intent found by every surviving instance at once is settled once: of
+/// many concurrent settles, on two store handles (two instances), exactly one moves it out
+/// of `executing` and appends its `outcome` event; the others write nothing.
+async fn concurrent_settles_of_one_intent_write_exactly_one_outcome(db: TestDb) {
+    const SETTLERS: usize = 12;
+    let stores = [db.open().await, db.open().await];
+    let new = new_intent(1, "bot", Some("nightly"));
+    let decided = decided_event(&new);
+    assert!(matches!(
+        stores[0].begin_decided_intent(&new, &decided).await.unwrap(),
+        portcullis_store::Began::Decided(_)
+    ));
+    let mut outcome = decided_event(&new);
+    outcome.kind = portcullis_core::AuditKind::Outcome;
+    outcome.detail = json!({"status": "outcome_unknown"});
+    let handles: Vec<_> = (0..SETTLERS)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let outcome = outcome.clone();
+            tokio::spawn(async move {
+                store
+                    .settle_intent(&outcome, "outcome_unknown", &json!({"settled_by": i}))
+                    .await
+            })
+        })
+        .collect();
+    let mut settled_by = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.await.unwrap().unwrap().is_some() {
+            settled_by.push(i);
+        }
+    }
+    assert_eq!(settled_by.len(), 1, "exactly one settle took: {settled_by:?}");
+    let record = stores[1].get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(record.status, "outcome_unknown");
+    assert_eq!(
+        record.response,
+        json!({"settled_by": settled_by[0]}),
+        "the winner's response"
+    );
+    let events = stores[1].audit_events_of(&new.id).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [portcullis_core::AuditKind::Decided, portcullis_core::AuditKind::Outcome],
+        "one decision, one outcome"
+    );
+    // Settled is final: a later settle (a survivor whose list was stale) writes nothing.
+    assert!(
+        stores[0]
+            .settle_intent(&outcome, "outcome_unknown", &json!({}))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(stores[0].audit_events_of(&new.id).await.unwrap().len(), 2);
+    let report = stores[0].verify_audit().await.unwrap();
+    assert!(report.ok && report.events == 2, "{report:?}");
+}
+on_both!(concurrent_settles_of_one_intent_write_exactly_one_outcome);
+
+/// A settle of an intent that already left `executing` (its own instance finished it) writes
+/// nothing and keeps the stored result.
+async fn a_settle_never_replaces_a_finished_intent(db: TestDb) {
+    let store = db.open().await;
+    let new = new_intent(2, "bot", None);
+    assert_eq!(store.begin_intent(&new).await.unwrap(), Begin::Started);
+    store
+        .finish_intent(&new.id, "executed", &json!({"ok": true}))
+        .await
+        .unwrap();
+    let mut outcome = decided_event(&new);
+    outcome.kind = portcullis_core::AuditKind::Outcome;
+    assert!(
+        store
+            .settle_intent(&outcome, "outcome_unknown", &json!({}))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let record = store.get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status.as_str(), record.response),
+        ("executed", json!({"ok": true}))
+    );
+    assert!(store.audit_events_of(&new.id).await.unwrap().is_empty());
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+}
+on_both!(a_settle_never_replaces_a_finished_intent);
+
+/// A conditional move of an intent's status: of concurrent moves out of one status (a
+/// start-up failing a claimed hold's intent, the claiming instance marking it `executing`),
+/// exactly one takes.
+async fn concurrent_conditional_moves_take_once(db: TestDb) {
+    let stores = [db.open().await, db.open().await];
+    let mut new = new_intent(3, "bot", None);
+    new.status = "pending_approval".into();
+    assert_eq!(stores[0].begin_intent(&new).await.unwrap(), Begin::Started);
+    let handles: Vec<_> = (0..10usize)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let id = new.id.clone();
+            let to = if i % 2 == 0 { "failed" } else { "executing" };
+            tokio::spawn(async move {
+                let moved = store
+                    .finish_intent_if(&id, "pending_approval", to, &json!({"by": i}))
+                    .await;
+                (i, to, moved.unwrap())
+            })
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for h in handles {
+        let (i, to, took) = h.await.unwrap();
+        if took {
+            moved.push((i, to));
+        }
+    }
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let record = stores[1].get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(record.status, moved[0].1);
+    assert_eq!(record.response, json!({"by": moved[0].0}));
+}
+on_both!(concurrent_conditional_moves_take_once);
