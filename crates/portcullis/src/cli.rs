@@ -444,58 +444,138 @@ async fn secret(path: &Path, cmd: SecretCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Passes over the store before the rotation gives up on secrets that keep being stored
+/// under another key (a gateway still running with the previous `master_key` writing a
+/// rotated OAuth2 refresh token, say).
+const ROTATION_PASSES: usize = 3;
+
 /// Re-encrypts every secret not yet sealed by the current master key. Each secret is one
 /// conditional update, so an interruption leaves every secret readable with the keyring,
-/// and a second run finishes the job. A secret no configured key opens is reported and left
-/// as it is.
+/// and a second run finishes the job. After each pass every secret's key version is read
+/// again: one stored meanwhile under another key is re-encrypted by the next pass. A secret
+/// no configured key opens, or one still under another key after the last pass, is reported,
+/// and `previous_master_keys` is said to be removable only when neither is left.
 async fn rotate_master_key(config: &Config, store: &Store) -> anyhow::Result<ExitCode> {
     let keyring = config
         .keyring()?
         .context("no `master_key` in the config: there is no key to re-encrypt under")?;
+    let current = keyring.current().id();
+    let mut tally = Rotation::default();
+    let mut stale = Vec::new();
+    for pass in 0..ROTATION_PASSES {
+        tally.unreadable.clear();
+        reseal_pass(&keyring, store, &mut tally, pass == 0).await?;
+        stale = not_under(store, current).await?;
+        // Retrying helps only with secrets some key opens but that are not under this one.
+        if stale.iter().all(|(name, _)| tally.unreadable.contains_key(name)) {
+            break;
+        }
+    }
+    eprintln!(
+        "re-encrypted {} secret(s) under master key {current:08x}; {} already were",
+        tally.resealed, tally.already
+    );
+    if tally.changed > 0 {
+        eprintln!(
+            "{} secret(s) were stored again during the rotation and were checked again",
+            tally.changed
+        );
+    }
+    let mut ok = true;
+    for (name, version) in stale.iter().filter(|(name, _)| !tally.unreadable.contains_key(name)) {
+        ok = false;
+        eprintln!(
+            "secret `{name}` is still sealed by master key {version:08x}: something stored it with that key \
+             during the rotation, likely a gateway still running with the previous `master_key`"
+        );
+    }
+    if !ok {
+        eprintln!(
+            "reload or restart every gateway with this `master_key` (keeping `previous_master_keys`) \
+             and run `portcullis secret rotate-master-key` again; keep `previous_master_keys` until then"
+        );
+    }
+    if !tally.unreadable.is_empty() {
+        ok = false;
+        for problem in tally.unreadable.values() {
+            eprintln!("  {problem}");
+        }
+        eprintln!(
+            "{} secret(s) could not be re-encrypted and were left as they are",
+            tally.unreadable.len()
+        );
+    }
+    if !ok {
+        return Ok(ExitCode::FAILURE);
+    }
+    if !config.previous_master_keys.is_empty() {
+        eprintln!(
+            "every secret is sealed by `master_key` now: `previous_master_keys` can be removed \
+             (every gateway must already run with this `master_key`)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a rotation did so far.
+#[derive(Default)]
+struct Rotation {
+    resealed: usize,
+    /// Found under the current key by the first pass.
+    already: usize,
+    /// Stored again between being read and being re-encrypted (the next pass looks again).
+    changed: usize,
+    /// Name → why no configured key opens it (the last pass's).
+    unreadable: std::collections::BTreeMap<String, String>,
+}
+
+/// One pass: every secret not under the current key re-encrypted, unless it changed meanwhile.
+async fn reseal_pass(
+    keyring: &portcullis_secrets::Keyring,
+    store: &Store,
+    tally: &mut Rotation,
+    first: bool,
+) -> anyhow::Result<()> {
     let current = keyring.current();
-    let (mut resealed, mut already, mut unreadable) = (0_usize, 0_usize, Vec::new());
     for meta in store.list_secrets().await? {
         let Some(sealed) = store.get_secret(&meta.name).await? else {
             continue; // removed meanwhile
         };
         if sealed.key_version == current.id() {
-            already += 1;
+            tally.already += usize::from(first);
             continue;
         }
-        let value = match portcullis_secrets::open(&keyring, &sealed) {
+        let value = match portcullis_secrets::open(keyring, &sealed) {
             Ok(v) => v,
             Err(e) => {
-                unreadable.push(e.to_string());
+                tally.unreadable.insert(meta.name, e.to_string());
                 continue;
             }
         };
         let new = portcullis_secrets::seal(current, &sealed.name, value.expose_secret().as_bytes())?;
         if store.reseal_secret(&sealed, &new).await? {
-            resealed += 1;
+            tally.resealed += 1;
         } else {
-            // Set again meanwhile, necessarily under the current key.
-            already += 1;
+            // Stored again meanwhile, under whichever key its writer has: the key versions
+            // read after the pass tell.
+            tally.changed += 1;
         }
     }
-    eprintln!(
-        "re-encrypted {resealed} secret(s) under master key {:08x}; {already} already were",
-        current.id()
-    );
-    if unreadable.is_empty() {
-        if !config.previous_master_keys.is_empty() {
-            eprintln!("every secret is sealed by `master_key` now: `previous_master_keys` can be removed");
+    Ok(())
+}
+
+/// Every stored secret not sealed by key `current`, with the key that sealed it, read again
+/// from the store.
+async fn not_under(store: &Store, current: u32) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut stale = Vec::new();
+    for meta in store.list_secrets().await? {
+        if let Some(sealed) = store.get_secret(&meta.name).await?
+            && sealed.key_version != current
+        {
+            stale.push((meta.name, sealed.key_version));
         }
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for problem in &unreadable {
-            eprintln!("  {problem}");
-        }
-        eprintln!(
-            "{} secret(s) could not be re-encrypted and were left as they are",
-            unreadable.len()
-        );
-        Ok(ExitCode::FAILURE)
     }
+    Ok(stale)
 }
 
 async fn agent(path: &Path, cmd: AgentCmd) -> anyhow::Result<ExitCode> {
