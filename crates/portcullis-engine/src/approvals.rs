@@ -490,15 +490,31 @@ impl Gateway {
         // The intent is `executing` from the claim on, with its clock restarted: if this
         // instance dies now, any instance settles it as `outcome_unknown` once it is older
         // than an execution can take, exactly like an intent that was never held.
+        // Marked only from `pending_approval`: an instance starting up fails a claimed hold
+        // whose intent is still `pending_approval` (see `fail_unmarked_hold`), and if it did
+        // so first, this one must not run it.
         let running = json!({"id": id, "status": IntentStatus::Executing.as_str()});
-        if let Err(e) = self
+        let marked = self
             .store()
-            .finish_intent(id, IntentStatus::Executing.as_str(), &running)
-            .await
-        {
-            // Claimed but not marked: fail it rather than run it unobserved.
-            let _ = self.store().finish_hold(id, "failed").await;
-            return Err(store_down(e));
+            .finish_intent_if(
+                id,
+                IntentStatus::PendingApproval.as_str(),
+                IntentStatus::Executing.as_str(),
+                &running,
+            )
+            .await;
+        match marked {
+            Ok(true) => {}
+            Ok(false) => {
+                // Claimed but not markable: fail it rather than run it unobserved.
+                tracing::warn!(intent = %id, "an approved hold's intent was no longer pending; not executed");
+                let _ = self.store().finish_hold(id, "failed").await;
+                return Ok(None);
+            }
+            Err(e) => {
+                let _ = self.store().finish_hold(id, "failed").await;
+                return Err(store_down(e));
+            }
         }
         let Some(hold) = self.store().get_hold(id).await.map_err(store_down)? else {
             return Ok(None);
@@ -705,13 +721,7 @@ impl Gateway {
                         Ok(Some(i)) if i.status == IntentStatus::PendingApproval.as_str()
                     );
                     if unmarked {
-                        let held: Decision = serde_json::from_value(hold.decision.clone())
-                            .unwrap_or_else(|_| Decision::gateway_deny("interrupted"));
-                        let message = "the gateway stopped while this intent was executing; it was not run again, to avoid running it twice";
-                        let _ = self
-                            .finish(&id, IntentStatus::Failed, &held, None, None, Some(message.to_owned()))
-                            .await;
-                        let _ = self.store().finish_hold(&id, "failed").await;
+                        self.fail_unmarked_hold(&id, &hold).await;
                     }
                 }
             }
@@ -720,6 +730,50 @@ impl Gateway {
         self.resume_approved(Duration::ZERO).await;
         self.settle_interrupted_intents().await;
         self.sweep().await;
+    }
+
+    /// Fails the intent of a hold claimed (`executing`) while its intent is still
+    /// `pending_approval`: left so by a build that did not mark the intent at the claim.
+    /// A running instance of this build passes through the same state for a moment, between
+    /// its claim and its mark; both moves are conditional on `pending_approval`, so either
+    /// this fails the intent and that instance does not run it, or that instance marked it
+    /// and this leaves it alone.
+    async fn fail_unmarked_hold(&self, id: &IntentId, hold: &HoldRecord) {
+        let held: Decision =
+            serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("interrupted"));
+        let response = IntentResponse {
+            id: id.clone(),
+            status: IntentStatus::Failed,
+            decision: DecisionView::from(&held),
+            result: None,
+            request: None,
+            error: Some(
+                "the gateway stopped while this intent was executing; it was not run again, to avoid running it twice"
+                    .to_owned(),
+            ),
+            approval: None,
+        };
+        let Ok(body) = serde_json::to_value(&response) else {
+            return;
+        };
+        let failed = self
+            .store()
+            .finish_intent_if(
+                id,
+                IntentStatus::PendingApproval.as_str(),
+                IntentStatus::Failed.as_str(),
+                &body,
+            )
+            .await;
+        match failed {
+            Ok(true) => {
+                if let Err(e) = self.store().finish_hold(id, "failed").await {
+                    tracing::error!(intent = %id, error = %e, "could not settle an interrupted hold");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(intent = %id, error = %e, "could not settle an interrupted hold"),
+        }
     }
 
     /// How long an intent can legitimately stay `executing`: the upstream's connect and total
@@ -795,23 +849,28 @@ impl Gateway {
                 dry_run: false,
                 detail: json!({"status": IntentStatus::OutcomeUnknown.as_str()}),
             };
-            // The status first: if the audit event can't be written, the intent is still
-            // never re-run, and the next start-up finds nothing to settle.
-            if let Err(e) = self
+            // The status and its audit event in one transaction, and only while the intent
+            // is still `executing`: every instance runs this loop, and of several settling
+            // the same intent at once exactly one writes its `outcome` event. If the write
+            // fails, neither is stored and the next round tries again.
+            match self
                 .store()
-                .finish_intent(&intent.id, IntentStatus::OutcomeUnknown.as_str(), &body)
+                .settle_intent(&event, IntentStatus::OutcomeUnknown.as_str(), &body)
                 .await
             {
-                tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted intent");
-                continue;
+                Ok(Some(_)) => tracing::warn!(intent = %intent.id, "interrupted while executing: outcome unknown"),
+                Ok(None) => {
+                    tracing::debug!(intent = %intent.id, "an interrupted intent was settled by another instance");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted intent");
+                    continue;
+                }
             }
             // A held intent's hold ends with it (a no-op for intents that were never held).
             if let Err(e) = self.store().finish_hold(&intent.id, "failed").await {
                 tracing::error!(intent = %intent.id, error = %e, "could not settle an interrupted hold");
-            }
-            match self.store().append(&event).await {
-                Ok(_) => tracing::warn!(intent = %intent.id, "interrupted while executing: outcome unknown"),
-                Err(e) => tracing::error!(intent = %intent.id, error = %e, "could not audit an interrupted intent"),
             }
         }
     }
@@ -835,9 +894,19 @@ impl Gateway {
         if let Some(upstream) = outcome.detail.get("upstream_status") {
             body["upstream_status"] = upstream.clone();
         }
-        if let Err(e) = self.store().finish_intent(id, status.as_str(), &body).await {
-            tracing::error!(intent = %id, error = %e, "could not settle an interrupted intent");
-            return;
+        // Only while still `executing`: another instance may have settled it first, or its
+        // own (slow, not dead) instance stored the full result, which must not be replaced.
+        match self
+            .store()
+            .finish_intent_if(id, IntentStatus::Executing.as_str(), status.as_str(), &body)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(intent = %id, error = %e, "could not settle an interrupted intent");
+                return;
+            }
         }
         let hold_state = if status == IntentStatus::Executed {
             "executed"
