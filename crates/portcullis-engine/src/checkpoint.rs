@@ -173,3 +173,84 @@ pub async fn existing_public_key(store: &Store, keyring: &Keyring, name: &str) -
     let key = CheckpointKey::from_seed_hex(seed.expose_secret()).map_err(|e| format!("the secret `{name}`: {e}"))?;
     Ok(Some(key.public_key()))
 }
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::{AgentId, AuditEvent, AuditKind, IntentId};
+    use portcullis_secrets::MasterKey;
+
+    use super::*;
+
+    /// A checkpointer signing every `every` events or `interval`, over a fresh store.
+    async fn checkpointer(every: u64, interval: Duration) -> (Store, Checkpointer) {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let keyring = Keyring::from(MasterKey::from_bytes([7; 32]));
+        let settings = AuditSettings {
+            checkpoint_every: every,
+            checkpoint_interval: interval,
+            checkpoint_key: "checkpoint-key".to_owned(),
+        };
+        let checkpointer = Checkpointer::load(&store, Some(&keyring), &settings)
+            .await
+            .unwrap()
+            .unwrap();
+        (store, checkpointer)
+    }
+
+    async fn append(store: &Store, n: u8) {
+        for i in 0..n {
+            let event = AuditEvent {
+                kind: AuditKind::Decided,
+                intent_id: IntentId::from_random([i; 16]),
+                agent: AgentId::new("bot").unwrap(),
+                actor: None,
+                action: None,
+                payload_sha256: None,
+                decision: None,
+                dry_run: false,
+                detail: serde_json::Value::Null,
+            };
+            store.append(&event).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn n_events_make_a_checkpoint_without_waiting_for_the_interval() {
+        let (store, checkpointer) = checkpointer(4, Duration::from_secs(3600)).await;
+        append(&store, 3).await;
+        assert!(
+            checkpointer.tick(&store).await.is_none(),
+            "3 of 4 events, the hour not up"
+        );
+        append(&store, 1).await;
+        let checkpoint = checkpointer.tick(&store).await.expect("a checkpoint at the 4th event");
+        assert_eq!(checkpoint.tree_size, 4);
+        assert!(checkpointer.tick(&store).await.is_none(), "no new event since");
+        append(&store, 4).await;
+        assert_eq!(checkpointer.tick(&store).await.map(|c| c.tree_size), Some(8));
+        assert_eq!(store.checkpoints().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_interval_makes_a_checkpoint_of_fewer_than_n_events_and_none_of_no_event() {
+        let interval = Duration::from_millis(300);
+        let (store, checkpointer) = checkpointer(1000, interval).await;
+        append(&store, 2).await;
+        assert!(
+            checkpointer.tick(&store).await.is_none(),
+            "2 of 1000 events, the interval not up"
+        );
+        tokio::time::sleep(interval).await;
+        let checkpoint = checkpointer
+            .tick(&store)
+            .await
+            .expect("a checkpoint once the interval is up");
+        assert_eq!(checkpoint.tree_size, 2);
+        tokio::time::sleep(interval).await;
+        assert!(
+            checkpointer.tick(&store).await.is_none(),
+            "the interval is up, but nothing new"
+        );
+        assert_eq!(store.checkpoints().await.unwrap().len(), 1);
+    }
+}
