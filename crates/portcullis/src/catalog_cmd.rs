@@ -20,6 +20,7 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
             out,
             server,
             name_prefix,
+            names,
         } => {
             let options = ImportOptions {
                 operations,
@@ -27,6 +28,7 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
                 credential,
                 server,
                 name_prefix,
+                names,
             };
             let file = import(&spec, &options)?;
             std::fs::write(&out, &file).with_context(|| format!("cannot write `{}`", out.display()))?;
@@ -37,6 +39,17 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `--name OPERATION_ID=ACTION_NAME`, split at the last `=` (an action name has none); the
+/// importer checks that the operation exists and the name is valid.
+pub fn parse_name(arg: &str) -> Result<(String, String), String> {
+    match arg.rsplit_once('=') {
+        Some((id, name)) if !id.is_empty() && !name.is_empty() => Ok((id.to_owned(), name.to_owned())),
+        _ => Err(format!(
+            "expected OPERATION_ID=ACTION_NAME, e.g. `issues/create=github.open_issue`, not `{arg}`"
+        )),
     }
 }
 

@@ -109,6 +109,14 @@ pub enum CatalogCmd {
         /// Prepended to action names: `github` makes `issues/create` `github.issues_create`.
         #[arg(long, value_name = "PREFIX")]
         name_prefix: Option<String>,
+        /// The action name for one operation, used as it is, without the prefix:
+        /// `issues/create=github.open_issue` (repeatable).
+        #[arg(
+            long = "name",
+            value_name = "OPERATION_ID=ACTION_NAME",
+            value_parser = crate::catalog_cmd::parse_name
+        )]
+        names: Vec<(String, String)>,
     },
 }
 

@@ -33,7 +33,6 @@ const SKIPPED_HEADERS: &[&str] = &[
 pub(crate) struct Target<'a> {
     pub credential: &'a str,
     pub server: Option<&'a str>,
-    pub name_prefix: Option<&'a str>,
 }
 
 /// A parameter after `$ref` resolution, with the input field it becomes.
@@ -52,7 +51,8 @@ pub(crate) struct Built {
     pub notes: Vec<String>,
 }
 
-pub(crate) fn build(spec: &Spec, op: &Operation<'_>, target: &Target<'_>) -> Result<Built, ImportError> {
+/// Builds the action `name` from `op`.
+pub(crate) fn build(spec: &Spec, op: &Operation<'_>, name: &str, target: &Target<'_>) -> Result<Built, ImportError> {
     let unsupported = |reason: String| ImportError::Unsupported {
         operation: op.id.clone(),
         reason,
@@ -82,7 +82,6 @@ pub(crate) fn build(spec: &Spec, op: &Operation<'_>, target: &Target<'_>) -> Res
     if !matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
         return Err(unsupported(format!("method {method} is not one an action can use")));
     }
-    let name = action_name(&op.id, target.name_prefix);
     let mut input = json!({"type": "object", "additionalProperties": false, "properties": properties});
     if !required.is_empty() {
         input["required"] = Value::Array(required);
@@ -105,7 +104,7 @@ pub(crate) fn build(spec: &Spec, op: &Operation<'_>, target: &Target<'_>) -> Res
         ("description".into(), Node::Scalar(json!(description(op)))),
         ("input".into(), Node::from_json(&input)),
     ]);
-    doc.push("resource", resource(op.path, &params, &name));
+    doc.push("resource", resource(op.path, &params, name));
     doc.push("request", request);
     doc.push("credential", Node::Scalar(json!(target.credential)));
     doc.push("hints", hints(op.method));

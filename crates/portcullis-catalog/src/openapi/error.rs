@@ -52,6 +52,34 @@ pub enum ImportError {
         /// What and why.
         reason: String,
     },
+    /// A name given for an operation is not a valid action name.
+    #[error("name for operation `{operation}`: {reason}")]
+    InvalidName {
+        /// The operation id.
+        operation: String,
+        /// Why the name is refused.
+        reason: String,
+    },
+    /// A name is given for an operation that is in the document but not selected.
+    #[error(
+        "a name is given for operation `{0}`, which is not imported: select it with `--operation {0}` or `--all-matching`"
+    )]
+    NameNotImported(String),
+    /// Two names are given for one operation.
+    #[error("operation `{0}` is given more than one name")]
+    NamedTwice(String),
+    /// Two operations would become actions of the same name.
+    #[error(
+        "operations `{first}` and `{second}` would both be action `{name}`: give one of them another name with `--name OPERATION_ID=ACTION_NAME`"
+    )]
+    SameName {
+        /// The action name.
+        name: String,
+        /// The operation that got it first.
+        first: String,
+        /// The operation that got it again.
+        second: String,
+    },
     /// No usable server URL.
     #[error("{0}")]
     Server(String),

@@ -20,7 +20,10 @@ mod schema;
 mod spec;
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use portcullis_core::ActionName;
 
 pub use error::ImportError;
 
@@ -35,8 +38,12 @@ pub struct ImportOptions {
     pub credential: String,
     /// The base URL, instead of the document's first server.
     pub server: Option<String>,
-    /// Prepended to action names: `github` makes `github.issues_create`.
+    /// Prepended to derived action names: `github` makes `github.issues_create`.
     pub name_prefix: Option<String>,
+    /// Action names given instead of derived, as `(operation id, action name)`: used as
+    /// they are, without the prefix. Each operation must be selected, and no two actions
+    /// may end up with the same name.
+    pub names: Vec<(String, String)>,
 }
 
 /// How far an import has got, told to the callback of [`import_with_progress`].
@@ -60,7 +67,8 @@ pub enum ImportProgress {
 ///
 /// # Errors
 /// When the document can't be read, an operation is unknown or can't be expressed as an
-/// action, or (a bug) the result doesn't load as a catalog.
+/// action, a given name is invalid or for an operation not selected, two actions would have
+/// the same name, or (a bug) the result doesn't load as a catalog.
 pub fn import(text: &str, options: &ImportOptions) -> Result<String, ImportError> {
     import_with_progress(text, options, |_| {})
 }
@@ -78,19 +86,19 @@ pub fn import_with_progress(
 ) -> Result<String, ImportError> {
     let spec = spec::Spec::parse(text)?;
     let ids = selected(&spec, options)?;
+    let names = action_names(&spec, options, &ids)?;
     progress(ImportProgress::Selected {
         total: ids.len() as u64,
     });
     let target = build::Target {
         credential: &options.credential,
         server: options.server.as_deref(),
-        name_prefix: options.name_prefix.as_deref(),
     };
     let version = if spec.minor == 0 { "3.0" } else { "3.1" };
     let mut out = String::new();
-    for (i, id) in ids.iter().enumerate() {
+    for (i, (id, name)) in ids.iter().zip(&names).enumerate() {
         let op = spec.operation(id)?;
-        let built = build::build(&spec, &op, &target)?;
+        let built = build::build(&spec, &op, name, &target)?;
         if i > 0 {
             out.push_str("---\n");
         }
@@ -148,6 +156,44 @@ fn selected(spec: &spec::Spec, options: &ImportOptions) -> Result<Vec<String>, I
         return Err(ImportError::NothingSelected);
     }
     Ok(ids)
+}
+
+/// Each selected operation's action name, in the order of `ids`: the one given for it, else
+/// the prefix and its id. Refused before anything is built: a given name that isn't a valid
+/// action name or is for an operation not selected, two names for one operation, and two
+/// operations with one name (which would otherwise surface as a duplicate in the check).
+fn action_names(spec: &spec::Spec, options: &ImportOptions, ids: &[String]) -> Result<Vec<String>, ImportError> {
+    let mut given: BTreeMap<&str, &str> = BTreeMap::new();
+    for (id, name) in &options.names {
+        spec.operation(id)?;
+        if !ids.contains(id) {
+            return Err(ImportError::NameNotImported(id.clone()));
+        }
+        ActionName::new(name.as_str()).map_err(|e| ImportError::InvalidName {
+            operation: id.clone(),
+            reason: e.to_string(),
+        })?;
+        if given.insert(id, name).is_some() {
+            return Err(ImportError::NamedTwice(id.clone()));
+        }
+    }
+    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
+    let mut names = Vec::with_capacity(ids.len());
+    for id in ids {
+        let name = given.get(id.as_str()).map_or_else(
+            || build::action_name(id, options.name_prefix.as_deref()),
+            |n| (*n).to_owned(),
+        );
+        if let Some(first) = owners.insert(name.clone(), id) {
+            return Err(ImportError::SameName {
+                name,
+                first: first.to_owned(),
+                second: id.clone(),
+            });
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn check_loads(text: &str) -> Result<(), ImportError> {

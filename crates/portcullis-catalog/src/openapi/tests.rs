@@ -423,3 +423,112 @@ fn action_names_follow_the_rules() {
     assert_eq!(build::action_name("get user by id", None), "get_user_by_id");
     assert_eq!(build::action_name("x", Some("api.")), "api.x");
 }
+
+fn named(ops: &[&str], names: &[(&str, &str)]) -> ImportOptions {
+    ImportOptions {
+        names: names
+            .iter()
+            .map(|(id, name)| ((*id).to_owned(), (*name).to_owned()))
+            .collect(),
+        ..opts(ops)
+    }
+}
+
+#[test]
+fn a_given_name_replaces_the_derived_one_without_the_prefix() {
+    let spec = spec30().to_string();
+    let o = named(&["pets/create", "pets/list"], &[("pets/create", "shop.add_pet")]);
+    let text = import(&spec, &o).unwrap();
+    let catalog = load(&text);
+    assert_eq!(catalog.len(), 2);
+    assert!(catalog.get("shop.add_pet").is_some(), "{text}");
+    assert!(
+        catalog.get("pets.pets_list").is_some(),
+        "the others keep theirs: {text}"
+    );
+    assert!(catalog.get("pets.pets_create").is_none(), "{text}");
+    // The operation is still named in the header, so a reviewer can trace the action back.
+    assert!(
+        text.starts_with("# Imported by `portcullis catalog import-openapi` from Pet Store 1.2.3 (OpenAPI 3.0),\n# operation `pets/create`: POST /stores/{storeId}/pets.\n"),
+        "{text}"
+    );
+    let first_name = text.lines().find(|l| l.starts_with("name: "));
+    assert_eq!(first_name, Some("name: shop.add_pet"), "{text}");
+    assert_eq!(text, import(&spec, &o).unwrap(), "the same bytes every time");
+
+    // An operation selected by the glob can be named too.
+    let mut o = named(&[], &[("pets/list", "shop.list_pets")]);
+    o.all_matching = Some("pets/[lr]*".into());
+    let catalog = load(&import(&spec, &o).unwrap());
+    assert!(catalog.get("shop.list_pets").is_some() && catalog.get("pets.pets_replace").is_some());
+}
+
+#[test]
+fn given_names_are_refused_before_anything_is_built() {
+    let spec = spec30().to_string();
+    let err = |ops: &[&str], names: &[(&str, &str)]| {
+        let mut seen = Vec::new();
+        let e = import_with_progress(&spec, &named(ops, names), |p| seen.push(p))
+            .unwrap_err()
+            .to_string();
+        assert!(seen.is_empty(), "{e}: nothing is built: {seen:?}");
+        e
+    };
+    assert_eq!(
+        err(&["pets/create"], &[("pets/create", "add pet")]),
+        "name for operation `pets/create`: invalid action name `add pet`: may contain only ASCII letters, digits, `_`, `-` and `.`"
+    );
+    assert_eq!(
+        err(&["pets/create"], &[("pets/create", "")]),
+        "name for operation `pets/create`: invalid action name ``: must be 1 to 128 characters"
+    );
+    assert_eq!(
+        err(&["pets/create"], &[("pets/creat", "shop.add")]),
+        "unknown operation `pets/creat`; did you mean `pets/create`, `pets/list`, `pets/delete`, `pets/replace`, `pets/upload`?"
+    );
+    assert_eq!(
+        err(&["pets/create"], &[("pets/list", "shop.list")]),
+        "a name is given for operation `pets/list`, which is not imported: select it with `--operation pets/list` or `--all-matching`"
+    );
+    assert_eq!(
+        err(&["pets/create"], &[("pets/create", "a"), ("pets/create", "b")]),
+        "operation `pets/create` is given more than one name"
+    );
+    // A given name that another operation's derived name takes, and two given names alike.
+    assert_eq!(
+        err(&["pets/list", "pets/create"], &[("pets/create", "pets.pets_list")]),
+        "operations `pets/list` and `pets/create` would both be action `pets.pets_list`: give one of them another name with `--name OPERATION_ID=ACTION_NAME`"
+    );
+    assert_eq!(
+        err(
+            &["pets/create", "pets/list"],
+            &[("pets/create", "shop.pets"), ("pets/list", "shop.pets")]
+        ),
+        "operations `pets/create` and `pets/list` would both be action `shop.pets`: give one of them another name with `--name OPERATION_ID=ACTION_NAME`"
+    );
+}
+
+#[test]
+fn operation_ids_that_derive_one_name_are_refused_until_one_is_named() {
+    let spec = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tags", "version": "1"},
+        "servers": [{"url": "https://tags.example"}],
+        "paths": {
+            "/tags": {
+                "get": {"operationId": "tags/list", "responses": {"200": {"description": "ok"}}},
+                "post": {"operationId": "tags list", "responses": {"201": {"description": "ok"}}}
+            }
+        }
+    })
+    .to_string();
+    let mut o = named(&["tags/list", "tags list"], &[]);
+    o.name_prefix = None;
+    assert_eq!(
+        import(&spec, &o).unwrap_err().to_string(),
+        "operations `tags/list` and `tags list` would both be action `tags_list`: give one of them another name with `--name OPERATION_ID=ACTION_NAME`"
+    );
+    o.names = vec![("tags list".into(), "tags_create".into())];
+    let catalog = load(&import(&spec, &o).unwrap());
+    assert!(catalog.get("tags_list").is_some() && catalog.get("tags_create").is_some());
+}
