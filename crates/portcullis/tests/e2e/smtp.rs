@@ -160,14 +160,19 @@ struct World {
 /// A gateway with the `email.send` action, whose credential holds `stored` while the server
 /// expects `password`.
 fn world_with(stored: Option<&str>) -> Option<World> {
+    world_of(ACTION, POLICY, stored)
+}
+
+/// [`world_with`] for another `email.send` action and policy.
+fn world_of(action: &str, policy: &str, stored: Option<&str>) -> Option<World> {
     let env = Env::new();
     let password = random_secret("smtp");
     let smtp = SmtpServer::start(env.dir.path(), &password)?;
     env.write(
         "actions/email.yaml",
-        &ACTION.replace("SMTP_PORT", &smtp.port.to_string()),
+        &action.replace("SMTP_PORT", &smtp.port.to_string()),
     );
-    env.write("policies/mail.cedar", POLICY);
+    env.write("policies/mail.cedar", policy);
     let config = CONFIG.replace(
         "credentials:\n",
         &format!("credentials:\n  mail:\n    kind: basic\n    username: {BASIC_USER}\n    secret: mail_password\n"),
@@ -300,6 +305,64 @@ fn a_permitted_email_is_delivered_with_exactly_the_expected_headers_and_body() {
         text, "Hello,\r\n.\r\nthe numbers are in.\r\n",
         "dot-stuffing undone by the server"
     );
+    w.assert_password_kept(&r.raw);
+}
+
+/// The sender from the agent's input (`from: "{from}"`): policy sees it, the gateway checks it
+/// like a header, and it is both the envelope sender and the `From` header.
+#[test]
+fn a_sender_from_input_is_checked_and_delivered_as_given() {
+    let action = ACTION
+        .replace("  from: support@example.com\n", "  from: \"{from}\"\n")
+        .replace(
+            "  required: [to, subject, text]\n",
+            "  required: [from, to, subject, text]\n",
+        )
+        // A plain string, so that the gateway's own check (not the schema's `format`) is shown.
+        .replace(
+            "  properties:\n",
+            "  properties:\n    from: {type: string, maxLength: 254}\n",
+        );
+    assert!(action.contains("from: \"{from}\"") && action.contains("    from: {type: string"));
+    let policy = format!(
+        "{POLICY}\n@id(\"send-as-example-com-only\")\nforbid (principal, action == Action::\"email.send\", resource)\nwhen {{ !(context.input.from like \"*@example.com\") }};\n"
+    );
+    let Some(w) = world_of(&action, &policy, None) else {
+        return;
+    };
+    let r = w.send(json!({"from": "sales@example.com", "to": ["alice@example.com"], "subject": "s", "text": "t"}));
+    let body = r.json();
+    assert_eq!(body["status"], "executed", "{body}");
+    let delivered = w.smtp.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["mail_from"], "sales@example.com");
+    let (headers, _) = split_message(delivered[0]["data"].as_str().unwrap());
+    let froms: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "From")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(froms, ["sales@example.com"]);
+
+    // Policy sees the sender.
+    let r = w.send(json!({"from": "ceo@evil.com", "to": ["alice@example.com"], "subject": "s", "text": "t"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["status"], "denied");
+    // A line break can't smuggle a header in through the sender, nor can a second address.
+    for from in [
+        "sales@example.com\r\nBcc: eve@evil.com",
+        "sales@example.com\nX-Injected: 1",
+        "sales@example.com, eve@evil.com",
+    ] {
+        let r = w.send(json!({"from": from, "to": ["alice@example.com"], "subject": "s", "text": "t"}));
+        assert_eq!(r.status, 400, "{from:?}: {}", r.text());
+        assert!(
+            r.json().to_string().contains("`from` can't be used in the email"),
+            "{from:?}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(w.smtp.delivered().len(), 1, "nothing more was sent");
     w.assert_password_kept(&r.raw);
 }
 
