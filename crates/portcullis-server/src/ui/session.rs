@@ -225,6 +225,27 @@ mod tests {
         assert!(!s.csrf_matches(&s.csrf.to_uppercase()));
     }
 
+    /// The comparison is `subtle`'s `ct_eq` (its timing doesn't depend on where a guess goes
+    /// wrong; a timing measurement would be too noisy to test that here): every near miss,
+    /// wherever it differs, is refused, and so is the right token with anything around it.
+    #[test]
+    fn csrf_near_misses_are_refused_wherever_they_differ() {
+        let s = Session {
+            person: "alice".into(),
+            token_sha256: String::new(),
+            csrf: "0".repeat(64),
+        };
+        for at in [0, 31, 63] {
+            let mut guess = s.csrf.clone().into_bytes();
+            guess[at] = b'1';
+            assert!(!s.csrf_matches(&String::from_utf8(guess).unwrap()), "differs at {at}");
+        }
+        for guess in [format!("{}0", s.csrf), format!(" {}", s.csrf), format!("{}\0", s.csrf)] {
+            assert!(!s.csrf_matches(&guess), "{guess:?}");
+        }
+        assert!(s.csrf_matches(&"0".repeat(64)));
+    }
+
     #[test]
     fn the_cookie_is_found_among_others_and_must_look_like_an_id() {
         let id = "ab".repeat(32);

@@ -352,7 +352,14 @@ fn outcome_errors(env: &Env) -> Vec<String> {
 
 /// Every spelling of a loopback or unspecified address `url` turns into an address; each
 /// must be refused by default. `(action, host as written, the reason the audit log gives)`.
-const LOOPBACK_SPELLINGS: [(&str, &str, &str); 18] = [
+///
+/// `[::127.0.0.1]` (IPv4-compatible, deprecated) is not loopback to the kernel: were the guard
+/// to let it through, the gateway would try to connect through the default IPv6 route (a
+/// range routers drop) rather than to a catcher, and this test would fail on the `failed`
+/// status or the error. The guard refuses it before any connect, so a passing run sends
+/// nothing; `exec-it/egress.rs::ip_literals_in_exotic_notations_are_refused` shows that
+/// without a gateway.
+const LOOPBACK_SPELLINGS: [(&str, &str, &str); 19] = [
     ("dotted", "127.0.0.1", "loopback"),
     ("decimal", "2130706433", "loopback"),
     ("hex", "0x7f000001", "loopback"),
@@ -365,6 +372,7 @@ const LOOPBACK_SPELLINGS: [(&str, &str, &str); 18] = [
     ("other-loopback", "127.0.0.2", "loopback"),
     ("mapped", "[::ffff:127.0.0.1]", "loopback"),
     ("mapped-hex", "[::ffff:7f00:1]", "loopback"),
+    ("compatible", "[::127.0.0.1]", "loopback"),
     ("v6-loopback", "[::1]", "loopback"),
     ("any", "0.0.0.0", "unspecified"),
     ("zero", "0", "unspecified"),
@@ -557,6 +565,113 @@ credential: tracker
     assert_eq!(paths.len(), 2 + internal.len(), "{paths:?}");
     assert!(paths[2..].iter().all(|p| p == "/redirect"), "{paths:?}");
     assert_uncaught(&catchers, "redirects");
+    assert_no_secret(&gw.log(), &secret, "the gateway's log");
+}
+
+/// `egress` with 127.0.0.1 allowed and names pinned in `egress.hosts`, the test's stand-in
+/// for DNS: one name per kind of answer. The allowed 127.0.0.1 comes first in every list, so a
+/// guard that took the first usable address of a mixed answer would connect to the demo
+/// upstream (which the test watches), never to 10.0.0.5 or the catcher on 127.0.0.2.
+const PINNED_HOSTS: &str = r#"egress:
+  allow: ["127.0.0.1/32"]
+  hosts:
+    ok.test: [127.0.0.1]
+    internal.test: [127.0.0.2]
+    private.test: [127.0.0.1, 10.0.0.5]
+    mixed.test: [127.0.0.1, 127.0.0.2]
+"#;
+
+/// `(action, name, the reason the audit log gives)` for each pinned name that must be refused.
+const REFUSED_NAMES: [(&str, &str, &str); 3] = [
+    ("internal", "internal.test", "loopback"),
+    ("private", "private.test", "private"),
+    ("mixed", "mixed.test", "loopback"),
+];
+
+#[test]
+fn names_resolving_to_internal_addresses_or_mixing_them_with_allowed_ones_are_refused_as_a_whole() {
+    let env = Env::new();
+    env.write("portcullis.yaml", &NO_ALLOW.replace("egress:\n", PINNED_HOSTS));
+    let mut hosts = vec![("ok", "ok.test")];
+    hosts.extend(REFUSED_NAMES.iter().map(|(n, h, _)| (*n, *h)));
+    let hop = r#"
+name: hop
+input:
+  type: object
+  required: [to]
+  properties:
+    to: {type: string, maxLength: 200}
+request:
+  method: GET
+  url: http://127.0.0.1:UPSTREAM_PORT/redirect?to={to}&status=302
+  redirects: 2
+credential: tracker
+"#;
+    env.write("actions/ping.yaml", &format!("{}---{hop}", ping_actions(&hosts)));
+    env.write("policies/p.cedar", PERMIT_SUPPORT);
+    let secret = random_secret("pinned");
+    env.set_secret("tracker_token", &secret);
+    let token = env.add_agent(AGENT);
+    let port = env.upstream.port;
+    let catchers = catchers(port);
+    assert!(!catchers.is_empty(), "a catcher on 127.0.0.2");
+    let gw = env.serve();
+    let call = |action: &str, input: Value| {
+        let r = gw.post_intent(&token, &json!({"action": action, "input": input}));
+        assert_eq!(r.status, 200, "{action}: {}", r.text());
+        assert_no_secret(&r.raw, &secret, action);
+        r.json()
+    };
+
+    // The allowed name is resolved from the map and reached, credential and all.
+    let ok = call("ping.ok", json!({}));
+    assert_eq!(ok["status"], "executed", "{ok}");
+    let got = env.upstream.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(recorded_headers(&got[0], "host"), [format!("ok.test:{port}")]);
+
+    for (name, host, _) in REFUSED_NAMES {
+        let body = call(&format!("ping.{name}"), json!({}));
+        assert_eq!(body["status"], "failed", "{host}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("not allowed"), "{host}: {error}");
+        assert!(
+            !error.contains("127.0.0.2") && !error.contains("10.0.0.5"),
+            "{host}: {error}"
+        );
+    }
+    assert_eq!(env.upstream.requests().len(), 1, "a refused name reached the upstream");
+
+    // Redirects resolve names the same way: to the allowed name the hop is followed (without
+    // the credential: another origin), to any of the others it is refused.
+    let followed = call("hop", json!({"to": format!("http://ok.test:{port}/leak")}));
+    assert_eq!(followed["status"], "executed", "{followed}");
+    let got = env.upstream.requests();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(
+        (got[2]["path"].as_str(), recorded_headers(&got[2], "host")),
+        (Some("/leak"), vec![format!("ok.test:{port}")])
+    );
+    assert!(recorded_headers(&got[2], "authorization").is_empty(), "{:#?}", got[2]);
+    for (_, host, _) in REFUSED_NAMES {
+        let body = call("hop", json!({"to": format!("http://{host}:{port}/x")}));
+        assert_eq!(body["status"], "failed", "{host}: {body}");
+    }
+    let paths: Vec<Value> = env.upstream.requests().iter().map(|r| r["path"].clone()).collect();
+    assert_eq!(paths.len(), 3 + REFUSED_NAMES.len(), "{paths:?}");
+    assert!(paths[3..].iter().all(|p| p == "/redirect"), "{paths:?}");
+    assert_uncaught(&catchers, "pinned names");
+
+    // The operator reads why: the name, and what its answer held.
+    let errors = outcome_errors(&env);
+    assert_eq!(errors.len(), 2 + 2 * REFUSED_NAMES.len(), "{errors:#?}");
+    let refused: Vec<&String> = errors.iter().filter(|e| !e.is_empty()).collect();
+    let expected: Vec<String> = REFUSED_NAMES
+        .iter()
+        .chain(REFUSED_NAMES.iter())
+        .map(|(_, host, reason)| format!("destination `{host}` is not allowed: {reason}"))
+        .collect();
+    assert_eq!(refused, expected.iter().collect::<Vec<_>>(), "{errors:#?}");
     assert_no_secret(&gw.log(), &secret, "the gateway's log");
 }
 
@@ -922,7 +1037,18 @@ fn strings_of(v: &Value, keys: bool, out: &mut Vec<String>) {
 
 /// Stops the gateway with SIGTERM (which flushes the trace exporter) and checks that nothing
 /// it wrote or exported, nor the audit log, holds `secret` in any spelling.
-fn assert_nothing_recorded_holds(env: &Env, mut gateway: Gateway, receiver: &Receiver, secret: &str, spans: usize) {
+fn assert_nothing_recorded_holds(env: &Env, gateway: Gateway, receiver: &Receiver, secret: &str, spans: usize) {
+    assert_nothing_recorded_holds_any(env, gateway, receiver, &[secret], spans);
+}
+
+/// [`assert_nothing_recorded_holds`] for each of `secrets` (a secret and pieces of it).
+fn assert_nothing_recorded_holds_any(
+    env: &Env,
+    mut gateway: Gateway,
+    receiver: &Receiver,
+    secrets: &[&str],
+    spans: usize,
+) {
     gateway.signal("TERM");
     assert_eq!(
         gateway.wait_exit(Duration::from_secs(20)),
@@ -933,18 +1059,21 @@ fn assert_nothing_recorded_holds(env: &Env, mut gateway: Gateway, receiver: &Rec
     let exported = receiver.wait_for(Duration::from_secs(10), |s| {
         s.iter().filter(|s| s.name == "intent").count() >= spans
     });
-    for span in &exported {
-        assert_clean(&all_text(span), secret, &format!("span `{}`", span.name));
-    }
-    for body in receiver.bodies() {
-        assert_clean(&String::from_utf8_lossy(&body), secret, "an OTLP request");
-    }
+    let bodies = receiver.bodies();
     let log = gateway.log();
     assert!(log.contains("DEBUG"), "the gateway logged at debug level:\n{log}");
-    assert_clean(&log, secret, "the gateway's log");
     let audit = env.cli(&["audit", "export", "--format", "jsonl"], None);
     assert!(audit.success(), "{audit:?}");
-    assert_clean(&audit.stdout, secret, "the audit log");
+    for secret in secrets {
+        for span in &exported {
+            assert_clean(&all_text(span), secret, &format!("span `{}`", span.name));
+        }
+        for body in &bodies {
+            assert_clean(&String::from_utf8_lossy(body), secret, "an OTLP request");
+        }
+        assert_clean(&log, secret, "the gateway's log");
+        assert_clean(&audit.stdout, secret, "the audit log");
+    }
     assert!(env.audit_verify().success());
 }
 
@@ -1110,7 +1239,7 @@ credential: tracker_query
 }
 
 #[test]
-fn a_credential_split_across_fields_does_not_reach_the_agent() {
+fn a_credential_split_across_fields_reaches_neither_agent_nor_log_trace_or_audit() {
     let upstream = Server::start(|request| {
         let s = credential_in(request).unwrap_or_default();
         let (first, second) = s.split_at(s.len() / 2);
@@ -1125,7 +1254,7 @@ fn a_credential_split_across_fields_does_not_reach_the_agent() {
         "name: split.get\ninput: {{type: object, properties: {{}}}}\nrequest: {{method: GET, url: \"http://127.0.0.1:{}/split\"}}\ncredential: tracker\n",
         upstream.port()
     );
-    let (_env, gateway, token, secret) = hostile_world(&action, fixtures::CONFIG, &receiver);
+    let (env, gateway, token, secret) = hostile_world(&action, fixtures::CONFIG, &receiver);
     let r = gateway.post_intent(&token, &json!({"action": "split.get", "input": {}}));
     assert_eq!(r.json()["status"], "executed", "{}", r.text());
     assert_clean(&r.raw, &secret, "the response");
@@ -1133,6 +1262,13 @@ fn a_credential_split_across_fields_does_not_reach_the_agent() {
     strings_of(&r.json()["result"]["body"], false, &mut values);
     assert_eq!(values.len(), 2, "{}", r.text());
     assert_clean(&values.concat(), &secret, "the halves put together");
+    // The upstream did send both halves; neither is in the log, a span or the audit log.
+    assert_eq!(upstream.requests().len(), 1);
+    let (first, second) = secret.split_at(secret.len() / 2);
+    for half in [first, second] {
+        assert_clean(&r.raw, half, "the response");
+    }
+    assert_nothing_recorded_holds_any(&env, gateway, &receiver, &[&secret, first, second], 1);
 }
 
 /// A realm that redirects to `second` with the credential it received in the URL, spelled

@@ -224,6 +224,56 @@ fn secrets_are_write_only_and_stored_encrypted() {
     assert!(!list.stdout.contains("empty_one"), "{list:?}");
 }
 
+/// Agent tokens and people's login tokens are kept only as their SHA-256: the store's files
+/// never hold a token, and the row of each holds the hash of the token handed out. A token
+/// is checked by hashing what is presented and looking the hash up, so no stored token is
+/// ever compared with a guess (docs/adversarial-coverage.md, "How secrets are compared").
+#[test]
+fn agent_and_people_tokens_are_stored_only_as_their_sha256() {
+    let env = Env::new();
+    write_standard_files(&env);
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    env.write(
+        "portcullis.yaml",
+        &format!("{config}\nadmins:\n  alice: {{role: approver, groups: [support]}}\n"),
+    );
+    let agent = env.add_agent(AGENT);
+    let person = env.person_token("alice");
+    let hashes = env.sqlite(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         for table in ('agents', 'people'):\n    \
+             for (h,) in db.execute(f'SELECT token_sha256 FROM {table}'):\n        \
+                 print(table, h)\n",
+    );
+    assert!(hashes.success(), "{hashes:?}");
+    let expected = env.sqlite(&format!(
+        "import hashlib\nfor t in ({agent:?}, {person:?}): print(hashlib.sha256(t.encode()).hexdigest())\n"
+    ));
+    let expected: Vec<&str> = expected.stdout.lines().collect();
+    assert_eq!(
+        hashes.stdout.lines().collect::<Vec<_>>(),
+        [format!("agents {}", expected[0]), format!("people {}", expected[1])],
+        "{hashes:?}"
+    );
+
+    let mut bytes = Vec::new();
+    for f in ["portcullis.db", "portcullis.db-wal", "portcullis.db-shm"] {
+        if let Ok(b) = std::fs::read(env.path(f)) {
+            bytes.extend(b);
+        }
+    }
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(contains(expected[0]), "the search can find the stored hash");
+    for (who, token) in [("the agent", &agent), ("alice", &person)] {
+        assert!(!contains(token), "the token of {who} is in the store");
+        assert!(
+            !contains(&token.to_uppercase()),
+            "the token of {who} is in the store, upper case"
+        );
+    }
+}
+
 #[test]
 fn an_agent_token_works_until_the_agent_is_removed() {
     let s = standard();
