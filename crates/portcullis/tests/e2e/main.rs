@@ -44,4 +44,5 @@ mod rotation;
 mod scale;
 mod smtp;
 mod smuggling;
+mod upgrade;
 mod vault;

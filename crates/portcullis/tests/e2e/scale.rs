@@ -1,9 +1,11 @@
 //! Two `portcullis serve` instances sharing one PostgreSQL database and one upstream, hit
 //! concurrently: every intent runs once, an idempotency key runs once whichever instance
-//! gets it, a quota shared by both never overshoots, and a hold approved twice at once
-//! (through both instances) runs once; the audit log both wrote verifies. An instance killed
-//! mid-call leaves its intent to the survivor, which settles it `outcome_unknown` and never
-//! re-runs it; tampering done directly in the database is named by `audit verify`.
+//! gets it, a quota shared by both never overshoots (a count, and a spend budget summing an
+//! input field), a policy on `context.counters` sees one budget across both, and a hold
+//! approved twice at once (through both instances) runs once; the audit log both wrote
+//! verifies. An instance killed mid-call leaves its intent to the survivor, which settles it
+//! `outcome_unknown` and never re-runs it; tampering done directly in the database is named
+//! by `audit verify`.
 //!
 //! These tests need `PORTCULLIS_TEST_DATABASE_URL` (e.g.
 //! `postgres://postgres@127.0.0.1:5432/test`), a role that may create databases: each test
@@ -137,6 +139,11 @@ struct Cluster {
 
 /// Sets up a cluster with `extra` appended to the config; `None` when there is no database.
 fn cluster(extra: &str) -> Option<Cluster> {
+    cluster_with(extra, &[])
+}
+
+/// [`cluster`] with more files (actions, policies) written next to the default ones.
+fn cluster_with(extra: &str, files: &[(&str, &str)]) -> Option<Cluster> {
     let serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let db = Database::create()?;
     let env = Env::new();
@@ -146,6 +153,9 @@ fn cluster(extra: &str) -> Option<Cluster> {
     );
     env.write("actions/tickets.yaml", TICKETS);
     env.write("policies/policies.cedar", POLICIES);
+    for (path, text) in files {
+        env.write(path, text);
+    }
     // `migrate` creates the schema and exits; running it again changes nothing.
     for _ in 0..2 {
         let out = env.cli(&["migrate"], None);
@@ -393,6 +403,230 @@ fn a_quota_shared_by_two_instances_admits_exactly_its_maximum() {
         "every intent was decided (allowed) before it was charged"
     );
     assert_eq!(events.len(), 2 * (N + 2));
+}
+
+/// A spend budget: refunds sum their `amount`, at most 100.00 per agent per day.
+const REFUND_QUOTA: &str = r#"
+quotas:
+  refunds-per-day:
+    actions: ["refunds.*"]
+    window: 1d
+    max: 100.00
+    sum: /amount
+"#;
+
+const REFUND_ACTION: &str = r#"
+name: refunds.create
+description: Refund part of an order
+input:
+  type: object
+  required: [order, amount]
+  properties:
+    order: {type: string, pattern: "^[0-9]{1,10}$"}
+    amount: {type: number}
+request:
+  method: POST
+  url: http://127.0.0.1:UPSTREAM_PORT/echo
+  body: {order: "{order}", amount: "{amount}"}
+credential: tracker
+"#;
+
+const REFUNDS_ALLOWED: &str = r#"
+@id("support-refunds")
+@reason("support bots may refund within the day's budget")
+permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource);
+"#;
+
+const HALF_BUDGET_HOLDS: &str = r#"
+@id("refunds-while-budget-lasts")
+@reason("refunds run without approval until half of the day's budget is used")
+permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
+when { context.counters["refunds-per-day"].percent < 50 };
+
+@id("refunds-past-half-need-finance")
+@hold("half of today's refund budget is used; a finance approver must confirm")
+@approvers("finance")
+permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
+when { context.counters["refunds-per-day"].percent >= 50 };
+"#;
+
+fn refund(addr: SocketAddr, token: &str, order: usize, amount: &str) -> Response {
+    let body = format!(r#"{{"action": "refunds.create", "input": {{"order": "{order}", "amount": {amount}}}}}"#);
+    http::post_json(addr, "/v1/intents", Some(token), body.as_bytes())
+}
+
+impl Cluster {
+    /// The refunds the upstream received: order number → amount, each order at most once.
+    fn refunds(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for r in self.env.upstream.requests() {
+            assert_eq!(r["path"], "/echo", "only refunds are made: {r}");
+            let body: Value = serde_json::from_str(r["body"].as_str().expect("body")).expect("JSON body");
+            let order = body["order"].as_str().expect("order").to_owned();
+            let amount = body["amount"].as_f64().expect("amount");
+            assert!(
+                out.insert(order.clone(), amount).is_none(),
+                "order {order} refunded twice"
+            );
+        }
+        out
+    }
+}
+
+/// Refunds of 7.25 spread over both instances at once, against a budget of 100.00 a day:
+/// exactly 13 fit (94.25), the other 27 get 429, and the upstream received exactly the 13
+/// admitted ones; then 5.75 fills the budget to the cent on one instance and 0.01 is
+/// refused on the other.
+#[test]
+fn a_spend_budget_shared_by_two_instances_is_never_overshot() {
+    const N: usize = 40;
+    const FIT: usize = 13;
+    let files = [
+        ("actions/refunds.yaml", REFUND_ACTION),
+        ("policies/refunds.cedar", REFUNDS_ALLOWED),
+    ];
+    let Some(c) = cluster_with(REFUND_QUOTA, &files) else {
+        return;
+    };
+    let addrs = c.addrs();
+    let responses = concurrently(N, |i| refund(addrs[i % 2], &c.token, i, "7.25"));
+    let mut executed = BTreeSet::new();
+    for (i, r) in responses.iter().enumerate() {
+        match r.status {
+            200 => {
+                assert_eq!(r.json()["status"], "executed", "{}", r.text());
+                executed.insert(i.to_string());
+            }
+            429 => {
+                let body = r.json();
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+                let details = &body["error"]["details"];
+                assert_eq!(details["quota"], "refunds-per-day", "{body}");
+                assert_eq!(details["max"], "100", "{body}");
+                assert_eq!(details["requested"], "7.25", "{body}");
+                // Refused only once the 13 that fit were charged.
+                assert_eq!(details["used"], "94.25", "{body}");
+            }
+            other => panic!("refund {i}: unexpected {other}: {}", r.text()),
+        }
+    }
+    assert_eq!(executed.len(), FIT, "exactly what fits ran");
+    let sent = c.refunds();
+    assert_eq!(
+        sent.keys().cloned().collect::<BTreeSet<_>>(),
+        executed,
+        "the upstream got exactly the admitted refunds"
+    );
+    let total: f64 = sent.values().sum();
+    assert!((total - 94.25).abs() < 1e-9, "{total}");
+
+    // The rest of the budget, to the cent, through one instance; then nothing through the other.
+    let last = refund(addrs[1], &c.token, 1000, "5.75");
+    assert_eq!(last.status, 200, "{}", last.text());
+    let over = refund(addrs[0], &c.token, 1001, "0.01");
+    assert_eq!(over.status, 429, "{}", over.text());
+    assert_eq!(over.json()["error"]["details"]["used"], "100", "{}", over.text());
+    let total: f64 = c.refunds().values().sum();
+    assert!((total - 100.0).abs() < 1e-9, "{total}");
+    assert_eq!(c.env.upstream.requests().len(), FIT + 1, "no overshoot");
+
+    let events = c.verified_audit();
+    let outcomes = |status: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "outcome" && e["detail"]["status"] == status)
+            .count()
+    };
+    assert_eq!(outcomes("executed"), FIT + 1);
+    assert_eq!(outcomes("rate_limited"), N - FIT + 1);
+}
+
+/// A policy on `context.counters` ("hold once half the budget is used") sees one budget
+/// across both instances, exactly: refunds charged on one instance count on the other, and
+/// of a burst over both, exactly those charged while less than half was used run (each
+/// intent sees what those charged before it used, so a burst can't slip past the threshold);
+/// every other one is held, and an approval through either instance runs it.
+#[test]
+fn a_policy_on_counters_sees_one_budget_across_two_instances() {
+    const BURST: usize = 10;
+    let files = [
+        ("actions/refunds.yaml", REFUND_ACTION),
+        ("policies/refunds.cedar", HALF_BUDGET_HOLDS),
+    ];
+    let Some(c) = cluster_with(REFUND_QUOTA, &files) else {
+        return;
+    };
+    let addrs = c.addrs();
+
+    // 30 on one instance, then 15 on the other: 45 used, under half.
+    for (n, (addr, amount)) in [(addrs[0], "30"), (addrs[1], "15")].into_iter().enumerate() {
+        let r = refund(addr, &c.token, n, amount);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["status"], "executed", "{}", r.text());
+    }
+    // 45 used: a burst of ten 1.00 refunds over both instances. Those charged while less
+    // than 50 was used run: 45, 46, 47, 48, 49 before them, so five; the rest are held.
+    let responses = concurrently(BURST, |i| refund(addrs[i % 2], &c.token, 100 + i, "1"));
+    let mut held = Vec::new();
+    let mut ran = 0;
+    for (i, r) in responses.iter().enumerate() {
+        let body = r.json();
+        match r.status {
+            200 => {
+                assert_eq!(body["status"], "executed", "{body}");
+                ran += 1;
+            }
+            202 => {
+                assert_eq!(body["status"], "pending_approval", "{body}");
+                assert_eq!(
+                    body["decision"]["reasons"],
+                    json!(["half of today's refund budget is used; a finance approver must confirm"]),
+                    "{body}"
+                );
+                held.push((
+                    i,
+                    body["id"].as_str().expect("id").to_owned(),
+                    body["approval"]["payload_sha256"].as_str().expect("sha").to_owned(),
+                ));
+            }
+            other => panic!("refund {i}: unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ran, 5, "exactly the refunds charged under half ran");
+    assert_eq!(held.len(), BURST - 5);
+    let total: f64 = c.refunds().values().sum();
+    assert!(
+        (total - 50.0).abs() < 1e-9,
+        "held refunds gave their charge back: {total}"
+    );
+
+    // Past half on both instances, whatever the amount.
+    for addr in addrs {
+        let r = refund(addr, &c.token, 200, "0.5");
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    // Held refunds approved through either instance run, and count against the budget.
+    for (n, (i, id, sha)) in held.iter().take(2).enumerate() {
+        let r = vote(addrs[n % 2], &c.alice, id, sha);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        assert_eq!(body["intent"]["status"], "executed", "refund {i}: {body}");
+    }
+    let sent = c.refunds();
+    assert_eq!(sent.len(), 2 + 5 + 2, "{sent:?}");
+    let total: f64 = sent.values().sum();
+    assert!((total - 52.0).abs() < 1e-9, "{total}");
+
+    let events = c.verified_audit();
+    let effects: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "decided")
+        .filter_map(|e| e["decision"]["effect"].as_str())
+        .collect();
+    let count = |effect: &str| effects.iter().filter(|e| **e == effect).count();
+    assert_eq!(count("hold"), BURST - 5 + 2, "{effects:?}");
+    // 2 + 5 allowed at once, and 2 allowed again when approved.
+    assert_eq!(count("allow"), 2 + 5 + 2, "{effects:?}");
 }
 
 fn vote(addr: SocketAddr, person: &str, id: &str, sha: &str) -> Response {
