@@ -42,10 +42,20 @@ pub enum IntentError {
     /// The audit log or the store could not be written: nothing was executed.
     #[error("the gateway's store is unavailable; the action did not run")]
     StoreUnavailable(String),
-    /// The gateway is shutting down or can't write its audit log, so it takes no new
-    /// intents; another instance (or this one, later) will.
-    #[error("the gateway is not taking intents now ({0}); retry, and another instance will serve it")]
-    NotAccepting(&'static str),
+    /// A readiness check fails (shutting down, the store doesn't answer, the audit log can't
+    /// be written), so the gateway takes no new intents; another instance (or this one,
+    /// later) will.
+    #[error("the gateway is not taking intents now ({}); retry, and another instance will serve it", .0.reason)]
+    NotAccepting(NotReady),
+}
+
+/// The `/readyz` check that keeps the gateway from taking intents, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotReady {
+    /// The check's name, as `/readyz` lists it: `serving`, `store` or `audit`.
+    pub check: &'static str,
+    /// Why it fails, in words safe to show an agent.
+    pub reason: &'static str,
 }
 
 /// The gateway could not be started with this configuration.

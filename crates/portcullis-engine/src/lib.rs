@@ -32,7 +32,7 @@ pub mod vault;
 
 pub use approvals::{ApprovalError, HoldView, MAX_WAIT, Person, VoteResult};
 pub use config::Config;
-pub use error::{IntentError, RateLimit, StartError};
+pub use error::{IntentError, NotReady, RateLimit, StartError};
 pub use eval::{EvalCase, EvalOutcome, TranscriptCall, evaluate_cases};
 pub use gateway::{ActionView, Gateway, Submitted};
 pub use intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};

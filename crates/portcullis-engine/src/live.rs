@@ -1,9 +1,14 @@
 //! The live gateway: the current [`Gateway`], swapped whole when the configuration is
-//! reloaded, and the serving state (draining at shutdown) that readiness reports.
+//! reloaded, and the serving state (draining at shutdown, the store's last check) that
+//! readiness reports and admission follows.
 //!
 //! Every request takes the current gateway once, at its start, and uses that one to the
 //! end: an intent in flight during a reload finishes under the configuration it started
 //! with, while the next request sees the new one.
+//!
+//! A new intent is admitted only while `/readyz` would pass. Admission asks nothing of the
+//! store: it reads the last store check (made every second by [`Live::watch_store`] and by
+//! each `/readyz`) and the audit writer's own state.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +18,7 @@ use serde::Serialize;
 
 use portcullis_core::Diagnostic;
 
-use crate::error::IntentError;
+use crate::error::{IntentError, NotReady};
 use crate::gateway::Gateway;
 
 /// The current gateway and the process's serving state.
@@ -25,7 +30,30 @@ pub struct Live {
     draining: AtomicBool,
     generation: AtomicU64,
     on_reload: std::sync::OnceLock<ReloadHook>,
+    /// Whether the last store check passed (the store answered when the gateway opened).
+    store_ok: AtomicBool,
 }
+
+/// How often [`Live::watch_store`] checks the store.
+const STORE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a store check may take before it counts as failed.
+const STORE_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refused while shutting down.
+const SHUTTING_DOWN: NotReady = NotReady {
+    check: "serving",
+    reason: "shutting down",
+};
+/// Refused while the store doesn't answer.
+const STORE_DOWN: NotReady = NotReady {
+    check: "store",
+    reason: "the store did not answer",
+};
+/// Refused while the audit log can't be written.
+const AUDIT_DOWN: NotReady = NotReady {
+    check: "audit",
+    reason: "the audit writer stopped, or a write failed in the last 10 s",
+};
 
 /// Called with the new gateway after each applied reload.
 struct ReloadHook(Box<dyn Fn(&Gateway) + Send + Sync>);
@@ -104,6 +132,7 @@ impl Live {
             draining: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             on_reload: std::sync::OnceLock::new(),
+            store_ok: AtomicBool::new(true),
         })
     }
 
@@ -181,26 +210,64 @@ impl Live {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// The gateway to submit a new intent to, unless shutdown has begun or the audit
-    /// writer has stopped (then nothing could be recorded, so nothing may start).
+    /// The gateway to submit a new intent to, unless a readiness check fails: shutdown has
+    /// begun, the last store check failed, or the audit log can't be written (then nothing
+    /// could be recorded, so nothing may start). No store round trip: see the module docs.
     ///
     /// # Errors
-    /// [`IntentError::NotAccepting`].
+    /// [`IntentError::NotAccepting`] naming the failing check.
     pub fn admit(&self) -> Result<Admitted, IntentError> {
         let gateway = self.current();
         // Counted first, checked second: shutdown sets `draining` and then waits for the
         // count to reach zero, so an intent is either refused here or waited for.
         let in_flight = gateway.metrics().start_intent();
-        if self.draining() {
-            return Err(IntentError::NotAccepting("shutting down"));
-        }
-        if !gateway.store().audit_writer_running() {
-            return Err(IntentError::NotAccepting("the audit writer stopped"));
+        if let Some(refusal) = self.refusal(&gateway) {
+            return Err(IntentError::NotAccepting(refusal));
         }
         Ok(Admitted {
             gateway,
             _in_flight: in_flight,
         })
+    }
+
+    /// The first readiness check that fails, from what is known without asking the store.
+    fn refusal(&self, gateway: &Gateway) -> Option<NotReady> {
+        if self.draining() {
+            Some(SHUTTING_DOWN)
+        } else if !self.store_ok.load(Ordering::SeqCst) {
+            Some(STORE_DOWN)
+        } else if !gateway.store().audit_writable() {
+            Some(AUDIT_DOWN)
+        } else {
+            None
+        }
+    }
+
+    /// Asks the store a question (at most [`STORE_CHECK_LIMIT`]) and keeps the answer for
+    /// admission; returns the error when it failed.
+    pub async fn check_store(&self) -> Result<(), String> {
+        let gateway = self.current();
+        let answer = match tokio::time::timeout(STORE_CHECK_LIMIT, gateway.store().list_secrets()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", STORE_CHECK_LIMIT.as_secs())),
+        };
+        let was_ok = self.store_ok.swap(answer.is_ok(), Ordering::SeqCst);
+        match (&answer, was_ok) {
+            (Err(e), true) => tracing::error!(error = %e, "the store check failed: taking no new intents"),
+            (Ok(()), false) => tracing::warn!("the store answers again: taking intents"),
+            _ => {}
+        }
+        answer
+    }
+
+    /// Checks the store every second, forever, so that admission follows it. Spawn it
+    /// beside the server.
+    pub async fn watch_store(&self) {
+        loop {
+            tokio::time::sleep(STORE_CHECK_EVERY).await;
+            let _ = self.check_store().await;
+        }
     }
 
     /// Waits until no intent is in flight, at most `limit`; returns how many still are.
@@ -216,31 +283,35 @@ impl Live {
         }
     }
 
-    /// Runs every readiness check: not shutting down, the store answers, the audit log
-    /// can be written, the catalog and policies are loaded.
+    /// Runs every readiness check: not shutting down, the store answers (a fresh check,
+    /// which admission then follows), the audit log can be written, the catalog and
+    /// policies are loaded.
     pub async fn readiness(&self) -> Readiness {
         let gateway = self.current();
         let mut checks = Vec::with_capacity(4);
         let draining = self.draining();
         checks.push(Check {
-            name: "serving",
+            name: SHUTTING_DOWN.check,
             ok: !draining,
-            detail: draining.then(|| "shutting down".to_owned()),
+            detail: draining.then(|| SHUTTING_DOWN.reason.to_owned()),
         });
-        let store = gateway.store().list_secrets().await;
+        let store = self.check_store().await;
         checks.push(Check {
-            name: "store",
+            name: STORE_DOWN.check,
             ok: store.is_ok(),
-            detail: store.err().map(|e| e.to_string()),
+            detail: store.err(),
         });
         let writable = gateway.store().audit_writable();
         checks.push(Check {
-            name: "audit",
+            name: AUDIT_DOWN.check,
             ok: writable,
-            detail: (!writable).then(|| "the audit writer stopped, or a write failed in the last 10 s".to_owned()),
+            detail: (!writable).then(|| AUDIT_DOWN.reason.to_owned()),
         });
-        // A gateway exists only once its catalog and policies loaded and validated; the
-        // check names what is serving.
+        // Passes by construction, and so admission doesn't look at it: a `Gateway` is built
+        // only from a configuration whose catalog and policies loaded and validated (`serve`
+        // exits when the first one doesn't; a reload that doesn't is refused and the gateway
+        // serving stays), and it keeps them, unchanged, for its life. The check says what is
+        // serving.
         let loaded = gateway.loaded();
         checks.push(Check {
             name: "policies",

@@ -81,7 +81,12 @@ impl IntoResponse for ApiError {
                 IntentError::StoreUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), None)
                 }
-                IntentError::NotAccepting(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string(), None),
+                IntentError::NotAccepting(not_ready) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    e.to_string(),
+                    Some(json!({"check": not_ready.check})),
+                ),
             },
             Self::Approval(e) => {
                 let (status, code) = approval_status(&e);

@@ -45,6 +45,11 @@ pub async fn run(config: &Path, listen: Option<String>, verbose: bool) -> anyhow
             }
         })
     };
+    // Admission follows the store's health without asking it per intent.
+    let store_watch = {
+        let live = Arc::clone(&live);
+        tokio::spawn(async move { live.watch_store().await })
+    };
     // Signal handlers are in place before the address is announced: a signal sent as soon as
     // the gateway is up is handled, not fatal.
     let signals = Signals::register()?;
@@ -70,6 +75,7 @@ pub async fn run(config: &Path, listen: Option<String>, verbose: bool) -> anyhow
     }
     reloads.abort();
     maintenance.abort();
+    store_watch.abort();
     if let Some(provider) = provider {
         crate::telemetry::shutdown(provider);
     }

@@ -159,7 +159,7 @@ pub(crate) fn intent_error(e: IntentError) -> Result<CallToolResult, ErrorData> 
         ),
         // The cause stays in the gateway's log: it may name internal paths.
         IntentError::StoreUnavailable(_) => (message, json!({"error": "unavailable"})),
-        IntentError::NotAccepting(_) => (message, json!({"error": "not_ready"})),
+        IntentError::NotAccepting(not_ready) => (message, json!({"error": "not_ready", "check": not_ready.check})),
     };
     Ok(with_structured(
         CallToolResult::error(vec![ContentBlock::text(text)]),

@@ -6,4 +6,5 @@
 
 mod mcp;
 mod metrics;
+mod readiness;
 mod ui;

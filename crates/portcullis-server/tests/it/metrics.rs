@@ -1,6 +1,7 @@
-//! `GET /metrics`: scraped after a few intents (allowed, denied, held, refused, rate limited) and
-//! parsed line by line; every count matches what was done, nothing an agent sent shows up,
-//! and the path is 404 unless the configuration enables it.
+//! `GET /metrics`: scraped after a few intents (allowed, denied, held, refused, rate limited,
+//! credentials that can't be resolved, OAuth2 tokens fetched) and parsed line by line; every
+//! count matches what was done, nothing an agent sent shows up, and the path is 404 unless
+//! the configuration enables it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use portcullis_core::{AgentId, sha256_hex};
-use portcullis_engine::Gateway;
+use portcullis_engine::{Gateway, Live};
 
 const TOKEN: &str = "pcl_metrics-agent-token-never-in-the-output";
 /// A title the agent sends: it must not become a label value.
@@ -36,6 +37,55 @@ quotas:
     window: 1h
     max: 2
 METRICS
+EXTRA
+"#;
+
+/// An environment variable no test sets.
+const UNSET_VAR: &str = "PORTCULLIS_IT_NEVER_SET_5D1E";
+
+/// Credentials that can't be resolved, and one OAuth2 client whose token endpoint is the
+/// test upstream. Its client secret is a variable `cargo test` sets for every test process
+/// (tests may not set variables themselves: `unsafe` is forbidden).
+const CREDENTIALS: &str = r#"
+credentials:
+  missing_env:
+    kind: bearer
+    secret: env:UNSET_VAR
+  oauth_ok:
+    kind: oauth2_client_credentials
+    token_url: http://127.0.0.1:UPSTREAM_PORT/token
+    client_id: it-client
+    client_secret: env:CARGO_PKG_NAME
+  oauth_no_secret:
+    kind: oauth2_client_credentials
+    token_url: http://127.0.0.1:UPSTREAM_PORT/token
+    client_id: it-client
+    client_secret: env:UNSET_VAR
+"#;
+
+const CREDENTIAL_ACTIONS: &str = r#"
+name: reports.plain
+description: Read a report with a static token
+input: {type: object}
+request: {method: GET, url: "http://127.0.0.1:UPSTREAM_PORT/report"}
+credential: missing_env
+---
+name: reports.oauth
+description: Read a report with an OAuth2 token
+input: {type: object}
+request: {method: GET, url: "http://127.0.0.1:UPSTREAM_PORT/report"}
+credential: oauth_ok
+---
+name: reports.broken
+description: Read a report with an OAuth2 client that has no secret
+input: {type: object}
+request: {method: GET, url: "http://127.0.0.1:UPSTREAM_PORT/report"}
+credential: oauth_no_secret
+"#;
+
+const CREDENTIAL_POLICIES: &str = r#"
+@id("support-reports")
+permit (principal in AgentGroup::"support", action in [Action::"reports.plain", Action::"reports.oauth", Action::"reports.broken"], resource);
 "#;
 
 const ACTIONS: &str = r#"
@@ -68,16 +118,29 @@ permit (principal in AgentGroup::"support", action == Action::"tickets.create", 
 when { context.input has priority && context.input.priority == "high" };
 "#;
 
-struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
-    app: Router,
+    pub(crate) app: Router,
+    pub(crate) live: Arc<Live>,
 }
 
+/// The upstream: tickets, a report, and an OAuth2 token endpoint that issues one token.
 async fn upstream() -> u16 {
-    let app = Router::new().route(
-        "/tickets",
-        axum::routing::post(|| async { (StatusCode::CREATED, axum::Json(json!({"number": 1}))) }),
-    );
+    let app = Router::new()
+        .route(
+            "/tickets",
+            axum::routing::post(|| async { (StatusCode::CREATED, axum::Json(json!({"number": 1}))) }),
+        )
+        .route(
+            "/report",
+            axum::routing::get(|| async { axum::Json(json!({"rows": 3})) }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(|| async {
+                axum::Json(json!({"access_token": "it-access-token", "token_type": "Bearer", "expires_in": 3600}))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -85,19 +148,32 @@ async fn upstream() -> u16 {
 }
 
 impl World {
-    async fn new(metrics: bool) -> Self {
+    pub(crate) async fn new(metrics: bool) -> Self {
+        Self::with(metrics, false).await
+    }
+
+    /// With `credentials`, also the credentials, actions and policy of [`CREDENTIALS`].
+    pub(crate) async fn with(metrics: bool, credentials: bool) -> Self {
         let port = upstream().await.to_string();
         let dir = tempfile::tempdir().unwrap();
         let enabled = if metrics { "metrics: {enabled: true}" } else { "" };
         let write = |rel: &str, text: &str| {
             let path = dir.path().join(rel);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let text = text.replace("UPSTREAM_PORT", &port).replace("METRICS", enabled);
+            let text = text
+                .replace("EXTRA", if credentials { CREDENTIALS } else { "" })
+                .replace("UPSTREAM_PORT", &port)
+                .replace("METRICS", enabled)
+                .replace("UNSET_VAR", UNSET_VAR);
             std::fs::write(path, text).unwrap();
         };
         write("portcullis.yaml", CONFIG);
         write("actions/actions.yaml", ACTIONS);
         write("policies/policies.cedar", POLICIES);
+        if credentials {
+            write("actions/reports.yaml", CREDENTIAL_ACTIONS);
+            write("policies/reports.cedar", CREDENTIAL_POLICIES);
+        }
         let loaded = portcullis_engine::check(&dir.path().join("portcullis.yaml")).unwrap_or_else(|e| panic!("{e:?}"));
         let gateway = Arc::new(Gateway::open(loaded).await.unwrap());
         gateway
@@ -105,17 +181,45 @@ impl World {
             .add_agent(&AgentId::new("support").unwrap(), &sha256_hex(TOKEN.as_bytes()))
             .await
             .unwrap();
-        let app = portcullis_server::router(portcullis_engine::Live::new(gateway));
-        Self { _dir: dir, app }
+        let live = Live::new(gateway);
+        let app = portcullis_server::router(Arc::clone(&live));
+        Self { _dir: dir, app, live }
     }
 
     async fn submit(&self, body: &Value) -> StatusCode {
+        self.send(body).await.0
+    }
+
+    /// Submits an intent; its status and body.
+    pub(crate) async fn send(&self, body: &Value) -> (StatusCode, Value) {
         let request = Request::post("/v1/intents")
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        self.app.clone().oneshot(request).await.unwrap().status()
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// `GET path`: its status and body.
+    pub(crate) async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// `GET path`: its status and JSON body.
+    pub(crate) async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let (status, text) = self.get_text(path).await;
+        (status, serde_json::from_str(&text).unwrap())
     }
 
     async fn scrape(&self) -> (StatusCode, Option<String>, String) {
@@ -284,4 +388,67 @@ async fn metrics_are_not_served_unless_enabled() {
     let w = World::new(false).await;
     let (status, _, _) = w.scrape().await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn credentials_that_cannot_be_resolved_and_oauth2_token_requests_are_counted_by_credential() {
+    assert!(
+        std::env::var("CARGO_PKG_NAME").is_ok(),
+        "the OAuth2 client secret comes from CARGO_PKG_NAME, which `cargo test` sets"
+    );
+    let w = World::with(true, true).await;
+    let call = |action: &str| json!({"action": action, "input": {}});
+    // A static token from a variable that isn't set: the intent fails, nothing is sent.
+    let (status, body) = w.send(&call("reports.plain")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("failed")),
+        "{body}"
+    );
+    // One token fetched, then served from the cache.
+    for _ in 0..2 {
+        let (status, body) = w.send(&call("reports.oauth")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "executed", "{body}");
+    }
+    // No client secret: the token request fails before the endpoint, and so does the intent.
+    let (status, body) = w.send(&call("reports.broken")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("failed")),
+        "{body}"
+    );
+
+    let (status, _, text) = w.scrape().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!text.contains("it-access-token"), "{text}");
+    let s = parse(&text);
+    let failures = "portcullis_credential_failures_total";
+    assert_eq!(get(&s, failures, &[("credential", "missing_env")]), 1.0);
+    assert_eq!(get(&s, failures, &[("credential", "oauth_no_secret")]), 1.0);
+    assert!(
+        !s.keys()
+            .any(|(n, l)| n == failures && l.get("credential").is_some_and(|c| c == "oauth_ok")),
+        "{text}"
+    );
+    let tokens = "portcullis_oauth2_token_requests_total";
+    assert_eq!(get(&s, tokens, &[("credential", "oauth_ok"), ("outcome", "ok")]), 1.0);
+    assert_eq!(
+        get(&s, tokens, &[("credential", "oauth_no_secret"), ("outcome", "failed")]),
+        1.0
+    );
+    assert!(
+        !s.keys()
+            .any(|(n, l)| n == tokens && l.get("credential").is_some_and(|c| c == "missing_env")),
+        "a static credential makes no token request: {text}"
+    );
+    let intents = "portcullis_intents_total";
+    assert_eq!(
+        get(&s, intents, &[("action", "reports.plain"), ("status", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        get(&s, intents, &[("action", "reports.oauth"), ("status", "executed")]),
+        2.0
+    );
 }

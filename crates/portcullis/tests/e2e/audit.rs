@@ -1,9 +1,55 @@
 //! The audit log through the CLI: tampering is detected and named, the append-only triggers
-//! hold, and a gateway whose audit log can't be written refuses to act.
+//! hold, and a gateway whose audit log (or store) can't be written refuses to act: `/readyz`
+//! names the failing check and new intents are refused until it passes again.
 
-use serde_json::json;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use crate::fixtures::standard;
+use crate::harness::Gateway;
+
+/// Polls `/readyz` until it answers `ready` (200) or not (503), at most `limit`; its body.
+pub(crate) fn wait_for_readiness(gateway: &Gateway, ready: bool, limit: Duration) -> Value {
+    let want = if ready { 200 } else { 503 };
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = gateway.get("/readyz", None);
+        if r.status == want {
+            return r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still answers {}: {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The checks a `/readyz` body lists as failing, with their details.
+pub(crate) fn failing_checks(body: &Value) -> Vec<(String, String)> {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            let detail = c["detail"].as_str().unwrap_or_default().to_owned();
+            (c["name"].as_str().unwrap().to_owned(), detail)
+        })
+        .collect()
+}
+
+/// Asserts `r` is a `503 not_ready` naming `check`.
+#[track_caller]
+pub(crate) fn assert_not_ready(r: &crate::http::Response, check: &str) {
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert_eq!(body["error"]["details"]["check"], check, "{body}");
+}
 
 /// Drops every trigger on `audit_events` (found by name in `sqlite_master`), then runs `sql`.
 const TAMPER: &str = r#"
@@ -137,20 +183,32 @@ fn an_unwritable_audit_log_fails_closed_with_503_and_nothing_is_sent() {
         !r.text().contains("disk on fire"),
         "the store's error text stays in the gateway: {body}"
     );
+    // From the failed write on, the gateway is not ready and says why; it takes no intents
+    // (not even dry runs) rather than failing each one after it started.
+    let ready = s.gateway.get("/readyz", None);
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "not ready");
+    let failing = failing_checks(&ready.json());
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].0, "audit", "{failing:?}");
     let dry = s.intent(&json!({
         "action": "tickets.create",
         "input": {"project": "website", "title": "dry"},
         "dry_run": true
     }));
-    assert_eq!(dry.status, 503, "{}", dry.text());
+    assert_not_ready(&dry, "audit");
+    let refused = s.intent(&json!({"action": "tickets.create", "input": {"project": "website", "title": "refused"}}));
+    assert_not_ready(&refused, "audit");
     assert_eq!(
         s.env.upstream.requests().len(),
         1,
         "nothing ran after the audit log broke"
     );
 
-    // Failing closed is not failing forever: once the log is writable, intents run again.
+    // Failing closed is not failing forever: once the log is writable, readiness comes back
+    // (10 s after the failed write at most) and intents run again.
     assert!(s.env.sqlite(REPAIR_AUDIT).success());
+    wait_for_readiness(&s.gateway, true, Duration::from_secs(20));
     let r = s.intent(&json!({"action": "tickets.create", "input": {"project": "website", "title": "again"}}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(s.env.upstream.requests().len(), 2);
@@ -172,6 +230,7 @@ fn a_retry_after_an_audit_outage_runs_the_action_once() {
     let r = s.intent(&intent);
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(s.env.sqlite(REPAIR_AUDIT).success());
+    wait_for_readiness(&s.gateway, true, Duration::from_secs(20));
 
     let retry = s.intent(&intent);
     assert_eq!(retry.status, 200, "{}", retry.text());
@@ -180,4 +239,89 @@ fn a_retry_after_an_audit_outage_runs_the_action_once() {
     let again = s.intent(&intent);
     assert_eq!(again.json(), retry.json());
     assert_eq!(s.env.upstream.requests().len(), 1);
+}
+
+/// Hides the `secrets` table, which the store check reads, so that the store stops answering
+/// it as a lost database would; `RESTORE_STORE` puts it back.
+const BREAK_STORE: &str = "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=10)
+db.execute('ALTER TABLE secrets RENAME TO secrets_hidden')
+db.commit()";
+
+const RESTORE_STORE: &str = "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=10)
+db.execute('ALTER TABLE secrets_hidden RENAME TO secrets')
+db.commit()";
+
+/// A dry run of a ticket: decided, but never sent.
+fn dry_run() -> Value {
+    json!({"action": "tickets.create", "input": {"project": "website", "title": "probe"}, "dry_run": true})
+}
+
+#[test]
+fn a_store_that_does_not_answer_makes_the_gateway_unready_and_refuse_intents_until_it_answers() {
+    let s = standard();
+    let ok = s.intent(&json!({"action": "tickets.create", "input": {"project": "website", "title": "before"}}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(s.env.sqlite(BREAK_STORE).success());
+
+    // Nobody asks `/readyz`: the gateway's own check (every second) stops admission.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = s.intent(&dry_run());
+        if r.json()["error"]["code"] == "not_ready" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "intents are still admitted: {}", r.text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_not_ready(&refused, "store");
+    assert!(
+        refused.text().contains("retry"),
+        "the agent is told to retry: {}",
+        refused.text()
+    );
+    let r = s.intent(&json!({"action": "tickets.create", "input": {"project": "website", "title": "during"}}));
+    assert_not_ready(&r, "store");
+
+    let ready = s.gateway.get("/readyz", None);
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(
+        failing_checks(&ready.json()),
+        [("store".to_owned(), "the store did not answer".to_owned())]
+    );
+    assert!(
+        !ready.text().contains("secrets"),
+        "the store's error stays in the gateway: {}",
+        ready.text()
+    );
+    assert_eq!(
+        s.env.upstream.requests().len(),
+        1,
+        "nothing ran while the store was down"
+    );
+
+    // Back again: the next check admits intents, still without anyone asking `/readyz`.
+    assert!(s.env.sqlite(RESTORE_STORE).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.intent(&dry_run());
+        if r.status == 200 {
+            assert_eq!(r.json()["status"], "dry_run", "{}", r.text());
+            break;
+        }
+        assert_not_ready(&r, "store");
+        assert!(Instant::now() < deadline, "intents are still refused: {}", r.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.gateway.get("/readyz", None).status, 200);
+    let r = s.intent(&json!({"action": "tickets.create", "input": {"project": "website", "title": "after"}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.env.upstream.requests().len(), 2);
+    assert!(
+        s.gateway.log().contains("the store check failed"),
+        "{}",
+        s.gateway.log()
+    );
+    assert_eq!(s.env.audit_verify().code, Some(0));
 }

@@ -314,3 +314,87 @@ fn health_and_readiness_report_their_checks() {
         ["audit", "policies", "serving", "store"].map(str::to_owned).into()
     );
 }
+
+/// Starts a gateway exporting to `receiver` with `tracing_extra` under `tracing:`, sends one
+/// ticket with `title`, stops the gateway (which flushes the exporter) and returns the spans.
+fn spans_of_one_ticket(
+    receiver: &Receiver,
+    tracing_extra: &str,
+    title: &str,
+) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    let env = Env::new();
+    write_standard_files(&env);
+    env.write(
+        "portcullis.yaml",
+        &config_with(&format!(
+            "tracing:\n  otlp_endpoint: {}\n{tracing_extra}",
+            receiver.endpoint()
+        )),
+    );
+    let token = env.add_agent(AGENT);
+    let mut gateway = env.serve();
+    let created = gateway.post_intent(
+        &token,
+        &json!({"action": "tickets.create", "input": {"project": "web", "title": title}}),
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    gateway.signal("TERM");
+    assert_eq!(
+        gateway.wait_exit(Duration::from_secs(20)),
+        Some(Some(0)),
+        "{}",
+        gateway.log()
+    );
+    receiver.wait_for(Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| s.name == "intent") && spans.iter().any(|s| s.name == "record")
+    })
+}
+
+#[test]
+fn by_default_no_span_carries_the_input() {
+    let receiver = Receiver::start();
+    // Nothing in it is sensitive, so only `payloads` could put it on a span.
+    let title = "plain-title-that-only-the-input-carries-7d2c";
+    let spans = spans_of_one_ticket(&receiver, "", title);
+    let intent = spans.iter().find(|s| s.name == "intent").unwrap();
+    assert_eq!(attribute(intent, "action").as_deref(), Some("tickets.create"));
+    for span in &spans {
+        assert!(
+            attribute(span, "input").is_none(),
+            "span `{}` carries the input",
+            span.name
+        );
+        assert!(
+            !all_text(span).contains(title),
+            "span `{}`: {}",
+            span.name,
+            all_text(span)
+        );
+    }
+    for body in receiver.bodies() {
+        assert!(!String::from_utf8_lossy(&body).contains(title));
+    }
+}
+
+#[test]
+fn with_payloads_on_the_input_is_masked_then_cut_to_payload_max_bytes() {
+    let receiver = Receiver::start();
+    // The input's JSON is `{"project":"web","title":"` (26 bytes), 30 `a`s, a space, then the
+    // address at bytes 57 to 72: masked before the cut at 64, none of it can show.
+    let title = format!("{} ops@example.com and more text after it", "a".repeat(30));
+    let spans = spans_of_one_ticket(&receiver, "  payloads: true\n  payload_max_bytes: 64\n", &title);
+    let intent = spans.iter().find(|s| s.name == "intent").unwrap();
+    let input = attribute(intent, "input").expect("payloads: true attaches the input");
+    assert!(input.len() <= 64, "{} bytes: {input}", input.len());
+    assert!(input.ends_with('…'), "{input}");
+    assert!(
+        input.starts_with(&format!(r#"{{"project":"web","title":"{}"#, "a".repeat(30))),
+        "{input}"
+    );
+    assert!(input.contains(" [RED"), "the mask, cut: {input}");
+    for span in &spans {
+        let text = all_text(span);
+        assert!(!text.contains("ops@"), "span `{}`: {text}", span.name);
+        assert!(!text.contains("more text"), "span `{}`: {text}", span.name);
+    }
+}
