@@ -19,15 +19,18 @@
 //   cc-post    client_credentials, client_secret_post
 //   crm-app    refresh_token (rotated on every use: rotateRefreshToken is true), client_secret_basic
 //   agent-bot  client_credentials, client_secret_basic; its tokens for resource `urn:portcullis`
-//              are JWTs (RS256), signed with the keys published at the jwks_uri (/jwks)
+//              are JWTs (RS256), signed with the keys published at the jwks_uri (/jwks), with
+//              the claims `team: "helpdesk"` and `groups: ["helpdesk"]`
+//   agent-guest the same, with the claims `team: "sales"` and `groups: ["guests"]`
 //
 // Resource servers (RFC 8707 resource indicators; `audience` is accepted as another name for
 // `resource`, as some providers call it, and must agree with `resource` when both are sent):
 //
 //   urn:portcullis:echo   scopes `echo:read echo:write`, opaque tokens, for cc-basic, cc-post and
 //                         crm-app: the audience of GET|POST /api/echo
-//   urn:portcullis        scope `agent`, JWT access tokens (RS256), for agent-bot: the audience
-//                         of Portcullis itself (JWT agent authentication)
+//   urn:portcullis        scope `agent`, JWT access tokens (RS256), for agent-bot and
+//                         agent-guest: the audience of Portcullis itself (JWT agent
+//                         authentication)
 //
 // Test-only endpoints:
 //
@@ -141,7 +144,22 @@ const CLIENTS = [
     response_types: [],
     redirect_uris: [],
   },
+  {
+    client_id: 'agent-guest',
+    client_secret: secret('agent-guest'),
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+  },
 ];
+
+// Extra claims in each agent client's JWTs for Portcullis, which the gateway maps to Cedar
+// attributes and groups: the two clients differ only in them.
+const AGENT_CLAIMS = {
+  'agent-bot': { team: 'helpdesk', groups: ['helpdesk'] },
+  'agent-guest': { team: 'sales', groups: ['guests'] },
+};
 
 // Which resource server each client may get tokens for.
 const RESOURCE_SERVERS = {
@@ -155,7 +173,7 @@ const RESOURCE_SERVERS = {
     }),
   },
   [PORTCULLIS]: {
-    clients: new Set(['agent-bot']),
+    clients: new Set(['agent-bot', 'agent-guest']),
     info: () => ({
       scope: 'agent',
       audience: PORTCULLIS,
@@ -256,11 +274,11 @@ function buildProvider(issuer) {
       introspection: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        // `audience` alone names the resource; agent-bot's tokens are for Portcullis unless
+        // `audience` alone names the resource; the agent clients' tokens are for Portcullis unless
         // it says otherwise.
         defaultResource: async (ctx, client, oneOf) => oneOf
           ?? ctx.oidc.params.audience
-          ?? (client.clientId === 'agent-bot' ? PORTCULLIS : undefined),
+          ?? (client.clientId in AGENT_CLAIMS ? PORTCULLIS : undefined),
         useGrantedResource: async () => true,
         getResourceServerInfo: async (ctx, resource, client) => {
           const server = RESOURCE_SERVERS[resource];
@@ -275,6 +293,9 @@ function buildProvider(issuer) {
         },
       },
     },
+    extraTokenClaims: async (_ctx, token) => (token.resourceServer?.audience === PORTCULLIS
+      ? AGENT_CLAIMS[token.clientId]
+      : undefined),
     rotateRefreshToken: true,
     // The grant's refresh token never expires with a browser session (there is none).
     expiresWithSession: async () => false,

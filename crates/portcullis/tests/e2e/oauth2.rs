@@ -1,7 +1,7 @@
 //! The OAuth2 token broker against a real provider: npm `oidc-provider` on loopback
 //! (`tests/oidc/server.mjs`), with its protected API `/api/echo` as the upstream. Client
 //! credentials with basic and post client authentication, scopes, `resource` and `audience`;
-//! one token request for 50 concurrent intents and one more after expiry; the refresh-token
+//! one token request for 50 concurrent intents and one more for 50 after expiry; the refresh-token
 //! grant with rotation, across a restart; a 401 refreshed and retried for idempotent actions
 //! only; a wrong client secret. Nothing secret reaches the agent, the log or the audit log.
 //!
@@ -65,7 +65,7 @@ impl Provider {
     /// Starts the provider in `env`'s directory. Its access tokens live `ttl` seconds, and
     /// its token endpoint answers after `token_delay`.
     fn start(env: &Env, ttl: u64, token_delay: Duration) -> Self {
-        let secrets: Vec<(&'static str, String)> = ["cc-basic", "cc-post", "crm-app", "agent-bot"]
+        let secrets: Vec<(&'static str, String)> = ["cc-basic", "cc-post", "crm-app", "agent-bot", "agent-guest"]
             .into_iter()
             .map(|id| (id, random_secret(id)))
             .collect();
@@ -456,16 +456,29 @@ fn fifty_concurrent_intents_cause_one_token_request_and_expiry_one_more() {
     );
     assert_eq!(w.provider.api_statuses().len(), 50);
 
-    // Once the token has expired, the next burst fetches exactly one more.
+    // Once the token has expired, the next burst of 50 fetches exactly one more. The token
+    // was requested after `started`, so by this point the gateway's copy is past its refresh
+    // time (10 % before expiry) whatever the machine's speed; the slow endpoint again makes
+    // every intent of the burst need the token while the one request for it is in flight.
     std::thread::sleep((Duration::from_secs(TTL) + Duration::from_millis(500)).saturating_sub(started.elapsed()));
-    let burst = concurrently(20, |_| intent(&gateway, &w.token, "echo.read"));
+    let again = Instant::now();
+    let burst = concurrently(50, |_| intent(&gateway, &w.token, "echo.read"));
+    let took = again.elapsed();
     for r in &burst {
         executed_ok(r);
     }
+    assert!(
+        took >= delay,
+        "the second burst took {took:?}: the expired token was not refreshed"
+    );
     let requests = w.provider.token_requests();
-    assert_eq!(requests.len(), 2, "after expiry, one more token request: {requests:#?}");
+    assert_eq!(
+        requests.len(),
+        2,
+        "after expiry, 50 concurrent intents, one more token request: {requests:#?}"
+    );
     assert!(requests.iter().all(|r| r["status"] == 200), "{requests:#?}");
-    assert_eq!(w.provider.api_statuses(), vec![200; 70]);
+    assert_eq!(w.provider.api_statuses(), vec![200; 100]);
 }
 
 #[test]
@@ -586,10 +599,11 @@ fn a_wrong_client_secret_fails_with_the_generic_message_and_a_log_naming_invalid
     assert_nothing_leaked(&w, 0, &[&r], &[log], &[&wrong]);
 }
 
-/// A JWT access token for `agent-bot`, issued by the provider for Portcullis itself.
-fn agent_jwt(provider: &Provider) -> String {
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("agent-bot:{}", form_encode(provider.secret("agent-bot"))));
+/// A JWT access token for the agent client `client`, issued by the provider for Portcullis
+/// itself.
+fn agent_jwt(provider: &Provider, client: &str) -> String {
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{client}:{}", form_encode(provider.secret(client))));
     let auth = format!("Basic {basic}");
     let r = http::send(
         provider.addr(),
@@ -628,7 +642,7 @@ fn agents_authenticate_with_the_providers_jwts_and_key_rotation_is_picked_up() {
         ),
     );
     let gateway = w.env.serve();
-    let jwt = agent_jwt(&w.provider);
+    let jwt = agent_jwt(&w.provider, "agent-bot");
     let r = gateway.post_intent(&jwt, &json!({"action": "echo.read", "input": {}}));
     executed_ok(&r);
     let audit = w.env.audit_tail(5);
@@ -652,7 +666,87 @@ fn agents_authenticate_with_the_providers_jwts_and_key_rotation_is_picked_up() {
     std::thread::sleep(Duration::from_millis(1200));
     let r = gateway.post_intent(&jwt, &json!({"action": "echo.read", "input": {}}));
     assert_eq!(r.status, 401, "a token signed by a dropped key: {}", r.text());
-    let fresh = agent_jwt(&w.provider);
+    let fresh = agent_jwt(&w.provider, "agent-bot");
     executed_ok(&gateway.post_intent(&fresh, &json!({"action": "echo.read", "input": {}})));
     assert!(!gateway.log().contains(&fresh), "the token is never logged");
+}
+
+// The group and the attribute are tested in the condition: an action is visible to an agent
+// (else it is an unknown action) only through a permit whose scope admits it by its configured
+// groups, which claims don't change.
+const CLAIMS_POLICY: &str = r#"
+@id("helpdesk-reads")
+@reason("the helpdesk team may call the protected API")
+permit (principal, action == Action::"echo.read", resource)
+when { principal in AgentGroup::"helpdesk" && principal has team && principal.team == "helpdesk" };
+"#;
+
+/// The claims of the provider's JWTs reach policy through the REST API: `agent-bot` and
+/// `agent-guest` are configured alike (not at all), their tokens differ only in the claims
+/// `team` and `groups`, and only the one whose claims map to the group and the attribute the
+/// policy asks for may act. Without either mapping in the config, the same token is denied.
+#[test]
+fn jwt_claims_become_cedar_attributes_and_groups_that_decide_an_intent_over_rest() {
+    let Some(w) = world(300, Duration::ZERO) else { return };
+    let port = w.provider.port;
+    let oidc = format!(
+        "oidc:\n  issuer: http://127.0.0.1:{port}\n  audience: urn:portcullis\n  \
+         jwks_url: http://127.0.0.1:{port}/jwks\n  agent_claim: client_id\n"
+    );
+    let attributes = "  attributes: {team: team}\n";
+    let groups = "  groups_claim: groups\n";
+    let config = CONFIG.replace("OIDC_PORT", &port.to_string());
+    w.env
+        .write("portcullis.yaml", &format!("{config}{oidc}{attributes}{groups}"));
+    w.env.write("policies/policy.cedar", CLAIMS_POLICY);
+    let read = json!({"action": "echo.read", "input": {}});
+    let helpdesk = agent_jwt(&w.provider, "agent-bot");
+    let guest = agent_jwt(&w.provider, "agent-guest");
+    let denied = |r: &http::Response| {
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.json()["status"], "denied", "{}", r.text());
+    };
+
+    let gateway = w.env.serve();
+    let seen = executed_ok(&gateway.post_intent(&helpdesk, &read));
+    assert_eq!(seen["client_id"], "cc-basic", "{seen}");
+    denied(&gateway.post_intent(&guest, &read));
+    // The static token of `support-bot` (no attributes, not in `helpdesk`) is denied too.
+    denied(&intent(&gateway, &w.token, "echo.read"));
+    assert_eq!(
+        w.provider.api_statuses(),
+        [200],
+        "only the helpdesk agent's intent is sent"
+    );
+    let audit = w.env.audit_tail(20);
+    let decided: Vec<_> = audit
+        .iter()
+        .filter(|e| e["event"]["kind"] == "decided")
+        .map(|e| (e["event"]["agent"].clone(), e["event"]["decision"]["effect"].clone()))
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            (json!("agent-bot"), json!("allow")),
+            (json!("agent-guest"), json!("deny")),
+            (json!(AGENT), json!("deny")),
+        ],
+        "the audit log records each JWT's agent and its decision: {audit:#?}"
+    );
+    let mut logs = vec![gateway.log()];
+    drop(gateway);
+
+    // The same token with only one of the two claims mapped: denied each time.
+    for mapping in [attributes, groups] {
+        w.env.write("portcullis.yaml", &format!("{config}{oidc}{mapping}"));
+        let gateway = w.env.serve();
+        denied(&gateway.post_intent(&helpdesk, &read));
+        logs.push(gateway.log());
+    }
+    assert_eq!(w.provider.api_statuses(), [200]);
+    for log in &logs {
+        for token in [&helpdesk, &guest] {
+            assert!(!log.contains(token.as_str()), "the token is never logged");
+        }
+    }
 }

@@ -133,33 +133,45 @@ fn last_authorization(env: &Env) -> String {
 
 #[test]
 fn a_token_reads_kv_v2_caches_for_the_ttl_and_picks_up_a_rotation() {
+    // Long enough that the cached read below always lands inside it, even on a loaded
+    // machine: it needs one `bao kv put` and one intent, well under a second normally.
+    const TTL: Duration = Duration::from_secs(10);
     let Some(bao) = Bao::start() else { return };
     let first = random_secret("first");
     bao.must(&["kv", "put", "secret/apps/tracker", &format!("token={first}")]);
     let (env, token) = setup(
         &bao,
-        "vault:\n  address: ADDRESS\n  cache_ttl_seconds: 3\n  auth: {token: file:bao.token}\n",
+        &format!(
+            "vault:\n  address: ADDRESS\n  cache_ttl_seconds: {}\n  auth: {{token: file:bao.token}}\n",
+            TTL.as_secs()
+        ),
     );
     env.write("bao.token", &bao.root);
     let gateway = env.serve();
+    // The value is cached at some moment between these two instants: the cache entry
+    // expires no earlier than `TTL` after the first and no later than `TTL` after the second.
+    let before_read = Instant::now();
     let r = gateway.post_intent(&token, &ticket("one"));
+    let after_read = Instant::now();
     assert_eq!(r.json()["status"], "executed", "{}", r.text());
     assert_eq!(last_authorization(&env), format!("Bearer {first}"));
-    let read_at = Instant::now();
 
     // Rotated in OpenBao: the cached value is used until the TTL ends, then the new one.
     let second = random_secret("second");
     bao.must(&["kv", "put", "secret/apps/tracker", &format!("token={second}")]);
     let r = gateway.post_intent(&token, &ticket("two"));
     assert_eq!(r.json()["status"], "executed", "{}", r.text());
-    if read_at.elapsed() < Duration::from_secs(3) {
-        assert_eq!(
-            last_authorization(&env),
-            format!("Bearer {first}"),
-            "cached for the TTL"
-        );
-    }
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(read_at.elapsed()) + Duration::from_millis(300));
+    let took = before_read.elapsed();
+    assert!(
+        took < TTL,
+        "a write and two intents took {took:?}, more than the {TTL:?} cache TTL: this machine is too slow for this test"
+    );
+    assert_eq!(
+        last_authorization(&env),
+        format!("Bearer {first}"),
+        "cached for the TTL"
+    );
+    std::thread::sleep((after_read + TTL + Duration::from_millis(300)).saturating_duration_since(Instant::now()));
     let r = gateway.post_intent(&token, &ticket("three"));
     assert_eq!(r.json()["status"], "executed", "{}", r.text());
     assert_eq!(
