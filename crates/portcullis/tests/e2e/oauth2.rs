@@ -3,7 +3,9 @@
 //! credentials with basic and post client authentication, scopes, `resource` and `audience`;
 //! one token request for 50 concurrent intents and one more for 50 after expiry; the refresh-token
 //! grant with rotation, across a restart; a 401 refreshed and retried for idempotent actions
-//! only; a wrong client secret. Nothing secret reaches the agent, the log or the audit log.
+//! only; a wrong client secret; a client secret from an environment variable; agents
+//! authenticated by the provider's JWTs, their claims deciding intents. Nothing secret reaches
+//! the agent, the log or the audit log.
 //!
 //! They run when `node` and `tests/oidc/node_modules` are there, and must when
 //! `PORTCULLIS_OIDC_TESTS=1` (as `.ci/run` sets it); otherwise they say they are skipped.
@@ -749,4 +751,30 @@ fn jwt_claims_become_cedar_attributes_and_groups_that_decide_an_intent_over_rest
             assert!(!log.contains(token.as_str()), "the token is never logged");
         }
     }
+}
+
+/// A client secret from an environment variable of the gateway (for development) reaches the
+/// provider: the one in the store is removed first, so only the variable can have supplied it.
+#[test]
+fn a_client_secret_from_an_environment_variable_gets_a_token() {
+    let Some(w) = world(60, Duration::ZERO) else { return };
+    let config = CONFIG.replace("OIDC_PORT", &w.provider.port.to_string()).replace(
+        "    client_secret: cc_basic_secret\n",
+        "    client_secret: env:PORTCULLIS_TEST_CC_BASIC_SECRET\n",
+    );
+    w.env.write("portcullis.yaml", &config);
+    let removed = w.env.cli(&["secret", "rm", "cc_basic_secret"], None);
+    assert!(removed.success(), "{removed:?}");
+    let gateway = w.env.serve_env(
+        None,
+        &[("PORTCULLIS_TEST_CC_BASIC_SECRET", w.provider.secret("cc-basic"))],
+    );
+    let r = intent(&gateway, &w.token, "echo.read");
+    let seen = executed_ok(&r);
+    assert_eq!(seen["client_id"], "cc-basic", "{seen}");
+    let requests = w.provider.token_requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["auth"], "basic", "{requests:#?}");
+    assert_eq!(requests[0]["status"], 200, "{requests:#?}");
+    assert_nothing_leaked(&w, 1, &[&r], &[gateway.log()], &[]);
 }
