@@ -193,12 +193,15 @@ impl Gateway {
             .clone()
             .map(|spec| crate::oidc::Oidc::new(spec, egress.clone()));
         for (name, spec) in &loaded.config.credentials {
-            if let Some(source @ credentials::SecretSource::Env(_)) = &spec.secret {
-                tracing::warn!(
-                    credential = %name,
-                    source = %source.describe(),
-                    "credential reads its secret from an environment variable: for development only; use the encrypted store or Vault in production"
-                );
+            let client_secret = spec.oauth2.as_ref().and_then(|o| o.client_secret.as_ref());
+            for source in [spec.secret.as_ref(), client_secret].into_iter().flatten() {
+                if let credentials::SecretSource::Env(_) = source {
+                    tracing::warn!(
+                        credential = %name,
+                        source = %source.describe(),
+                        "credential reads a secret from an environment variable: for development only; use the encrypted store or Vault in production"
+                    );
+                }
             }
         }
         // Checkpoints are a layer over the hash chain: when their key can't be opened (a
@@ -343,13 +346,13 @@ impl Gateway {
             .ok_or(IntentError::Unauthenticated)
     }
 
-    /// The actions `agent` may call.
+    /// The actions `agent` may call (with the groups its identity provider's `claims` name).
     #[must_use]
-    pub fn actions_for(&self, agent: &AgentId) -> Vec<ActionView> {
+    pub fn actions_for(&self, agent: &AgentId, claims: Option<&Claims>) -> Vec<ActionView> {
         self.loaded
             .catalog
             .iter()
-            .filter(|a| self.loaded.policy.visible(agent, a))
+            .filter(|a| self.loaded.policy.visible_as(agent, claims, a))
             .map(|a| ActionView {
                 name: a.name.to_string(),
                 description: a.description.clone(),
@@ -363,19 +366,19 @@ impl Gateway {
     /// has a scope that admits this agent and one of the catalog's actions. Adapters use it
     /// to offer a way to fetch held outcomes only to agents that can have any.
     #[must_use]
-    pub fn may_hold(&self, agent: &AgentId) -> bool {
+    pub fn may_hold(&self, agent: &AgentId, claims: Option<&Claims>) -> bool {
         self.loaded
             .catalog
             .iter()
-            .any(|a| self.loaded.policy.may_hold(agent, a))
+            .any(|a| self.loaded.policy.may_hold(agent, claims, a))
     }
 
     /// Stage 2: the action, if it exists and this agent may see it. Both failures look the same.
-    fn resolve(&self, agent: &AgentId, name: &str) -> Option<Arc<ActionDef>> {
+    fn resolve(&self, agent: &AgentId, claims: Option<&Claims>, name: &str) -> Option<Arc<ActionDef>> {
         self.loaded
             .catalog
             .get(name)
-            .filter(|a| self.loaded.policy.visible(agent, a))
+            .filter(|a| self.loaded.policy.visible_as(agent, claims, a))
             .cloned()
     }
 
@@ -426,11 +429,12 @@ impl Gateway {
         &self,
         id: &IntentId,
         agent: &AgentId,
+        claims: Option<&Claims>,
         action: &str,
         input: Value,
         dry_run: bool,
     ) -> Result<(Arc<ActionDef>, ValidInput, Charges), IntentError> {
-        let Some(action) = self.resolve(agent, action) else {
+        let Some(action) = self.resolve(agent, claims, action) else {
             let detail = json!({"error": "unknown_action"});
             self.audit(AuditKind::Rejected, id, agent, None, None, None, dry_run, detail)
                 .await?;
@@ -463,7 +467,7 @@ impl Gateway {
     ) -> Result<Submitted, IntentError> {
         let validating = std::time::Instant::now();
         let validated = self
-            .validate(&id, agent, &req.action, req.input, req.dry_run)
+            .validate(&id, agent, claims, &req.action, req.input, req.dry_run)
             .instrument(tracing::info_span!("validate"))
             .await;
         self.metrics.stage("validate", validating.elapsed());

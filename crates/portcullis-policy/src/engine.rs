@@ -470,7 +470,14 @@ impl PolicyEngine {
     /// may call are the ones it is shown. Conditions are not evaluated (they need an input).
     #[must_use]
     pub fn visible(&self, agent: &AgentId, action: &ActionDef) -> bool {
-        self.some_permit_admits(agent, action, |_| true)
+        self.visible_as(agent, None, action)
+    }
+
+    /// [`PolicyEngine::visible`] for an agent whose identity provider's token carried
+    /// `claims`: the groups it names count, as they do in [`PolicyEngine::decide_as`].
+    #[must_use]
+    pub fn visible_as(&self, agent: &AgentId, claims: Option<&Claims>, action: &ActionDef) -> bool {
+        self.some_permit_admits(agent, claims, action, |_| true)
     }
 
     /// Whether some permit annotated `@hold` has a scope that admits `agent` and `action`,
@@ -478,15 +485,22 @@ impl PolicyEngine {
     /// evaluated: this says "may", not "will"). The MCP server lists its intent-status tool
     /// only to agents for whom this holds for some action.
     #[must_use]
-    pub fn may_hold(&self, agent: &AgentId, action: &ActionDef) -> bool {
-        self.some_permit_admits(agent, action, |p| {
+    pub fn may_hold(&self, agent: &AgentId, claims: Option<&Claims>, action: &ActionDef) -> bool {
+        self.some_permit_admits(agent, claims, action, |p| {
             self.notes.get(p.id()).is_some_and(|n| n.hold.is_some())
         })
     }
 
     /// Whether a permit policy accepted by `filter` has a scope (principal and action
-    /// constraints) that admits `agent` and `action`.
-    fn some_permit_admits(&self, agent: &AgentId, action: &ActionDef, filter: impl Fn(&Policy) -> bool) -> bool {
+    /// constraints) that admits `agent`, a member of its configured groups and of the groups
+    /// its `claims` name, and `action`.
+    fn some_permit_admits(
+        &self,
+        agent: &AgentId,
+        claims: Option<&Claims>,
+        action: &ActionDef,
+        filter: impl Fn(&Policy) -> bool,
+    ) -> bool {
         let (Ok(me), Ok(act)) = (uid("Agent", agent.as_str()), uid("Action", action.name.as_str())) else {
             return false;
         };
@@ -495,6 +509,7 @@ impl PolicyEngine {
             .get(agent.as_str())
             .into_iter()
             .flatten()
+            .chain(claims.into_iter().flat_map(|c| c.groups.iter()))
             .filter_map(|g| uid("AgentGroup", g).ok())
             .collect();
         let principal_ok = |c: PrincipalConstraint| match c {

@@ -192,8 +192,8 @@ async fn get_intent(
 
 async fn list_actions(State(live): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let gw = live.current();
-    let agent = agent(&gw, &headers).await?;
-    Ok(Json(json!({"actions": gw.actions_for(&agent)})).into_response())
+    let (agent, claims) = agent_with_claims(&gw, &headers).await?;
+    Ok(Json(json!({"actions": gw.actions_for(&agent, claims.as_ref())})).into_response())
 }
 
 async fn metrics(State(live): State<Shared>) -> Result<Response, ApiError> {

@@ -197,15 +197,16 @@ impl ServerHandler for McpHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let agent = self.agent(&ctx)?;
+        let claims = Self::claims(&ctx);
         // The gateway's own tool name is reserved: an action of that name is not offered.
         let mut tools: Vec<Tool> = self
             .gateway()
-            .actions_for(&agent)
+            .actions_for(&agent, claims.as_ref())
             .into_iter()
             .filter(|a| a.name != status::NAME)
             .map(action_tool)
             .collect();
-        if self.gateway().may_hold(&agent) {
+        if self.gateway().may_hold(&agent, claims.as_ref()) {
             tools.push(status::tool());
         }
         let mut result = ListToolsResult::with_all_items(tools);
@@ -222,7 +223,7 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let agent = self.agent(&ctx)?;
         if request.name == status::NAME {
-            if !self.gateway().may_hold(&agent) {
+            if !self.gateway().may_hold(&agent, Self::claims(&ctx).as_ref()) {
                 return Err(render::unknown_tool(status::NAME));
             }
             return Ok(self.intent_status(&agent, request.arguments.as_ref()).await);

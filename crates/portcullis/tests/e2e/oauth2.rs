@@ -679,14 +679,16 @@ fn agents_authenticate_with_the_providers_jwts_and_key_rotation_is_picked_up() {
 const CLAIMS_POLICY: &str = r#"
 @id("helpdesk-reads")
 @reason("the helpdesk team may call the protected API")
-permit (principal, action == Action::"echo.read", resource)
-when { principal in AgentGroup::"helpdesk" && principal has team && principal.team == "helpdesk" };
+permit (principal in AgentGroup::"helpdesk", action == Action::"echo.read", resource)
+when { principal has team && principal.team == "helpdesk" };
 "#;
 
 /// The claims of the provider's JWTs reach policy through the REST API: `agent-bot` and
 /// `agent-guest` are configured alike (not at all), their tokens differ only in the claims
-/// `team` and `groups`, and only the one whose claims map to the group and the attribute the
-/// policy asks for may act. Without either mapping in the config, the same token is denied.
+/// `team` and `groups`. The group a claim gives is in the permit's scope, so it decides what
+/// the agent is shown and may call at all; the attribute decides the intent. Without the
+/// group mapping the action doesn't exist for the same token; without the attribute mapping
+/// it is denied.
 #[test]
 fn jwt_claims_become_cedar_attributes_and_groups_that_decide_an_intent_over_rest() {
     let Some(w) = world(300, Duration::ZERO) else { return };
@@ -708,43 +710,64 @@ fn jwt_claims_become_cedar_attributes_and_groups_that_decide_an_intent_over_rest
         assert_eq!(r.status, 403, "{}", r.text());
         assert_eq!(r.json()["status"], "denied", "{}", r.text());
     };
+    let unknown = |r: &http::Response| {
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "unknown_action", "{}", r.text());
+    };
+    let listed = |gateway: &Gateway, token: &str| -> Vec<Value> {
+        let r = gateway.get("/v1/actions", Some(token));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["actions"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["name"].clone()).collect())
+            .unwrap_or_default()
+    };
 
     let gateway = w.env.serve();
+    assert_eq!(listed(&gateway, &helpdesk), [json!("echo.read")]);
+    assert_eq!(listed(&gateway, &guest), Vec::<Value>::new());
     let seen = executed_ok(&gateway.post_intent(&helpdesk, &read));
     assert_eq!(seen["client_id"], "cc-basic", "{seen}");
-    denied(&gateway.post_intent(&guest, &read));
-    // The static token of `support-bot` (no attributes, not in `helpdesk`) is denied too.
-    denied(&intent(&gateway, &w.token, "echo.read"));
+    unknown(&gateway.post_intent(&guest, &read));
+    // The static token of `support-bot` (no attributes, not in `helpdesk`) sees nothing either.
+    unknown(&intent(&gateway, &w.token, "echo.read"));
     assert_eq!(
         w.provider.api_statuses(),
         [200],
         "only the helpdesk agent's intent is sent"
     );
     let audit = w.env.audit_tail(20);
-    let decided: Vec<_> = audit
+    let recorded: Vec<_> = audit
         .iter()
-        .filter(|e| e["event"]["kind"] == "decided")
-        .map(|e| (e["event"]["agent"].clone(), e["event"]["decision"]["effect"].clone()))
+        .filter(|e| matches!(e["event"]["kind"].as_str(), Some("decided" | "rejected")))
+        .map(|e| (e["event"]["agent"].clone(), e["event"]["kind"].clone()))
         .collect();
     assert_eq!(
-        decided,
+        recorded,
         [
-            (json!("agent-bot"), json!("allow")),
-            (json!("agent-guest"), json!("deny")),
-            (json!(AGENT), json!("deny")),
+            (json!("agent-bot"), json!("decided")),
+            (json!("agent-guest"), json!("rejected")),
+            (json!(AGENT), json!("rejected")),
         ],
-        "the audit log records each JWT's agent and its decision: {audit:#?}"
+        "the audit log records each JWT's agent and what became of its intent: {audit:#?}"
     );
     let mut logs = vec![gateway.log()];
     drop(gateway);
 
-    // The same token with only one of the two claims mapped: denied each time.
-    for mapping in [attributes, groups] {
-        w.env.write("portcullis.yaml", &format!("{config}{oidc}{mapping}"));
-        let gateway = w.env.serve();
-        denied(&gateway.post_intent(&helpdesk, &read));
-        logs.push(gateway.log());
-    }
+    // The same token with only the attribute mapped is not in the group: the action doesn't
+    // exist for it. With only the group mapped it is shown the action and denied.
+    w.env.write("portcullis.yaml", &format!("{config}{oidc}{attributes}"));
+    let gateway = w.env.serve();
+    assert_eq!(listed(&gateway, &helpdesk), Vec::<Value>::new());
+    unknown(&gateway.post_intent(&helpdesk, &read));
+    logs.push(gateway.log());
+    drop(gateway);
+    w.env.write("portcullis.yaml", &format!("{config}{oidc}{groups}"));
+    let gateway = w.env.serve();
+    assert_eq!(listed(&gateway, &helpdesk), [json!("echo.read")]);
+    denied(&gateway.post_intent(&helpdesk, &read));
+    logs.push(gateway.log());
+    drop(gateway);
     assert_eq!(w.provider.api_statuses(), [200]);
     for log in &logs {
         for token in [&helpdesk, &guest] {
