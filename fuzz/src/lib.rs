@@ -12,6 +12,8 @@ use portcullis_core::AgentId;
 use portcullis_core::json::{Limits, parse_strict};
 use portcullis_policy::{AgentEntity, PolicyEngine, PolicyInputs};
 use portcullis_redact::detect::{Detector, Treatment};
+use rmcp::model::{CallToolRequest, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, RequestMetaObject};
+use serde_json::{Map, Value, json};
 
 /// `POST /v1/intents` bodies.
 pub fn intent(data: &[u8]) {
@@ -45,10 +47,89 @@ pub fn redact(data: &[u8]) {
     }
 }
 
-/// MCP messages: strict JSON as `/mcp` parses it first, then rmcp's JSON-RPC types.
+/// MCP messages: strict JSON as `/mcp` parses it first, then rmcp's JSON-RPC types; a
+/// `tools/call` then goes where the MCP handler takes it ([`tool_call`]).
 pub fn mcp(data: &[u8]) {
-    let _ = parse_strict(data, Limits::default());
-    let _ = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(data);
+    let Ok(strict) = parse_strict(data, Limits::default()) else {
+        return;
+    };
+    let Ok(message) = serde_json::from_value::<ClientJsonRpcMessage>(strict) else {
+        return;
+    };
+    if let JsonRpcMessage::Request(request) = message
+        && let ClientRequest::CallToolRequest(call) = request.request
+    {
+        tool_call(call);
+    }
+}
+
+/// The `_meta` key of a `tools/call` that carries the idempotency key (as in
+/// `portcullis-server/src/mcp/handler.rs`).
+const IDEMPOTENCY_META: &str = "portcullis/idempotency_key";
+/// The `_meta` key of a `tools/call` that names the agent's session.
+const SESSION_META: &str = "portcullis/session";
+
+/// A tool call's name, arguments and `_meta` turned into an intent the way the MCP handler
+/// does it (`McpHandler::call_tool`, which needs a running gateway, so its few lines of field
+/// building are repeated here), then the depth check, `IntentRequest::from_value`, and for
+/// one of the fuzz actions validation and a Cedar decision. What must hold: an accepted intent
+/// carries exactly the tool's name, arguments, idempotency key and session.
+fn tool_call(call: CallToolRequest) {
+    // rmcp moves the wire's `params._meta` into the request's extensions (the handler's
+    // `ctx.meta`); the handler also reads `params.meta`, second.
+    let outer = call.extensions.get::<RequestMetaObject>();
+    let params = call.params;
+    let meta = |key: &str| {
+        outer
+            .and_then(|m| m.get(key))
+            .or_else(|| params.meta.as_ref().and_then(|m| m.get(key)))
+            .cloned()
+    };
+    let (key, session) = (meta(IDEMPOTENCY_META), meta(SESSION_META));
+    let input = params
+        .arguments
+        .map_or_else(|| Value::Object(Map::new()), Value::Object);
+    let mut fields = json!({"action": params.name, "input": input});
+    if let Some(k) = &key {
+        fields["idempotency_key"] = k.clone();
+    }
+    if let Some(s) = &session {
+        fields["session"] = s.clone();
+    }
+    let expected = fields.clone();
+    if portcullis_core::json::check_depth(&fields["input"], Limits::default()).is_err() {
+        return;
+    }
+    let Ok(intent) = portcullis_engine::IntentRequest::from_value(fields) else {
+        return;
+    };
+    assert_eq!(intent.action, expected["action"], "{expected}");
+    assert_eq!(intent.input, expected["input"], "{expected}");
+    assert_eq!(
+        intent.idempotency_key.as_deref(),
+        key.as_ref().and_then(Value::as_str),
+        "{expected}"
+    );
+    assert_eq!(
+        intent.session.as_deref(),
+        session.as_ref().and_then(Value::as_str),
+        "{expected}"
+    );
+    assert!(!intent.dry_run, "{expected}");
+    let world = world();
+    let Some(action) = world.catalog.get(&intent.action) else {
+        return;
+    };
+    let Ok(valid) = action.validate(intent.input) else {
+        return;
+    };
+    if let Ok(agent) = AgentId::new("fuzz-bot") {
+        let findings = detector().scan_json(valid.value());
+        let decided = world
+            .policy
+            .decide(&agent, action, valid, &findings, &[], time::OffsetDateTime::UNIX_EPOCH);
+        let _ = decided.decision();
+    }
 }
 
 const ACTIONS: &str = r#"
