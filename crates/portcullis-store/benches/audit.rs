@@ -6,15 +6,20 @@
 //! the one-instance run of the same backend, all measured in this run. Every run ends with
 //! `verify_audit` over the whole chain, so a fast run that broke the chain fails loudly.
 //!
-//! An "instance" is a separate [`Store`]: its own connection pool and its own audit writer
-//! task, which is everything a gateway process holds; what serializes instances (the
-//! advisory lock and the chain head in PostgreSQL) is outside the process. The PostgreSQL
+//! An "instance" is a separate process (this bench started again with `--instance`) with its
+//! own [`Store`]: its own connection pool and audit writer, as a gateway process has. What
+//! serializes instances (the advisory lock and the chain head in PostgreSQL, the file lock
+//! in SQLite) is outside every process. The instances open their stores, then all start
+//! appending when told to; the rate is every instance's appends over the time from that
+//! start until the last one is done. The PostgreSQL
 //! runs need `PORTCULLIS_TEST_DATABASE_URL` (a database the bench may create others
 //! next to, e.g. `postgres://postgres@127.0.0.1:5432/test`); without it they are skipped.
 //!
 //! Arguments after `--`: the number of appends per run (default 20000) and the number of
 //! concurrent appenders per instance (default 64).
 
+use std::io::{BufRead as _, Write as _};
+use std::process::{Command, Stdio};
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
@@ -30,6 +35,10 @@ const DEFAULT_APPENDERS: usize = 64;
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--instance") {
+        return instance(&args[2..]).await;
+    }
     let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let appends = numbers.first().copied().unwrap_or(DEFAULT_APPENDS);
     let appenders = numbers.get(1).copied().unwrap_or(DEFAULT_APPENDERS);
@@ -64,8 +73,8 @@ async fn main() -> BenchResult<()> {
     Ok(())
 }
 
-/// Appends `appends` events through `instances` stores with `appenders` tasks each; prints
-/// and returns appends per second.
+/// Appends `appends` events through `instances` processes with `appenders` tasks each;
+/// prints and returns appends per second.
 async fn run(
     label: &str,
     url: &str,
@@ -74,33 +83,47 @@ async fn run(
     appenders: usize,
     baseline: Option<f64>,
 ) -> BenchResult<f64> {
-    let mut stores = Vec::with_capacity(instances);
-    for _ in 0..instances {
-        stores.push(Store::open(url).await?);
+    let store = Store::open(url).await?;
+    let before = store.verify_audit().await?.events;
+    let per_instance = appends.div_ceil(instances);
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::with_capacity(instances);
+    for i in 0..instances {
+        let mut child = Command::new(&exe)
+            .args([
+                "--instance".to_owned(),
+                url.to_owned(),
+                appenders.to_string(),
+                per_instance.to_string(),
+                (i * per_instance).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut out = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut ready = String::new();
+        out.read_line(&mut ready)?;
+        if ready.trim() != "ready" {
+            return Err(format!("{label}: instance {i} did not start: {ready:?}").into());
+        }
+        children.push((child, out));
     }
-    let before = stores[0].verify_audit().await?.events;
-    let tasks = instances * appenders;
-    let per_task = appends.div_ceil(tasks);
     let started = Instant::now();
-    let mut handles = Vec::with_capacity(tasks);
-    for t in 0..tasks {
-        let store = stores[t % instances].clone();
-        handles.push(tokio::spawn(async move {
-            let mut waits = Vec::with_capacity(per_task);
-            for i in 0..per_task {
-                let sent = Instant::now();
-                store.append(&event(t * per_task + i)).await?;
-                waits.push(sent.elapsed());
-            }
-            Ok::<_, portcullis_store::StoreError>(waits)
-        }));
+    for (child, _) in &mut children {
+        writeln!(child.stdin.as_mut().ok_or("no stdin")?, "go")?;
     }
-    let mut waits: Vec<Duration> = Vec::with_capacity(tasks * per_task);
-    for h in handles {
-        waits.extend(h.await??);
+    // Each instance prints how long each of its callers waited, in microseconds, one per line.
+    let mut waits: Vec<Duration> = Vec::with_capacity(appends);
+    for (mut child, out) in children {
+        for line in out.lines() {
+            waits.push(Duration::from_micros(line?.trim().parse()?));
+        }
+        if !child.wait()?.success() {
+            return Err(format!("{label}: an instance failed").into());
+        }
     }
     let elapsed = started.elapsed();
-    let report = stores[0].verify_audit().await?;
+    let report = store.verify_audit().await?;
     if !report.ok || report.events != before + waits.len() as u64 {
         return Err(format!("{label}: the chain is broken after the run: {:?}", report.problems).into());
     }
@@ -114,6 +137,45 @@ async fn run(
         at(0.99)
     );
     Ok(rate)
+}
+
+/// One instance: `URL APPENDERS APPENDS FIRST`. Opens its store, says `ready`, waits for a
+/// line on standard input, appends events `FIRST..FIRST+APPENDS` from `APPENDERS` tasks, and
+/// prints each append's wait in microseconds.
+async fn instance(args: &[String]) -> BenchResult<()> {
+    let [url, appenders, appends, first] = args else {
+        return Err("usage: --instance URL APPENDERS APPENDS FIRST".into());
+    };
+    let (appenders, appends, first): (usize, usize, usize) = (appenders.parse()?, appends.parse()?, first.parse()?);
+    let store = Store::open(url).await?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go)?;
+    let per_task = appends.div_ceil(appenders);
+    let mut handles = Vec::with_capacity(appenders);
+    for t in 0..appenders {
+        let store = store.clone();
+        let from = first + t * per_task;
+        let to = (from + per_task).min(first + appends);
+        handles.push(tokio::spawn(async move {
+            let mut waits = Vec::with_capacity(per_task);
+            for n in from..to {
+                let sent = Instant::now();
+                store.append(&event(n)).await?;
+                waits.push(sent.elapsed());
+            }
+            Ok::<_, portcullis_store::StoreError>(waits)
+        }));
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for h in handles {
+        for wait in h.await?? {
+            writeln!(out, "{}", wait.as_micros())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn event(n: usize) -> AuditEvent {
