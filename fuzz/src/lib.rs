@@ -10,10 +10,11 @@ use std::sync::OnceLock;
 use portcullis_catalog::Catalog;
 use portcullis_core::AgentId;
 use portcullis_core::json::{Limits, parse_strict};
+use portcullis_engine::{IDEMPOTENCY_META, IntentRequest, SESSION_META};
 use portcullis_policy::{AgentEntity, PolicyEngine, PolicyInputs};
 use portcullis_redact::detect::{Detector, Treatment};
 use rmcp::model::{CallToolRequest, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, RequestMetaObject};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// `POST /v1/intents` bodies.
 pub fn intent(data: &[u8]) {
@@ -63,17 +64,10 @@ pub fn mcp(data: &[u8]) {
     }
 }
 
-/// The `_meta` key of a `tools/call` that carries the idempotency key (as in
-/// `portcullis-server/src/mcp/handler.rs`).
-const IDEMPOTENCY_META: &str = "portcullis/idempotency_key";
-/// The `_meta` key of a `tools/call` that names the agent's session.
-const SESSION_META: &str = "portcullis/session";
-
-/// A tool call's name, arguments and `_meta` turned into an intent the way the MCP handler
-/// does it (`McpHandler::call_tool`, which needs a running gateway, so its few lines of field
-/// building are repeated here), then the depth check, `IntentRequest::from_value`, and for
-/// one of the fuzz actions validation and a Cedar decision. What must hold: an accepted intent
-/// carries exactly the tool's name, arguments, idempotency key and session.
+/// A tool call's name, arguments and `_meta` turned into an intent by the code the MCP
+/// handler runs (`IntentRequest::from_tool_call`; reading `_meta` is the handler's only other
+/// part), then for one of the fuzz actions validation and a Cedar decision. What must hold: an
+/// accepted intent carries exactly the tool's name, arguments, idempotency key and session.
 fn tool_call(call: CallToolRequest) {
     // rmcp moves the wire's `params._meta` into the request's extensions (the handler's
     // `ctx.meta`); the handler also reads `params.meta`, second.
@@ -86,21 +80,12 @@ fn tool_call(call: CallToolRequest) {
             .cloned()
     };
     let (key, session) = (meta(IDEMPOTENCY_META), meta(SESSION_META));
-    let input = params
-        .arguments
-        .map_or_else(|| Value::Object(Map::new()), Value::Object);
-    let mut fields = json!({"action": params.name, "input": input});
-    if let Some(k) = &key {
-        fields["idempotency_key"] = k.clone();
-    }
-    if let Some(s) = &session {
-        fields["session"] = s.clone();
-    }
-    let expected = fields.clone();
-    if portcullis_core::json::check_depth(&fields["input"], Limits::default()).is_err() {
-        return;
-    }
-    let Ok(intent) = portcullis_engine::IntentRequest::from_value(fields) else {
+    let name = params.name.to_string();
+    let input = Value::Object(params.arguments.clone().unwrap_or_default());
+    let expected = json!({"action": name, "input": input, "key": key, "session": session});
+    let Ok(intent) =
+        IntentRequest::from_tool_call(name, params.arguments, key.clone(), session.clone(), Limits::default())
+    else {
         return;
     };
     assert_eq!(intent.action, expected["action"], "{expected}");

@@ -27,6 +27,11 @@ pub struct IntentRequest {
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The `_meta` key of an MCP `tools/call` that carries the intent's idempotency key.
+pub const IDEMPOTENCY_META: &str = "portcullis/idempotency_key";
+/// The `_meta` key of an MCP `tools/call` that names the agent's session (provenance tracking).
+pub const SESSION_META: &str = "portcullis/session";
+
 impl IntentRequest {
     /// Parses a request body: strict JSON (no duplicate keys, bounded depth), an object
     /// with exactly the known fields.
@@ -36,6 +41,35 @@ impl IntentRequest {
     pub fn parse(body: &[u8], limits: json::Limits) -> Result<Self, IntentError> {
         let value = json::parse_strict(body, limits).map_err(|e| IntentError::Malformed(e.to_string()))?;
         Self::from_value(value)
+    }
+
+    /// Builds a request from an MCP `tools/call`: the tool's name is the action, its
+    /// arguments (none: an empty object) the input, and the idempotency key and session come
+    /// from the call's `_meta` ([`IDEMPOTENCY_META`], [`SESSION_META`]) or its transport. The
+    /// arguments' depth is checked against `limits`, and then every rule of
+    /// [`IntentRequest::from_value`] applies, so a tool call can say nothing a REST body can't.
+    ///
+    /// # Errors
+    /// [`IntentError::Malformed`] naming the problem.
+    pub fn from_tool_call(
+        name: String,
+        arguments: Option<serde_json::Map<String, Value>>,
+        idempotency_key: Option<Value>,
+        session: Option<Value>,
+        limits: json::Limits,
+    ) -> Result<Self, IntentError> {
+        let input = Value::Object(arguments.unwrap_or_default());
+        json::check_depth(&input, limits).map_err(|e| IntentError::Malformed(e.to_string()))?;
+        let mut fields = serde_json::Map::new();
+        fields.insert("action".to_owned(), Value::String(name));
+        fields.insert("input".to_owned(), input);
+        if let Some(k) = idempotency_key {
+            fields.insert("idempotency_key".to_owned(), k);
+        }
+        if let Some(s) = session {
+            fields.insert("session".to_owned(), s);
+        }
+        Self::from_value(Value::Object(fields))
     }
 
     /// Builds a request from an already-parsed JSON object.

@@ -35,7 +35,9 @@ pub use config::Config;
 pub use error::{IntentError, NotReady, RateLimit, StartError};
 pub use eval::{EvalCase, EvalOutcome, TranscriptCall, evaluate_cases};
 pub use gateway::{ActionView, Gateway, Submitted};
-pub use intent::{DecisionView, IntentRequest, IntentResponse, IntentStatus, RequestView};
+pub use intent::{
+    DecisionView, IDEMPOTENCY_META, IntentRequest, IntentResponse, IntentStatus, RequestView, SESSION_META,
+};
 pub use live::{Admitted, Check, Live, Readiness, ReloadRefused, Reloaded};
 pub use load::{Loaded, check, load};
 pub use metrics::Metrics;

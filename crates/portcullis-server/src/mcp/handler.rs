@@ -9,7 +9,7 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use portcullis_core::{AgentId, IntentId};
 use portcullis_engine::{ActionView, Gateway, IntentError, IntentRequest, IntentStatus, Live, Submitted};
@@ -18,10 +18,7 @@ use tracing::Instrument as _;
 
 use super::{render, status};
 
-/// The `_meta` key of a `tools/call` that carries the intent's idempotency key.
-pub(crate) const IDEMPOTENCY_META: &str = "portcullis/idempotency_key";
-/// The `_meta` key of a `tools/call` that names the agent's session (provenance tracking).
-pub(crate) const SESSION_META: &str = "portcullis/session";
+pub(crate) use portcullis_engine::{IDEMPOTENCY_META, SESSION_META};
 /// How often a tasks client is asked to poll a held intent.
 const TASK_POLL_MS: u64 = 2_000;
 
@@ -233,13 +230,6 @@ impl ServerHandler for McpHandler {
             .get(IDEMPOTENCY_META)
             .or_else(|| request.meta.as_ref().and_then(|m| m.get(IDEMPOTENCY_META)))
             .cloned();
-        let mut fields = json!({
-            "action": request.name,
-            "input": request.arguments.map_or_else(|| Value::Object(JsonObject::new()), Value::Object),
-        });
-        if let Some(k) = key {
-            fields["idempotency_key"] = k;
-        }
         // The session: the call's `_meta`, else the HTTP request's header, else the stdio
         // connection's own.
         let session = ctx
@@ -254,13 +244,8 @@ impl ServerHandler for McpHandler {
                     .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
             })
             .or_else(|| self.session.clone().map(Value::String));
-        if let Some(s) = session {
-            fields["session"] = s;
-        }
         let limits = self.gateway().loaded().config.json_limits;
-        let parsed = portcullis_core::json::check_depth(&fields["input"], limits)
-            .map_err(|e| IntentError::Malformed(e.to_string()))
-            .and_then(|()| IntentRequest::from_value(fields));
+        let parsed = IntentRequest::from_tool_call(request.name.into(), request.arguments, key, session, limits);
         let intent = match parsed {
             Ok(r) => r,
             Err(e) => return render::intent_error(self.gateway().reject_request(&agent, e).await).map(Into::into),
