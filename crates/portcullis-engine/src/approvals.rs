@@ -484,37 +484,24 @@ impl Gateway {
         id: &IntentId,
         approvers: &[String],
     ) -> Result<Option<Submitted>, IntentError> {
-        if !self.store().claim_execution(id).await.map_err(store_down)? {
-            return Ok(None);
-        }
-        // The intent is `executing` from the claim on, with its clock restarted: if this
-        // instance dies now, any instance settles it as `outcome_unknown` once it is older
-        // than an execution can take, exactly like an intent that was never held.
-        // Marked only from `pending_approval`: an instance starting up fails a claimed hold
-        // whose intent is still `pending_approval` (see `fail_unmarked_hold`), and if it did
-        // so first, this one must not run it.
+        // The claim marks the intent `executing` with its clock restarted, in the same
+        // transaction: if this instance dies now, any instance settles it as
+        // `outcome_unknown` once it is older than an execution can take, exactly like an
+        // intent that was never held. A hold whose intent is no longer `pending_approval`
+        // is not claimed (and is failed by the claim): nothing runs it.
         let running = json!({"id": id, "status": IntentStatus::Executing.as_str()});
-        let marked = self
+        let claimed = self
             .store()
-            .finish_intent_if(
+            .claim_execution(
                 id,
                 IntentStatus::PendingApproval.as_str(),
                 IntentStatus::Executing.as_str(),
                 &running,
             )
-            .await;
-        match marked {
-            Ok(true) => {}
-            Ok(false) => {
-                // Claimed but not markable: fail it rather than run it unobserved.
-                tracing::warn!(intent = %id, "an approved hold's intent was no longer pending; not executed");
-                let _ = self.store().finish_hold(id, "failed").await;
-                return Ok(None);
-            }
-            Err(e) => {
-                let _ = self.store().finish_hold(id, "failed").await;
-                return Err(store_down(e));
-            }
+            .await
+            .map_err(store_down)?;
+        if !claimed {
+            return Ok(None);
         }
         let Some(hold) = self.store().get_hold(id).await.map_err(store_down)? else {
             return Ok(None);
@@ -734,10 +721,8 @@ impl Gateway {
 
     /// Fails the intent of a hold claimed (`executing`) while its intent is still
     /// `pending_approval`: left so by a build that did not mark the intent at the claim.
-    /// A running instance of this build passes through the same state for a moment, between
-    /// its claim and its mark; both moves are conditional on `pending_approval`, so either
-    /// this fails the intent and that instance does not run it, or that instance marked it
-    /// and this leaves it alone.
+    /// This build never passes through that state (it claims the hold and marks the intent
+    /// in one transaction), so no running instance's claim is mistaken for one.
     async fn fail_unmarked_hold(&self, id: &IntentId, hold: &HoldRecord) {
         let held: Decision =
             serde_json::from_value(hold.decision.clone()).unwrap_or_else(|_| Decision::gateway_deny("interrupted"));

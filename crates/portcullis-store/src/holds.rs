@@ -380,21 +380,62 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the right to execute an approved hold: `approved → executing`, true for
-    /// exactly one caller.
+    /// Claims the right to execute an approved hold and marks its intent, in one
+    /// transaction: the hold `approved → executing`, and its intent `from → status` with
+    /// `response`. True for exactly one caller. No other instance can see the hold claimed
+    /// while its intent is still `from`.
+    ///
+    /// When the hold was approved but its intent is no longer `from` (recovery by an earlier
+    /// build failed it), the hold is set `failed` in the same transaction and the answer is
+    /// false: nothing may run it.
     ///
     /// # Errors
-    /// When the database can't be written.
-    pub async fn claim_execution(&self, id: &IntentId) -> Result<bool, StoreError> {
-        let done = on_pool!(self, |pool| sqlx::query(
-            "UPDATE holds SET state = 'executing' WHERE intent_id = $1 AND state = 'approved'"
-        )
-        .bind(id.as_str())
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
-        .map_err(StoreError::db("claiming an approved hold"))?;
-        Ok(done == 1)
+    /// When the database can't be written, or `response` can't be encoded.
+    pub async fn claim_execution(
+        &self,
+        id: &IntentId,
+        from: &str,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        const CONTEXT: &str = "claiming an approved hold";
+        let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let claimed = in_tx!(self, CONTEXT, |tx| {
+            // First a write to the hold's row: on PostgreSQL it row-locks the hold, so a
+            // concurrent claim waits and then finds it no longer `approved`.
+            let claimed =
+                sqlx::query("UPDATE holds SET state = 'executing' WHERE intent_id = $1 AND state = 'approved'")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(CONTEXT))?
+                    .rows_affected();
+            if claimed == 1 {
+                let marked = sqlx::query(
+                    "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4 AND status = $5",
+                )
+                .bind(status)
+                .bind(response.as_str())
+                .bind(now_rfc3339())
+                .bind(id.as_str())
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db(CONTEXT))?
+                .rows_affected();
+                if marked == 0 {
+                    sqlx::query("UPDATE holds SET state = 'failed' WHERE intent_id = $1 AND state = 'executing'")
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db(CONTEXT))?;
+                }
+                marked == 1
+            } else {
+                false
+            }
+        });
+        Ok(claimed)
     }
 
     /// Sets the final state of a hold that was executing (`executed` or `failed`).

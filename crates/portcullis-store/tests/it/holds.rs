@@ -42,13 +42,26 @@ async fn hold(store: &Store, n: u8, required: u32, expires_unix: i64) -> IntentI
             action: ActionName::new("billing.refund").unwrap(),
             payload_sha256: payload(n),
             idempotency_key: None,
-            status: "held".into(),
+            status: "pending_approval".into(),
             response: serde_json::Value::Null,
         })
         .await
         .unwrap();
     store.put_hold(&hold).await.unwrap();
     hold.intent_id
+}
+
+/// Claims an approved hold for execution, marking its intent `executing`.
+async fn claim(store: &Store, id: &IntentId) -> bool {
+    store
+        .claim_execution(
+            id,
+            "pending_approval",
+            "executing",
+            &serde_json::json!({"status": "executing"}),
+        )
+        .await
+        .unwrap()
 }
 
 async fn vote(store: &Store, id: &IntentId, approver: &str, approve: bool, payload_sha256: &str) -> VoteOutcome {
@@ -167,7 +180,7 @@ async fn a_denial_is_final(db: TestDb) {
         vote(&store, &id, "nora", true, &sha).await,
         VoteOutcome::NotPending("denied".into())
     );
-    assert!(!store.claim_execution(&id).await.unwrap());
+    assert!(!claim(&store, &id).await);
 }
 on_both!(a_denial_is_final);
 
@@ -205,7 +218,7 @@ async fn an_approved_hold_is_claimed_for_execution_exactly_once(db: TestDb) {
             let (store, id, barrier) = (stores[i % 2].clone(), id.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.claim_execution(&id).await.unwrap()
+                claim(&store, &id).await
             })
         })
         .collect();
@@ -215,11 +228,40 @@ async fn an_approved_hold_is_claimed_for_execution_exactly_once(db: TestDb) {
     }
     assert_eq!(won, 1);
     assert_eq!(state(&stores[0], &id).await, "executing");
+    let intent = stores[1].get_intent(&id).await.unwrap().unwrap();
+    assert_eq!(
+        intent.status, "executing",
+        "the claim marks the intent in the same transaction"
+    );
     stores[1].finish_hold(&id, "executed").await.unwrap();
     assert_eq!(state(&stores[0], &id).await, "executed");
-    assert!(!stores[0].claim_execution(&id).await.unwrap());
+    assert!(!claim(&stores[0], &id).await);
 }
 on_both!(an_approved_hold_is_claimed_for_execution_exactly_once);
+
+/// A hold approved while its intent has left `pending_approval` (failed by an earlier
+/// build's recovery) is never claimed: the claim fails the hold instead, in one transaction.
+async fn a_hold_whose_intent_moved_on_is_failed_not_claimed(db: TestDb) {
+    let store = db.open().await;
+    let id = hold(&store, 1, 1, EXPIRES).await;
+    vote(&store, &id, "lena", true, &payload(1)).await;
+    assert!(
+        store
+            .finish_intent_if(
+                &id,
+                "pending_approval",
+                "failed",
+                &serde_json::json!({"status": "failed"})
+            )
+            .await
+            .unwrap()
+    );
+    assert!(!claim(&store, &id).await);
+    assert_eq!(state(&store, &id).await, "failed");
+    assert_eq!(store.get_intent(&id).await.unwrap().unwrap().status, "failed");
+    assert!(!claim(&store, &id).await);
+}
+on_both!(a_hold_whose_intent_moved_on_is_failed_not_claimed);
 
 async fn a_retracted_vote_returns_the_hold_to_pending(db: TestDb) {
     let store = db.open().await;
