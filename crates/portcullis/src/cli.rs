@@ -481,7 +481,8 @@ async fn rotate_master_key(config: &Config, store: &Store) -> anyhow::Result<Exi
     }
     eprintln!(
         "re-encrypted {} secret(s) under master key {current:08x}; {} already were",
-        tally.resealed, tally.already
+        tally.resealed.len(),
+        tally.already
     );
     if tally.changed > 0 {
         eprintln!(
@@ -528,7 +529,8 @@ async fn rotate_master_key(config: &Config, store: &Store) -> anyhow::Result<Exi
 /// What a rotation did so far.
 #[derive(Default)]
 struct Rotation {
-    resealed: usize,
+    /// The secrets re-encrypted (a name once, however many passes re-encrypted it).
+    resealed: std::collections::BTreeSet<String>,
     /// Found under the current key by the first pass.
     already: usize,
     /// Stored again between being read and being re-encrypted (the next pass looks again).
@@ -562,7 +564,7 @@ async fn reseal_pass(
         };
         let new = portcullis_secrets::seal(current, &sealed.name, value.expose_secret().as_bytes())?;
         if store.reseal_secret(&sealed, &new).await? {
-            tally.resealed += 1;
+            tally.resealed.insert(sealed.name.clone());
         } else {
             // Stored again meanwhile, under whichever key its writer has: the key versions
             // read after the pass tell.

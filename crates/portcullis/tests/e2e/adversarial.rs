@@ -490,16 +490,8 @@ fn an_allow_list_entry_matches_the_parsed_address_whatever_its_spelling() {
     }
 }
 
-#[test]
-fn a_redirect_into_an_internal_address_in_any_spelling_is_refused() {
-    let env = Env::new();
-    env.write(
-        "portcullis.yaml",
-        &NO_ALLOW.replace("egress:\n", "egress:\n  allow: [\"127.0.0.1/32\"]\n"),
-    );
-    env.write(
-        "actions/hop.yaml",
-        r#"
+/// Asks the demo upstream to redirect to `to`, followed for up to two hops.
+const HOP_ACTION: &str = r#"
 name: hop
 description: Asks the demo upstream to redirect to `to`
 input:
@@ -512,8 +504,16 @@ request:
   url: http://127.0.0.1:UPSTREAM_PORT/redirect?to={to}&status=302
   redirects: 2
 credential: tracker
-"#,
+"#;
+
+#[test]
+fn a_redirect_into_an_internal_address_in_any_spelling_is_refused() {
+    let env = Env::new();
+    env.write(
+        "portcullis.yaml",
+        &NO_ALLOW.replace("egress:\n", "egress:\n  allow: [\"127.0.0.1/32\"]\n"),
     );
+    env.write("actions/hop.yaml", HOP_ACTION);
     env.write("policies/p.cedar", PERMIT_SUPPORT);
     let secret = random_secret("hop");
     env.set_secret("tracker_token", &secret);
@@ -591,20 +591,7 @@ fn names_resolving_to_internal_addresses_or_mixing_them_with_allowed_ones_are_re
     env.write("portcullis.yaml", &NO_ALLOW.replace("egress:\n", PINNED_HOSTS));
     let mut hosts = vec![("ok", "ok.test")];
     hosts.extend(REFUSED_NAMES.iter().map(|(n, h, _)| (*n, *h)));
-    let hop = r#"
-name: hop
-input:
-  type: object
-  required: [to]
-  properties:
-    to: {type: string, maxLength: 200}
-request:
-  method: GET
-  url: http://127.0.0.1:UPSTREAM_PORT/redirect?to={to}&status=302
-  redirects: 2
-credential: tracker
-"#;
-    env.write("actions/ping.yaml", &format!("{}---{hop}", ping_actions(&hosts)));
+    env.write("actions/ping.yaml", &format!("{}---{HOP_ACTION}", ping_actions(&hosts)));
     env.write("policies/p.cedar", PERMIT_SUPPORT);
     let secret = random_secret("pinned");
     env.set_secret("tracker_token", &secret);

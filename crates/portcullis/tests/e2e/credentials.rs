@@ -35,7 +35,7 @@ fn an_environment_variable_secret_is_injected_with_a_warning_at_start() {
     );
     let log = gateway.log();
     assert!(
-        log.contains("credential reads its secret from an environment variable: for development only")
+        log.contains("credential reads a secret from an environment variable: for development only")
             && log.contains("env:HOME"),
         "{log}"
     );

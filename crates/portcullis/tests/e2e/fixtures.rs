@@ -339,3 +339,21 @@ pub const HOLD_POLICY: &str = r#"
 permit (principal in AgentGroup::"support", action == Action::"tickets.create", resource)
 when { context.input has priority && context.input.priority == "high" };
 "#;
+
+/// A refund of part of an order, for quota tests. The schema lets any number through,
+/// negative ones included: the quota refuses those.
+pub const REFUND_ACTION: &str = r#"
+name: refunds.create
+description: Refund part of an order
+input:
+  type: object
+  required: [order, amount]
+  properties:
+    order: {type: string, pattern: "^[0-9]{1,10}$"}
+    amount: {type: number}
+request:
+  method: POST
+  url: http://127.0.0.1:UPSTREAM_PORT/echo
+  body: {order: "{order}", amount: "{amount}"}
+credential: tracker
+"#;

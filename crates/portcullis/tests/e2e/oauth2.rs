@@ -673,9 +673,8 @@ fn agents_authenticate_with_the_providers_jwts_and_key_rotation_is_picked_up() {
     assert!(!gateway.log().contains(&fresh), "the token is never logged");
 }
 
-// The group and the attribute are tested in the condition: an action is visible to an agent
-// (else it is an unknown action) only through a permit whose scope admits it by its configured
-// groups, which claims don't change.
+// The group a claim gives is in the scope (it decides what the agent is shown and may call);
+// the attribute a claim gives is in the condition (it decides the intent).
 const CLAIMS_POLICY: &str = r#"
 @id("helpdesk-reads")
 @reason("the helpdesk team may call the protected API")
@@ -799,5 +798,11 @@ fn a_client_secret_from_an_environment_variable_gets_a_token() {
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(requests[0]["auth"], "basic", "{requests:#?}");
     assert_eq!(requests[0]["status"], 200, "{requests:#?}");
-    assert_nothing_leaked(&w, 1, &[&r], &[gateway.log()], &[]);
+    let log = gateway.log();
+    assert!(
+        log.contains("credential reads a secret from an environment variable: for development only")
+            && log.contains("echo_basic"),
+        "a warning at start names the credential: {log}"
+    );
+    assert_nothing_leaked(&w, 1, &[&r], &[log], &[]);
 }

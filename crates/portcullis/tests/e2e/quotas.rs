@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fixtures::{self, AGENT, write_standard_files};
+use crate::fixtures::{self, AGENT, REFUND_ACTION, write_standard_files};
 use crate::harness::{Env, Gateway, random_secret};
 use crate::http::{self, Response};
 
@@ -206,23 +206,6 @@ quotas:
     window: 1d
     max: 100.00
     sum: /amount
-"#;
-
-/// The schema lets any number through, negative ones included: the quota refuses those.
-const REFUND_ACTION: &str = r#"
-name: refunds.create
-description: Refund part of an order
-input:
-  type: object
-  required: [order, amount]
-  properties:
-    order: {type: string, pattern: "^[0-9]{1,10}$"}
-    amount: {type: number}
-request:
-  method: POST
-  url: http://127.0.0.1:UPSTREAM_PORT/echo
-  body: {order: "{order}", amount: "{amount}"}
-credential: tracker
 "#;
 
 const HOLD_REASON: &str = "half of today's refund budget is used; a finance approver must confirm";

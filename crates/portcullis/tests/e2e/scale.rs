@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
-use crate::fixtures::{AGENT, SLOW, SLOW_POLICY, TICKETS};
+use crate::fixtures::{AGENT, REFUND_ACTION, SLOW, SLOW_POLICY, TICKETS};
 use crate::harness::{Env, Gateway, concurrently, random_secret};
 use crate::http::{self, Response};
 
@@ -413,22 +413,6 @@ quotas:
     window: 1d
     max: 100.00
     sum: /amount
-"#;
-
-const REFUND_ACTION: &str = r#"
-name: refunds.create
-description: Refund part of an order
-input:
-  type: object
-  required: [order, amount]
-  properties:
-    order: {type: string, pattern: "^[0-9]{1,10}$"}
-    amount: {type: number}
-request:
-  method: POST
-  url: http://127.0.0.1:UPSTREAM_PORT/echo
-  body: {order: "{order}", amount: "{amount}"}
-credential: tracker
 "#;
 
 const REFUNDS_ALLOWED: &str = r#"
