@@ -399,7 +399,8 @@ impl Store {
         response: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         const CONTEXT: &str = "claiming an approved hold";
-        let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut mark = crate::intents::finish_args(id, status, response)?;
+        mark.push(Some(from.to_owned()));
         let claimed = in_tx!(self, CONTEXT, |tx| {
             // First a write to the hold's row: on PostgreSQL it row-locks the hold, so a
             // concurrent claim waits and then finds it no longer `approved`.
@@ -411,18 +412,15 @@ impl Store {
                     .map_err(StoreError::db(CONTEXT))?
                     .rows_affected();
             if claimed == 1 {
-                let marked = sqlx::query(
-                    "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-                )
-                .bind(status)
-                .bind(response.as_str())
-                .bind(now_rfc3339())
-                .bind(id.as_str())
-                .bind(from)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db(CONTEXT))?
-                .rows_affected();
+                let mut query = sqlx::query(crate::intents::FINISH_INTENT_IF);
+                for arg in mark {
+                    query = query.bind(arg);
+                }
+                let marked = query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(CONTEXT))?
+                    .rows_affected();
                 if marked == 0 {
                     sqlx::query("UPDATE holds SET state = 'failed' WHERE intent_id = $1 AND state = 'executing'")
                         .bind(id.as_str())

@@ -377,13 +377,17 @@ fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, 
 const FINISH_INTENT: &str = "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4";
 
 /// [`FINISH_INTENT`] only from status `$5`.
-const FINISH_INTENT_IF: &str =
+pub(crate) const FINISH_INTENT_IF: &str =
     "UPDATE intents SET status = $1, response = $2, updated_at = $3 WHERE id = $4 AND status = $5";
 
 /// The status of an intent between its decision and its outcome.
 const EXECUTING: &str = "executing";
 
-fn finish_args(id: &IntentId, status: &str, response: &serde_json::Value) -> Result<Vec<Option<String>>, StoreError> {
+pub(crate) fn finish_args(
+    id: &IntentId,
+    status: &str,
+    response: &serde_json::Value,
+) -> Result<Vec<Option<String>>, StoreError> {
     let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
     Ok(vec![
         Some(status.to_owned()),

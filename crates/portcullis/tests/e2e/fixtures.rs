@@ -357,3 +357,18 @@ request:
   body: {order: "{order}", amount: "{amount}"}
 credential: tracker
 "#;
+
+/// Refunds run without approval until half of the `refunds-per-day` quota is used, and are
+/// held for a finance approver after that (`context.counters`).
+pub const REFUND_HALF_BUDGET_POLICIES: &str = r#"
+@id("refunds-while-budget-lasts")
+@reason("refunds run without approval until half of the day's budget is used")
+permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
+when { context.counters["refunds-per-day"].percent < 50 };
+
+@id("refunds-past-half-need-finance")
+@hold("half of today's refund budget is used; a finance approver must confirm")
+@approvers("finance")
+permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
+when { context.counters["refunds-per-day"].percent >= 50 };
+"#;

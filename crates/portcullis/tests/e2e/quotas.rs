@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fixtures::{self, AGENT, REFUND_ACTION, write_standard_files};
+use crate::fixtures::{self, AGENT, REFUND_ACTION, REFUND_HALF_BUDGET_POLICIES, write_standard_files};
 use crate::harness::{Env, Gateway, random_secret};
 use crate::http::{self, Response};
 
@@ -210,23 +210,10 @@ quotas:
 
 const HOLD_REASON: &str = "half of today's refund budget is used; a finance approver must confirm";
 
-const REFUND_POLICIES: &str = r#"
-@id("refunds-while-budget-lasts")
-@reason("refunds run without approval until half of the day's budget is used")
-permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
-when { context.counters["refunds-per-day"].percent < 50 };
-
-@id("refunds-past-half-need-finance")
-@hold("half of today's refund budget is used; a finance approver must confirm")
-@approvers("finance")
-permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
-when { context.counters["refunds-per-day"].percent >= 50 };
-"#;
-
 fn write_refund_files(env: &Env) {
     env.write("portcullis.yaml", REFUND_CONFIG);
     env.write("actions/refunds.yaml", REFUND_ACTION);
-    env.write("policies/refunds.cedar", REFUND_POLICIES);
+    env.write("policies/refunds.cedar", REFUND_HALF_BUDGET_POLICIES);
     env.set_secret("tracker_token", &random_secret("tracker"));
 }
 

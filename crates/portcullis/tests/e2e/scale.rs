@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
-use crate::fixtures::{AGENT, REFUND_ACTION, SLOW, SLOW_POLICY, TICKETS};
+use crate::fixtures::{AGENT, REFUND_ACTION, REFUND_HALF_BUDGET_POLICIES, SLOW, SLOW_POLICY, TICKETS};
 use crate::harness::{Env, Gateway, concurrently, random_secret};
 use crate::http::{self, Response};
 
@@ -421,19 +421,6 @@ const REFUNDS_ALLOWED: &str = r#"
 permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource);
 "#;
 
-const HALF_BUDGET_HOLDS: &str = r#"
-@id("refunds-while-budget-lasts")
-@reason("refunds run without approval until half of the day's budget is used")
-permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
-when { context.counters["refunds-per-day"].percent < 50 };
-
-@id("refunds-past-half-need-finance")
-@hold("half of today's refund budget is used; a finance approver must confirm")
-@approvers("finance")
-permit (principal in AgentGroup::"support", action == Action::"refunds.create", resource)
-when { context.counters["refunds-per-day"].percent >= 50 };
-"#;
-
 fn refund(addr: SocketAddr, token: &str, order: usize, amount: &str) -> Response {
     let body = format!(r#"{{"action": "refunds.create", "input": {{"order": "{order}", "amount": {amount}}}}}"#);
     http::post_json(addr, "/v1/intents", Some(token), body.as_bytes())
@@ -535,7 +522,7 @@ fn a_policy_on_counters_sees_one_budget_across_two_instances() {
     const BURST: usize = 10;
     let files = [
         ("actions/refunds.yaml", REFUND_ACTION),
-        ("policies/refunds.cedar", HALF_BUDGET_HOLDS),
+        ("policies/refunds.cedar", REFUND_HALF_BUDGET_POLICIES),
     ];
     let Some(c) = cluster_with(REFUND_QUOTA, &files) else {
         return;
