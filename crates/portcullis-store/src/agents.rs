@@ -95,13 +95,20 @@ impl Store {
     /// When the query fails or the stored id is invalid.
     pub async fn agent_for_token_hash(&self, token_sha256: &str) -> Result<Option<AgentId>, StoreError> {
         const CONTEXT: &str = "authenticating an agent";
-        let id: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT id FROM agents WHERE token_sha256 = $1"
-        )
-        .bind(token_sha256)
-        .fetch_optional(pool)
-        .await)
-        .map_err(StoreError::db(CONTEXT))?;
+        const SQL: &str = "SELECT id FROM agents WHERE token_sha256 = $1";
+        // Every intent starts here: on SQLite a direct read, without a hand-off to a
+        // connection thread.
+        let direct = self
+            .read_direct(|conn| crate::direct::query_optional(conn, SQL, &[&token_sha256], |r| r.get::<_, String>(0)))
+            .map_err(StoreError::db(CONTEXT))?;
+        let id: Option<String> = match direct {
+            Some(id) => id,
+            None => on_pool!(self, |pool| sqlx::query_scalar(SQL)
+                .bind(token_sha256)
+                .fetch_optional(pool)
+                .await)
+            .map_err(StoreError::db(CONTEXT))?,
+        };
         id.map(|id| agent_id(CONTEXT, id)).transpose()
     }
 }

@@ -58,6 +58,7 @@ mod agents;
 mod audit;
 mod chain;
 mod checkpoint;
+mod direct;
 mod error;
 mod holds;
 mod intents;
@@ -74,7 +75,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -128,6 +128,8 @@ pub enum Backend {
 pub struct Store {
     pool: Pool,
     writer: writer::AuditWriter,
+    /// SQLite only: connections for the reads on every intent's path, called directly.
+    readers: Option<Arc<direct::Readers>>,
     location: Arc<str>,
 }
 
@@ -187,12 +189,15 @@ impl Store {
         drop(conn);
         // The audit writer owns its own connection so that appends never queue behind
         // reads for a pool slot.
-        let writer_conn = busy_retry(|| options.connect())
-            .await
-            .map_err(StoreError::db(CONTEXT))?;
+        let filename = options.get_filename().to_path_buf();
+        let writer_conn =
+            direct::open(&filename, BUSY_TIMEOUT).map_err(|e| StoreError::db(CONTEXT)(direct::to_sqlx(e)))?;
+        let writer =
+            writer::AuditWriter::spawn_sqlite(writer_conn).map_err(|e| StoreError::db(CONTEXT)(sqlx::Error::Io(e)))?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
-            writer: writer::AuditWriter::spawn_sqlite(writer_conn),
+            writer,
+            readers: Some(Arc::new(direct::Readers::new(filename))),
             location,
         })
     }
@@ -225,6 +230,7 @@ impl Store {
         Ok(Self {
             writer: writer::AuditWriter::spawn_postgres(pool.clone()),
             pool: Pool::Postgres(pool),
+            readers: None,
             location,
         })
     }
@@ -273,14 +279,31 @@ impl Store {
 /// `sql` with text parameters bound to `args`, as a job for the SQLite writer.
 fn statement(sql: &'static str, args: Vec<Option<String>>) -> writer::Statement {
     Box::new(move |conn| {
-        Box::pin(async move {
-            let mut query = sqlx::query(sql);
-            for arg in args {
-                query = query.bind(arg);
-            }
-            query.execute(conn).await.map(|done| done.rows_affected())
-        })
+        let args: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        direct::execute(conn, sql, &args).map_err(direct::to_sqlx)
     })
+}
+
+impl Store {
+    /// Runs `read` on one of SQLite's direct read connections; `None` when the store is
+    /// not SQLite, or SQLite answered "busy" (then the caller reads through the pool, which
+    /// waits for the lock).
+    ///
+    /// # Errors
+    /// Any other error of the read, as a driver error.
+    pub(crate) fn read_direct<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        let Some(readers) = &self.readers else {
+            return Ok(None);
+        };
+        match readers.read(read) {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if direct::is_busy(&e) => Ok(None),
+            Err(e) => Err(direct::to_sqlx(e)),
+        }
+    }
 }
 
 /// Runs `connect` again while SQLite answers "database is locked" (for up to

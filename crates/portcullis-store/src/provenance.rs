@@ -135,6 +135,39 @@ macro_rules! record_on {
     }};
 }
 
+/// [`record_on!`] for the SQLite writer's connection, called directly.
+fn record_direct(
+    conn: &rusqlite::Connection,
+    v: &NewValues<'_>,
+    hashes: &[String],
+    limits: ProvenanceLimits,
+) -> rusqlite::Result<u64> {
+    use rusqlite::ToSql;
+    let expires = v.read_unix.saturating_add(limits.ttl_secs);
+    let scope = scope(v.agent, v.session);
+    for chunk in hashes.chunks(INSERT_CHUNK) {
+        let sql = insert_sql(chunk.len());
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+        for hash in chunk {
+            args.extend([
+                &v.agent as &dyn ToSql,
+                &v.session,
+                &scope,
+                hash,
+                &v.source,
+                &v.intent_id,
+                &v.read_unix,
+                &expires,
+            ]);
+        }
+        crate::direct::execute(conn, &sql, &args)?;
+    }
+    crate::direct::execute(conn, DROP_EXPIRED, &[&v.read_unix])?;
+    crate::direct::execute(conn, TRIM_SESSION, &[&scope, &scope, &limits.per_session.max(1)])?;
+    crate::direct::execute(conn, TRIM_TOTAL, &[&limits.total.max(1)])?;
+    Ok(0)
+}
+
 impl Store {
     /// Records the values an untrusted result gave an agent in a session, then drops
     /// expired values and makes room within the limits (oldest first). Duplicates are
@@ -161,17 +194,15 @@ impl Store {
                 let read_unix = values.read_unix;
                 self.writer
                     .write(Box::new(move |conn| {
-                        Box::pin(async move {
-                            let v = NewValues {
-                                agent: &agent,
-                                session: &session,
-                                source: &source,
-                                intent_id: &intent_id,
-                                read_unix,
-                                hashes: &[],
-                            };
-                            record_on!(conn, v, hashes, limits)
-                        })
+                        let v = NewValues {
+                            agent: &agent,
+                            session: &session,
+                            source: &source,
+                            intent_id: &intent_id,
+                            read_unix,
+                            hashes: &[],
+                        };
+                        record_direct(conn, &v, &hashes, limits).map_err(crate::direct::to_sqlx)
                     }))
                     .await?
                     .map_err(StoreError::db(RECORD_CONTEXT))?;

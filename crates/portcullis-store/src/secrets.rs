@@ -50,13 +50,18 @@ impl Store {
     /// When the query fails or the stored key version is out of range.
     pub async fn get_secret(&self, name: &str) -> Result<Option<SealedSecret>, StoreError> {
         const CONTEXT: &str = "reading a secret";
-        let row: Option<(Vec<u8>, Vec<u8>, i64)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT nonce, ciphertext, key_version FROM secrets WHERE name = $1"
-        )
-        .bind(name)
-        .fetch_optional(pool)
-        .await)
-        .map_err(StoreError::db(CONTEXT))?;
+        const SQL: &str = "SELECT nonce, ciphertext, key_version FROM secrets WHERE name = $1";
+        // On every intent with a stored credential: on SQLite a direct read.
+        let direct = self
+            .read_direct(|conn| {
+                crate::direct::query_optional(conn, SQL, &[&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            })
+            .map_err(StoreError::db(CONTEXT))?;
+        let row: Option<(Vec<u8>, Vec<u8>, i64)> = match direct {
+            Some(row) => row,
+            None => on_pool!(self, |pool| sqlx::query_as(SQL).bind(name).fetch_optional(pool).await)
+                .map_err(StoreError::db(CONTEXT))?,
+        };
         row.map(|(nonce, ciphertext, version)| {
             let key_version = u32::try_from(version)
                 .map_err(|e| StoreError::corrupt(CONTEXT, format!("key version of secret `{name}`"), e))?;

@@ -1,20 +1,20 @@
-//! The single audit writer: one task per process, group commit.
+//! The single audit writer: one per process, group commit.
 //!
-//! On SQLite the task owns one connection and `BEGIN IMMEDIATE` serializes it with any
-//! other process on the file. It also runs the store's other writes on an intent's path
+//! On SQLite it is a thread that owns one connection (called directly, see
+//! [`crate::direct`]), and `BEGIN IMMEDIATE` serializes it with any other process on the
+//! file. It also runs the store's other writes on an intent's path
 //! ([`AuditWriter::write`]) in the same transactions: one fsync covers a whole batch of
 //! intents and their audit events, and those writes never contend for SQLite's write lock
-//! (whose busy handler sleeps for milliseconds at a time). On PostgreSQL each batch takes a transaction-scoped
+//! (whose busy handler sleeps for milliseconds at a time). On PostgreSQL it is a task, and each batch takes a transaction-scoped
 //! advisory lock before reading the chain head, so the writers of every gateway instance
 //! extend one chain in turn; each batch is one multi-row `INSERT`, one round trip.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use portcullis_core::now_rfc3339;
-use sqlx::{Connection as _, PgPool, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{GENESIS_HASH, record_hash};
@@ -32,11 +32,7 @@ type Reply = oneshot::Sender<Result<AppendReceipt, StoreError>>;
 
 /// A statement for [`AuditWriter::write`]: given the writer's connection (inside its
 /// transaction), runs and returns the rows it affected.
-pub(crate) type Statement = Box<
-    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'c>>
-        + Send
-        + Sync,
->;
+pub(crate) type Statement = Box<dyn FnOnce(&Connection) -> Result<u64, sqlx::Error> + Send + Sync>;
 
 /// What a [`Statement`] gets back: the batch's commit failed (outer), or the statement's own
 /// result once its batch committed (inner).
@@ -106,22 +102,31 @@ impl Drop for Waiting {
 }
 
 impl AuditWriter {
-    /// Starts the writer task for a SQLite store on the current runtime. It stops when
-    /// every handle is gone.
-    pub fn spawn_sqlite(conn: SqliteConnection) -> Self {
-        Self::spawn(Sink::Sqlite(conn))
-    }
-
-    /// Starts the writer task for a PostgreSQL store; it borrows a connection from the
-    /// pool for each batch, so a lost connection is replaced on the next one.
-    pub fn spawn_postgres(pool: PgPool) -> Self {
-        Self::spawn(Sink::Postgres(pool))
-    }
-
-    fn spawn(sink: Sink) -> Self {
+    /// Starts the writer thread for a SQLite store. It stops when every handle is gone.
+    ///
+    /// # Errors
+    /// When the thread can't be started.
+    pub fn spawn_sqlite(conn: Connection) -> std::io::Result<Self> {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let failed_at = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(sink, rx, Arc::clone(&failed_at)));
+        let failures = Arc::clone(&failed_at);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || run_sqlite(conn, rx, &failures))?;
+        Ok(Self::handle(queue, failed_at))
+    }
+
+    /// Starts the writer task for a PostgreSQL store on the current runtime; it borrows a
+    /// connection from the pool for each batch, so a lost connection is replaced on the
+    /// next one.
+    pub fn spawn_postgres(pool: PgPool) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let failed_at = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_postgres(pool, rx, Arc::clone(&failed_at)));
+        Self::handle(queue, failed_at)
+    }
+
+    fn handle(queue: mpsc::Sender<Job>, failed_at: Arc<AtomicU64>) -> Self {
         Self {
             queue,
             waiting: Arc::new(AtomicU64::new(0)),
@@ -261,46 +266,59 @@ enum Done {
     Guarded(Guarded),
 }
 
-/// Where the writer commits.
-#[derive(Debug)]
-enum Sink {
-    Sqlite(SqliteConnection),
-    Postgres(PgPool),
+/// The SQLite writer thread: waits for a job, takes whatever else is already queued, and
+/// writes them in one transaction.
+fn run_sqlite(mut conn: Connection, mut rx: mpsc::Receiver<Job>, failed_at: &AtomicU64) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let written = write_sqlite(&mut conn, &mut batch);
+        answer(&mut batch, written, failed_at);
+    }
 }
 
-async fn run(mut sink: Sink, mut rx: mpsc::Receiver<Job>, failed_at: Arc<AtomicU64>) {
+/// The PostgreSQL writer task.
+async fn run_postgres(pool: PgPool, mut rx: mpsc::Receiver<Job>, failed_at: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // `recv_many` waits for one job, then takes whatever else is already queued.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let written = match &mut sink {
-            Sink::Sqlite(conn) => write_sqlite(conn, &mut batch).await,
-            Sink::Postgres(pool) => write_postgres(pool, &batch).await,
-        };
-        failed_at.store(if written.is_ok() { 0 } else { now_millis() }, Ordering::Relaxed);
-        match written {
-            Ok(done) => {
-                // A caller that stopped waiting still has its write durably stored.
-                for (job, done) in batch.drain(..).zip(done) {
-                    match (job, done) {
-                        (Job::Append { reply, .. }, Done::Appended(receipt)) => {
-                            let _ = reply.send(Ok(receipt));
-                        }
-                        (Job::Write { reply, .. }, Done::Wrote(result)) => {
-                            let _ = reply.send(Ok(result));
-                        }
-                        (Job::Guarded { reply, .. }, Done::Guarded(result)) => {
-                            let _ = reply.send(Ok(result));
-                        }
-                        (job, _) => fail(job, &StoreError::Encode("the writer mixed up its batch".into())),
+        let written = write_postgres(&pool, &batch).await;
+        answer(&mut batch, written, &failed_at);
+    }
+}
+
+/// Tells every job of a batch what became of it, and remembers a failure for readiness.
+fn answer(batch: &mut Vec<Job>, written: Result<Vec<Done>, StoreError>, failed_at: &AtomicU64) {
+    failed_at.store(if written.is_ok() { 0 } else { now_millis() }, Ordering::Relaxed);
+    match written {
+        Ok(done) => {
+            // A caller that stopped waiting still has its write durably stored.
+            for (job, done) in batch.drain(..).zip(done) {
+                match (job, done) {
+                    (Job::Append { reply, .. }, Done::Appended(receipt)) => {
+                        let _ = reply.send(Ok(receipt));
                     }
+                    (Job::Write { reply, .. }, Done::Wrote(result)) => {
+                        let _ = reply.send(Ok(result));
+                    }
+                    (Job::Guarded { reply, .. }, Done::Guarded(result)) => {
+                        let _ = reply.send(Ok(result));
+                    }
+                    (job, _) => fail(job, &StoreError::Encode("the writer mixed up its batch".into())),
                 }
             }
-            Err(error) => {
-                // Fail closed: nothing of the batch was committed, and every caller in it
-                // learns so.
-                for job in batch.drain(..) {
-                    fail(job, &error);
-                }
+        }
+        Err(error) => {
+            // Fail closed: nothing of the batch was committed, and every caller in it
+            // learns so.
+            for job in batch.drain(..) {
+                fail(job, &error);
             }
         }
     }
@@ -328,15 +346,15 @@ fn fail(job: Job, error: &StoreError) {
 /// The chain head is read inside the transaction, under the write lock, on every batch.
 /// That costs one indexed lookup and means the head is never stale: not after a failed
 /// batch, and not when another process (say `portcullis audit` tooling) appended.
-async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<Vec<Done>, StoreError> {
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::db(CONTEXT))?;
-    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(CONTEXT))?;
+fn write_sqlite(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Done>, StoreError> {
+    let failed = |e| StoreError::db(CONTEXT)(crate::direct::to_sqlx(e));
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let head: Option<(i64, String)> = tx
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(failed)?;
     let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     let mut done = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
@@ -344,11 +362,11 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<
             Job::Append {
                 event_json, intent_id, ..
             } => {
-                let receipt = append_sqlite(&mut tx, &mut seq, &mut prev_hash, event_json, intent_id).await?;
+                let receipt = append_sqlite(&tx, &mut seq, &mut prev_hash, event_json, intent_id)?;
                 done.push(Done::Appended(receipt));
             }
             Job::Write { statement, .. } => {
-                let result = run_statement(&mut tx, statement.take()).await?;
+                let result = run_statement(&tx, statement.take())?;
                 done.push(Done::Wrote(result));
             }
             Job::Guarded {
@@ -357,24 +375,23 @@ async fn write_sqlite(conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<
                 intent_id,
                 ..
             } => {
-                let result = run_statement(&mut tx, statement.take()).await?;
+                let result = run_statement(&tx, statement.take())?;
                 let receipt = match result {
-                    Ok(n) if n > 0 => {
-                        Some(append_sqlite(&mut tx, &mut seq, &mut prev_hash, event_json, intent_id).await?)
-                    }
+                    Ok(n) if n > 0 => Some(append_sqlite(&tx, &mut seq, &mut prev_hash, event_json, intent_id)?),
                     _ => None,
                 };
                 done.push(Done::Guarded((result, receipt)));
             }
         }
     }
-    tx.commit().await.map_err(StoreError::db(CONTEXT))?;
+    // Dropping the transaction unfinished (an early return above) rolls it back.
+    tx.commit().map_err(failed)?;
     Ok(done)
 }
 
 /// Appends one event after `prev_hash` as number `seq + 1`, and moves both on.
-async fn append_sqlite(
-    tx: &mut SqliteConnection,
+fn append_sqlite(
+    tx: &Connection,
     seq: &mut i64,
     prev_hash: &mut String,
     event_json: &str,
@@ -383,19 +400,13 @@ async fn append_sqlite(
     *seq += 1;
     let ts = now_rfc3339();
     let hash = record_hash(prev_hash, *seq, &ts, event_json);
-    sqlx::query(
+    crate::direct::execute(
+        tx,
         "INSERT INTO audit_events (seq, ts, event, prev_hash, hash, intent_id) \
          VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&*seq, &ts, &event_json, &*prev_hash, &hash, &intent_id],
     )
-    .bind(*seq)
-    .bind(ts)
-    .bind(event_json)
-    .bind(prev_hash.as_str())
-    .bind(hash.as_str())
-    .bind(intent_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(CONTEXT))?;
+    .map_err(|e| StoreError::db(CONTEXT)(crate::direct::to_sqlx(e)))?;
     *prev_hash = hash.clone();
     Ok(AppendReceipt { seq: *seq, hash })
 }
@@ -403,12 +414,9 @@ async fn append_sqlite(
 /// Runs a queued statement. A constraint undoes only its statement and is its caller's
 /// result; any other error (a full disk, an I/O error) may have rolled back the whole
 /// transaction, so the whole batch fails, as it does when an audit insert fails.
-async fn run_statement(
-    tx: &mut SqliteConnection,
-    statement: Option<Statement>,
-) -> Result<Result<u64, sqlx::Error>, StoreError> {
+fn run_statement(tx: &Connection, statement: Option<Statement>) -> Result<Result<u64, sqlx::Error>, StoreError> {
     let result = match statement {
-        Some(statement) => statement(tx).await,
+        Some(statement) => statement(tx),
         None => Ok(0),
     };
     match result {
