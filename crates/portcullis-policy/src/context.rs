@@ -9,46 +9,138 @@ use portcullis_redact::detect::{Category, JsonFinding};
 
 use crate::schema::primary_type;
 
-/// The input as Cedar values, typed by the action's JSON Schema: integers are `Long`,
-/// `number`s are `decimal`, nulls are left out. A value Cedar can't represent exactly (a
-/// decimal with more than four fraction digits, an integer beyond 64 bits) is left out
-/// too; when the schema requires it, the context then fails validation and the intent is
-/// denied, rather than deciding on a rounded value.
-pub(crate) fn to_cedar(value: &Value, schema: &Value) -> Option<Value> {
-    match (value, primary_type(schema)) {
-        (Value::Null, _) => None,
-        (Value::String(s), Some("string")) => Some(Value::String(s.clone())),
-        (Value::Bool(b), Some("boolean")) => Some(Value::Bool(*b)),
-        (Value::Number(n), Some("integer")) => n.as_i64().map(Value::from),
-        (Value::Number(n), Some("number")) => decimal(n).map(|arg| json!({"__extn": {"fn": "decimal", "arg": arg}})),
-        (Value::Array(items), Some("array")) => {
-            let item_schema = schema.get("items")?;
-            let converted: Option<Vec<Value>> = items.iter().map(|i| to_cedar(i, item_schema)).collect();
-            converted.map(Value::Array)
-        }
-        (Value::Object(_), Some("object")) => Some(Value::Object(record(value, schema))),
-        _ => None,
+/// A present input value that has a Cedar attribute but no exact Cedar value: the intent
+/// is denied rather than decided without it (an optional field left out would skip every
+/// policy guarded by `has`) or on a rounded value.
+#[derive(Debug)]
+pub(crate) struct Unrepresentable {
+    /// The JSON pointer's segments, innermost first (filled in on the way out).
+    path: Vec<String>,
+    why: &'static str,
+}
+
+impl Unrepresentable {
+    fn new(why: &'static str) -> Self {
+        Self { path: Vec::new(), why }
+    }
+
+    fn within(mut self, segment: impl Into<String>) -> Self {
+        self.path.push(segment.into());
+        self
+    }
+
+    /// The JSON pointer of the value (`/items/2/price`).
+    pub(crate) fn pointer(&self) -> String {
+        self.path
+            .iter()
+            .rev()
+            .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+            .collect()
     }
 }
 
-/// An object's properties as a Cedar record (properties the schema doesn't describe, or
-/// that Cedar can't type, are left out).
-pub(crate) fn record(value: &Value, schema: &Value) -> Map<String, Value> {
-    let mut out = Map::new();
+impl std::fmt::Display for Unrepresentable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.pointer(), self.why)
+    }
+}
+
+/// `context.input`: the input as a Cedar record typed by the action's JSON Schema, with
+/// exactly the attributes [`crate::schema::record_type`] declares. Integers are `Long`s,
+/// `number`s are `decimal`s; nulls are left out (they mean absent), and so are properties
+/// the schema doesn't describe or gives no Cedar type (no attribute exists for them).
+///
+/// # Errors
+/// A present, non-null value of a property that has a Cedar attribute but no exact Cedar
+/// value: a `number` with more than four fraction digits or beyond `decimal`'s range, an
+/// `integer` beyond 64 bits, a null inside a list, a value of another type than its
+/// schema's. A float for an `integer` is refused too: the catalog has already made whole
+/// floats within ±2^53 integers, so one left is beyond what a float holds exactly. A
+/// required attribute that is missing is an error as well (the catalog's validation rules
+/// it out), so the record always fits the schema.
+pub(crate) fn input(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
+    record(value, schema)
+}
+
+/// Whether a property has a Cedar attribute: [`crate::schema::cedar_type`] is `Some`,
+/// without building the type.
+fn described(schema: &Value) -> bool {
+    match primary_type(schema) {
+        Some("string" | "integer" | "number" | "boolean" | "object") => true,
+        Some("array") => schema.get("items").is_some_and(described),
+        _ => false,
+    }
+}
+
+/// Whether null is one of the schema's types (its attribute is then optional).
+fn nullable(schema: &Value) -> bool {
+    schema
+        .get("type")
+        .and_then(Value::as_array)
+        .is_some_and(|ts| ts.iter().any(|t| t == "null"))
+}
+
+/// An object's described properties as a Cedar record.
+fn record(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
+    let mut fields = Vec::new();
     let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
-        return out;
+        return new_record(fields);
     };
     for (k, v) in obj {
-        if let Some(c) = props.get(k).and_then(|s| to_cedar(v, s)) {
-            out.insert(k.clone(), c);
+        let Some(prop) = props.get(k) else { continue };
+        if v.is_null() || !described(prop) {
+            continue;
+        }
+        let c = convert(v, prop).map_err(|e| e.within(k))?;
+        fields.push((k.clone(), c));
+    }
+    let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
+    for name in required.filter_map(Value::as_str) {
+        let declared = props.get(name).is_some_and(|p| described(p) && !nullable(p));
+        if declared && obj.get(name).is_none_or(Value::is_null) {
+            return Err(Unrepresentable::new("is required but missing").within(name));
         }
     }
-    out
+    new_record(fields)
+}
+
+fn new_record(fields: Vec<(String, RestrictedExpression)>) -> Result<RestrictedExpression, Unrepresentable> {
+    // The keys come from a JSON object, so none repeats.
+    RestrictedExpression::new_record(fields).map_err(|_| Unrepresentable::new("repeats a key"))
+}
+
+/// A non-null value of a described schema as a Cedar value.
+fn convert(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
+    Ok(match (value, primary_type(schema)) {
+        (Value::String(s), Some("string")) => RestrictedExpression::new_string(s.clone()),
+        (Value::Bool(b), Some("boolean")) => RestrictedExpression::new_bool(*b),
+        (Value::Number(n), Some("integer")) => RestrictedExpression::new_long(
+            n.as_i64()
+                .ok_or(Unrepresentable::new("is beyond Cedar's 64-bit integers"))?,
+        ),
+        (Value::Number(n), Some("number")) => RestrictedExpression::new_decimal(decimal(n).ok_or(
+            Unrepresentable::new("has more than four fraction digits or is beyond the range of Cedar's decimals"),
+        )?),
+        (Value::Array(items), Some("array")) => {
+            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+            let items = items.iter().enumerate().map(|(i, item)| {
+                if item.is_null() {
+                    return Err(
+                        Unrepresentable::new("is a null inside a list, which Cedar can't hold").within(i.to_string())
+                    );
+                }
+                convert(item, item_schema).map_err(|e| e.within(i.to_string()))
+            });
+            RestrictedExpression::new_set(items.collect::<Result<Vec<_>, _>>()?)
+        }
+        (Value::Object(_), Some("object")) => record(value, schema)?,
+        _ => return Err(Unrepresentable::new("does not have the type its schema gives")),
+    })
 }
 
 /// A context value as a Cedar expression: strings, booleans, 64-bit integers, sets and
 /// records as themselves, and the `{"__extn": {"fn": "decimal", "arg": …}}` form that
-/// [`record`] and the counters give decimals as a `decimal(…)` call.
+/// the counters give decimals as a `decimal(…)` call.
 ///
 /// # Errors
 /// A null, a number that isn't a 64-bit integer, or a record with a repeated key (none of
@@ -79,20 +171,31 @@ pub(crate) fn restricted(value: &Value) -> Result<RestrictedExpression, String> 
     })
 }
 
-/// Cedar's `decimal` text for a JSON number: at most four fraction digits, within
-/// Cedar's range, or `None` when the number can't be written exactly.
+/// Cedar's `decimal` text for a JSON number, or `None` when the number can't be written
+/// exactly: more than four fraction digits, or beyond the range Cedar's parser accepts
+/// (ten-thousandths in 64 bits; the checks below are the parser's).
 fn decimal(n: &serde_json::Number) -> Option<String> {
     if let Some(i) = n.as_i64() {
-        return (i.checked_mul(10_000).is_some()).then(|| format!("{i}.0"));
+        return i.checked_mul(10_000).map(|_| format!("{i}.0"));
     }
-    let f = n.as_f64()?;
+    // A float's text is its shortest exact form: what the canonical input, and so the
+    // request sent, holds. An exponent means more than four fraction digits or a value
+    // beyond the range; a `u64` beyond `i64` fails the range check.
     let text = n.to_string();
     if text.contains(['e', 'E']) {
         return None;
     }
     let (whole, frac) = text.split_once('.').unwrap_or((&text, "0"));
-    if frac.len() > 4 || f.abs() >= 922_337_203_685_477.0 {
+    if frac.is_empty() || frac.len() > 4 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
+    }
+    let scaled = whole.parse::<i64>().ok()?.checked_mul(10_000)?;
+    let pad = 10_i64.pow(4 - u32::try_from(frac.len()).ok()?);
+    let part = frac.parse::<i64>().ok()?.checked_mul(pad)?;
+    if whole.starts_with('-') {
+        scaled.checked_sub(part)?;
+    } else {
+        scaled.checked_add(part)?;
     }
     Some(format!("{whole}.{frac}"))
 }
@@ -184,14 +287,16 @@ fn uri_host(s: &str) -> Option<String> {
 
 /// `context.now`: the decision time as Unix seconds, the UTC hour (0–23), the ISO weekday
 /// (1 = Monday … 7 = Sunday) and the UTC date (`YYYY-MM-DD`).
-pub(crate) fn now(t: time::OffsetDateTime) -> Value {
+pub(crate) fn now(t: time::OffsetDateTime) -> Result<RestrictedExpression, String> {
     let t = t.to_offset(time::UtcOffset::UTC);
-    json!({
-        "timestamp": t.unix_timestamp(),
-        "hour": t.hour(),
-        "weekday": t.weekday().number_from_monday(),
-        "date": format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
-    })
+    let long = |n: u8| RestrictedExpression::new_long(i64::from(n));
+    let date = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    fixed_record([
+        ("timestamp", RestrictedExpression::new_long(t.unix_timestamp())),
+        ("hour", long(t.hour())),
+        ("weekday", long(t.weekday().number_from_monday())),
+        ("date", RestrictedExpression::new_string(date)),
+    ])
 }
 
 /// `context.findings`: what the detector found in the input.
@@ -201,8 +306,9 @@ pub(crate) fn now(t: time::OffsetDateTime) -> Value {
 /// - `pointers`, `secrets`, `pii`: the JSON pointers of the input fields where anything, a
 ///   secret, or personal data was found;
 /// - `at`: each finding as `{kind, pointer}`.
-pub(crate) fn findings(found: &[JsonFinding]) -> Value {
-    let set = |items: BTreeSet<&str>| Value::Array(items.into_iter().map(Value::from).collect());
+pub(crate) fn findings(found: &[JsonFinding]) -> Result<RestrictedExpression, String> {
+    let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+    let set = |items: BTreeSet<&str>| RestrictedExpression::new_set(items.into_iter().map(string));
     let of = |category: Category| {
         found
             .iter()
@@ -210,14 +316,23 @@ pub(crate) fn findings(found: &[JsonFinding]) -> Value {
             .map(|f| f.pointer.as_str())
     };
     let at: BTreeSet<(&str, &str)> = found.iter().map(|f| (&*f.kind, f.pointer.as_str())).collect();
-    json!({
-        "kinds": set(found.iter().map(|f| &*f.kind).collect()),
-        "categories": set(found.iter().map(|f| f.category.as_str()).collect()),
-        "pointers": set(found.iter().map(|f| f.pointer.as_str()).collect()),
-        "secrets": set(of(Category::Secret).collect()),
-        "pii": set(of(Category::Pii).collect()),
-        "at": at.into_iter().map(|(kind, pointer)| json!({"kind": kind, "pointer": pointer})).collect::<Vec<_>>(),
-    })
+    let at = at
+        .into_iter()
+        .map(|(kind, pointer)| fixed_record([("kind", string(kind)), ("pointer", string(pointer))]))
+        .collect::<Result<Vec<_>, _>>()?;
+    fixed_record([
+        ("kinds", set(found.iter().map(|f| &*f.kind).collect())),
+        ("categories", set(found.iter().map(|f| f.category.as_str()).collect())),
+        ("pointers", set(found.iter().map(|f| f.pointer.as_str()).collect())),
+        ("secrets", set(of(Category::Secret).collect())),
+        ("pii", set(of(Category::Pii).collect())),
+        ("at", RestrictedExpression::new_set(at)),
+    ])
+}
+
+/// A Cedar record with these (distinct) keys.
+fn fixed_record<const N: usize>(fields: [(&str, RestrictedExpression); N]) -> Result<RestrictedExpression, String> {
+    RestrictedExpression::new_record(fields.map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
 }
 
 /// The Cedar type of `context.findings`.
@@ -245,17 +360,78 @@ mod tests {
 
     #[test]
     fn numbers_become_exact_decimals_or_nothing() {
-        let s = json!({"type": "number"});
+        let d = |v: Value| decimal(v.as_number().unwrap());
+        assert_eq!(d(json!(12.5)), Some("12.5".into()));
+        assert_eq!(d(json!(40)), Some("40.0".into()));
+        assert_eq!(d(json!(-0.5)), Some("-0.5".into()));
+        assert_eq!(d(json!(922_337_203_685_477_i64)), Some("922337203685477.0".into()));
+        assert_eq!(d(json!(922_337_203_685_478_i64)), None);
+        assert_eq!(d(json!(u64::MAX)), None);
+        assert_eq!(d(json!(0.00001)), None);
+        assert_eq!(d(json!(1.23456)), None);
+        assert_eq!(d(json!(1e300)), None);
+    }
+
+    #[test]
+    fn a_property_has_a_cedar_value_exactly_when_the_schema_gives_it_an_attribute() {
+        let schemas = [
+            json!({"type": "string"}),
+            json!({"type": ["integer", "null"]}),
+            json!({"type": "number"}),
+            json!({"type": "boolean"}),
+            json!({"type": "object"}),
+            json!({"enum": ["a", "b"]}),
+            json!({"const": "a"}),
+            json!({"enum": ["a", null]}),
+            json!({"type": "null"}),
+            json!({"type": ["string", "integer"]}),
+            json!({"type": "array"}),
+            json!({"type": "array", "items": {}}),
+            json!({"type": "array", "items": [{"type": "string"}]}),
+            json!({"type": "array", "items": {"type": "string"}}),
+            json!({"type": "array", "items": {"type": "array", "items": {"anyOf": []}}}),
+            json!({"anyOf": [{"type": "string"}]}),
+            json!({}),
+        ];
+        for s in &schemas {
+            assert_eq!(described(s), crate::schema::cedar_type(s).is_some(), "{s}");
+        }
+    }
+
+    #[test]
+    fn present_values_without_an_exact_cedar_value_are_refused_with_their_pointer() {
+        let schema = json!({"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "string"},
+            "amount": {"type": ["number", "null"]},
+            "count": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "meta": {"type": "object", "properties": {"a/b": {"type": "number"}}},
+            "free": {},
+            "loose": {"type": "array", "items": {}}
+        }});
+        let refused = |extra: Value| {
+            let mut v = json!({"id": "x"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            input(&v, &schema).err().map(|e| e.pointer())
+        };
+        assert_eq!(refused(json!({"amount": 12.5, "count": 3, "tags": ["a"]})), None);
         assert_eq!(
-            to_cedar(&json!(12.5), &s),
-            Some(json!({"__extn": {"fn": "decimal", "arg": "12.5"}}))
+            refused(json!({"amount": null, "free": 1.23456, "loose": [0.00001, null]})),
+            None
+        );
+        assert_eq!(refused(json!({"amount": 1.23456})).as_deref(), Some("/amount"));
+        assert_eq!(refused(json!({"count": u64::MAX})).as_deref(), Some("/count"));
+        assert_eq!(refused(json!({"count": 1e19})).as_deref(), Some("/count"));
+        assert_eq!(refused(json!({"tags": ["a", null]})).as_deref(), Some("/tags/1"));
+        assert_eq!(refused(json!({"tags": ["a", 1]})).as_deref(), Some("/tags/1"));
+        assert_eq!(
+            refused(json!({"meta": {"a/b": 0.00001}})).as_deref(),
+            Some("/meta/a~1b")
         );
         assert_eq!(
-            to_cedar(&json!(40), &s),
-            Some(json!({"__extn": {"fn": "decimal", "arg": "40.0"}}))
+            input(&json!({}), &schema).err().map(|e| e.pointer()).as_deref(),
+            Some("/id")
         );
-        assert_eq!(to_cedar(&json!(0.00001), &s), None);
-        assert_eq!(to_cedar(&json!(1.23456), &s), None);
     }
 
     #[test]

@@ -68,7 +68,93 @@ pub struct PolicyEngine {
     agent_groups: HashMap<String, Vec<String>>,
     /// The configured agents, for merging identity-provider claims over them.
     agents: BTreeMap<String, AgentEntity>,
+    /// Each action of the catalog as the schema knows it, by name.
+    shapes: HashMap<String, Shape>,
 }
+
+/// An action of the catalog the engine was loaded with, and what its context must hold
+/// beyond what the context builders guarantee by construction (see [`Shape::fits`]).
+#[derive(Debug)]
+struct Shape {
+    /// The definition the schema was generated from (held, so that no other definition
+    /// can take its address).
+    def: Arc<ActionDef>,
+    /// The fields whose `context.derived` entry the schema requires.
+    derived_required: Vec<String>,
+    /// The quotas that apply to the action.
+    counters: Vec<CounterSpec>,
+}
+
+impl Shape {
+    fn new(def: &Arc<ActionDef>, counters: &BTreeMap<String, Vec<CounterSpec>>) -> Self {
+        let derived_required = def
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(name, prop)| derivation(prop).is_some() && derived_required(def, name, prop))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Self {
+            def: Arc::clone(def),
+            derived_required,
+            counters: counters.get(def.name.as_str()).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Whether this context is sure to pass the schema check in `Request::new`, which can
+    /// then be skipped (it cost a fifth of a decision). The check validates the principal,
+    /// action and resource types and the context against the action's context type.
+    ///
+    /// - The types: `action` is the very definition the schema was generated from (its
+    ///   action, resource type and `Agent` principal declared together).
+    /// - `input`: [`context::input`] builds exactly the record type the schema gives the
+    ///   same JSON Schema, or fails; `now` and `findings` have fixed shapes.
+    /// - `derived`: its types follow the input's, which was validated against this action
+    ///   (`ValidInput` names it); an entry the schema requires can still be missing, when
+    ///   a valid value has no domain or host (a `urn:` URI).
+    /// - `counters` and `provenance` come from the caller: each counter must be one of the
+    ///   action's quotas, of its kind, with every quota that applies to all agents there; and
+    ///   each input field with a provenance mark one of the action's fields.
+    ///
+    /// When one of these fails, the schema check runs and denies as it always did.
+    fn fits(
+        &self,
+        action: &ActionDef,
+        input: &ValidInput,
+        derived: &Map<String, Value>,
+        counters: &[CounterState],
+        provenance: &Value,
+    ) -> bool {
+        let own = std::ptr::eq(Arc::as_ptr(&self.def), action) && input.action() == &action.name;
+        let derived_ok = self.derived_required.iter().all(|f| derived.contains_key(f));
+        let quota = |c: &CounterState| self.counters.iter().any(|s| s.name == c.name && s.sum == c.sum);
+        let counters_ok = counters.iter().all(quota)
+            && self
+                .counters
+                .iter()
+                .filter(|s| s.always)
+                .all(|s| counters.iter().any(|c| c.name == s.name));
+        let fields = action.input_schema.get("properties").and_then(Value::as_object);
+        let marked_ok = provenance
+            .get("fields")
+            .and_then(Value::as_object)
+            .is_none_or(|marked| marked.keys().all(|k| fields.is_some_and(|f| f.contains_key(k))));
+        own && derived_ok && counters_ok && marked_ok
+    }
+}
+
+/// Whether the `context.derived` entry of input field `name` is a required attribute: the
+/// field is required and can't be null.
+fn derived_required(action: &ActionDef, name: &str, prop: &Value) -> bool {
+    action.input_fields().any(|(n, r)| r && n == name) && !prop.get("type").is_some_and(Value::is_array)
+}
+
+/// Whether every decision checks its request against the schema, even one that
+/// [`Shape::fits`] it: in debug builds and tests, so that a context builder that strays from
+/// the schema fails there.
+const ALWAYS_CHECK: bool = cfg!(debug_assertions);
 
 /// The annotations of one policy that shape a decision.
 #[derive(Debug, Default)]
@@ -236,6 +322,11 @@ impl PolicyEngine {
             .collect();
         let by_action = policies_by_action(&policies, inputs.catalog);
         let notes = policies.policies().map(|p| (p.id().clone(), Notes::of(p))).collect();
+        let shapes = inputs
+            .catalog
+            .iter()
+            .map(|a| (a.name.to_string(), Shape::new(a, inputs.counters)))
+            .collect();
         Ok(Self {
             schema,
             schema_json,
@@ -246,6 +337,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             agent_groups,
             agents: inputs.agents.clone(),
+            shapes,
         })
     }
 
@@ -318,7 +410,7 @@ impl PolicyEngine {
         facts: &Facts<'_>,
     ) -> Decided {
         let decision = self
-            .evaluate(agent, claims, action, &input, facts)
+            .evaluate(agent, claims, action, &input, facts, ALWAYS_CHECK)
             .unwrap_or_else(Decision::gateway_deny);
         Decided { decision, input }
     }
@@ -369,36 +461,44 @@ impl PolicyEngine {
         action: &ActionDef,
         input: &ValidInput,
         facts: &Facts<'_>,
+        always_check: bool,
     ) -> Result<Decision, String> {
         let principal = uid("Agent", agent.as_str())?;
         let action_uid = uid("Action", action.name.as_str())?;
         let resource = uid(&action.resource.entity_type, &render_id(action, input.value()))?;
         // Built as Cedar values directly: Cedar's JSON parser tries every escape form on
-        // every value and was the largest single cost of a decision. The schema check that
-        // parser did happens in `Request::new` below, which validates the context against
-        // the action's context type.
+        // every value and was the largest single cost of a decision.
+        let input_record = context::input(input.value(), &action.input_schema)
+            .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
+        let derived = context::derived(input.value(), &action.input_schema);
+        let provenance = provenance::provenance(facts.provenance);
+        let fits = self
+            .shapes
+            .get(action.name.as_str())
+            .is_some_and(|s| s.fits(action, input, &derived, facts.counters, &provenance));
+        // The schema check in `Request::new` cost a fifth of a decision. It only checks (the
+        // request and its context are the same with or without it), so skipping it where it
+        // can't fail changes no decision: `fits` shows the principal, action and resource
+        // types come from the catalog the schema was generated from, the context follows
+        // the same JSON Schema (`context::input` converts strictly or fails), and the parts
+        // from the caller match the action's quotas and fields.
+        let schema = (always_check || !fits).then_some(&self.schema);
         let attribute = |name: &str, value: &Value| {
             context::restricted(value)
                 .map(|v| (name.to_owned(), v))
                 .map_err(|e| format!("the input can't be evaluated by policy: {e}"))
         };
         let pairs = [
-            attribute(
-                "input",
-                &Value::Object(context::record(input.value(), &action.input_schema)),
-            )?,
-            attribute(
-                "derived",
-                &Value::Object(context::derived(input.value(), &action.input_schema)),
-            )?,
-            attribute("now", &context::now(facts.now))?,
-            attribute("findings", &context::findings(facts.findings))?,
+            ("input".to_owned(), input_record),
+            attribute("derived", &Value::Object(derived))?,
+            ("now".to_owned(), context::now(facts.now)?),
+            ("findings".to_owned(), context::findings(facts.findings)?),
             attribute("counters", &counters::counters(facts.counters))?,
-            attribute("provenance", &provenance::provenance(facts.provenance))?,
+            attribute("provenance", &provenance)?,
         ];
         let context = Context::from_pairs(pairs)
             .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
-        let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
+        let request = Request::new(principal, action_uid, resource, context, schema)
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
         let entities = with_claims.as_ref().unwrap_or(&self.entities);
@@ -636,12 +736,13 @@ fn generate_schema(
             .entry(action.resource.entity_type.clone())
             .or_insert_with(|| json!({}));
         let mut derived = Map::new();
-        let required: Vec<&str> = action.input_fields().filter(|(_, r)| *r).map(|(n, _)| n).collect();
         if let Some(Value::Object(props)) = action.input_schema.get("properties") {
             for (name, prop) in props {
-                // Derived facts of a required field are always present (the field passed its
-                // `format` check); those of optional fields need `has`.
-                let present = required.contains(&name.as_str()) && !prop.get("type").is_some_and(Value::is_array);
+                // Derived facts of a required field are present once it passed its `format`
+                // check, unless a valid value has no domain or host (a `urn:` URI): such a
+                // request fails the schema check and is denied. Those of optional fields
+                // need `has`.
+                let present = derived_required(action, name, prop);
                 if let Some((kind, array)) = derivation(prop) {
                     let (attr, t) = if array {
                         (kind.plural(), json!({"type": "Set", "element": {"type": "String"}}))
@@ -821,4 +922,160 @@ fn first_label_offset(d: &dyn miette::Diagnostic) -> Option<usize> {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provenance::Mark;
+
+    const ACTIONS: &str = r#"
+name: links.post
+input:
+  type: object
+  additionalProperties: true
+  required: [link]
+  properties:
+    link: {type: string, format: uri}
+    tags: {type: array, items: {type: string}}
+    amount: {type: number}
+resource: {type: Board, id: "main"}
+request: {method: POST, url: "https://links.test/post", body: {link: "{link}"}}
+"#;
+
+    /// No policy reads `context.derived`, `context.counters` or `context.provenance.fields`:
+    /// a context that breaks the schema there would pass unnoticed without the check.
+    const POLICIES: &str = r#"
+permit (principal, action == Action::"links.post", resource)
+unless { context.input has tags && context.input.tags.contains("spam") };
+"#;
+
+    fn counter(name: &str, sum: bool) -> CounterState {
+        CounterState {
+            name: name.into(),
+            sum,
+            used: 1,
+            max: 10,
+            this: 1,
+            resets_at_unix: 3_600,
+        }
+    }
+
+    #[test]
+    fn skipping_the_schema_check_changes_no_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("main.cedar");
+        std::fs::write(&file, POLICIES).unwrap();
+        let load = || Catalog::from_source(Path::new("actions.yaml"), ACTIONS, Default::default()).unwrap();
+        let catalog = load();
+        let spec = CounterSpec {
+            name: "posts".into(),
+            sum: false,
+            always: true,
+        };
+        let engine = PolicyEngine::load(PolicyInputs {
+            catalog: &catalog,
+            agents: &BTreeMap::new(),
+            entities: &[],
+            policy_files: &[file],
+            counters: &BTreeMap::from([("links.post".to_owned(), vec![spec])]),
+            claim_attributes: &[],
+        })
+        .unwrap();
+        let agent = AgentId::new("bot").unwrap();
+        let ours = catalog.get("links.post").unwrap();
+        let other_catalog = load();
+        let theirs = other_catalog.get("links.post").unwrap();
+        let untrusted = |field: &str| InputProvenance {
+            session: true,
+            marks: vec![Mark {
+                pointer: format!("/{field}"),
+                source: "web.fetch".into(),
+                read_at: 1,
+            }],
+        };
+        let link = json!({"link": "https://a.example/x", "tags": ["news"], "amount": 2.5});
+        let posts = [counter("posts", false)];
+        // (action, input, counters, provenance, whether the check may be skipped, effect)
+        let cases = [
+            (ours, link.clone(), &posts[..], untrusted("link"), true, Effect::Allow),
+            (
+                ours,
+                json!({"link": "https://a.example", "tags": ["spam"]}),
+                &posts[..],
+                InputProvenance::NONE,
+                true,
+                Effect::Deny,
+            ),
+            // A required `format: uri` field without a host has no `derived` entry.
+            (
+                ours,
+                json!({"link": "urn:isbn:0451450523"}),
+                &posts[..],
+                InputProvenance::NONE,
+                false,
+                Effect::Deny,
+            ),
+            (ours, link.clone(), &[], InputProvenance::NONE, false, Effect::Deny),
+            (
+                ours,
+                link.clone(),
+                &[counter("posts", false), counter("other", false)],
+                InputProvenance::NONE,
+                false,
+                Effect::Deny,
+            ),
+            (
+                ours,
+                link.clone(),
+                &[counter("posts", true)],
+                InputProvenance::NONE,
+                false,
+                Effect::Deny,
+            ),
+            (
+                ours,
+                json!({"link": "https://a.example", "extra": 1}),
+                &posts[..],
+                untrusted("extra"),
+                false,
+                Effect::Deny,
+            ),
+            (
+                theirs,
+                link.clone(),
+                &posts[..],
+                InputProvenance::NONE,
+                false,
+                Effect::Allow,
+            ),
+        ];
+        for (action, input, counters, provenance, skips, effect) in cases {
+            let input = action.validate(input).unwrap();
+            let facts = Facts {
+                findings: &[],
+                counters,
+                provenance: &provenance,
+                now: time::OffsetDateTime::UNIX_EPOCH,
+            };
+            let derived = context::derived(input.value(), &action.input_schema);
+            let fits = engine.shapes["links.post"].fits(
+                action,
+                &input,
+                &derived,
+                counters,
+                &provenance::provenance(&provenance),
+            );
+            let checked = engine
+                .evaluate(&agent, None, action, &input, &facts, true)
+                .unwrap_or_else(Decision::gateway_deny);
+            let skipped = engine
+                .evaluate(&agent, None, action, &input, &facts, false)
+                .unwrap_or_else(Decision::gateway_deny);
+            let what = format!("{} {counters:?} {provenance:?}", input.canonical_json());
+            assert_eq!(fits, skips, "{what}");
+            assert_eq!(checked.effect, effect, "{what}: {checked:?}");
+            assert_eq!(checked, skipped, "{what}");
+        }
+    }
 }

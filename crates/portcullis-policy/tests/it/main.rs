@@ -37,6 +37,17 @@ request: {method: POST, url: "https://mail.test/send", body: {to: "{to}"}}
 name: admin.delete_everything
 input: {type: object}
 request: {method: DELETE, url: "https://admin.test/all"}
+---
+name: payments.transfer
+input:
+  type: object
+  required: [payee]
+  properties:
+    payee: {type: string}
+    amount: {type: number}
+    units: {type: integer}
+resource: {type: Payee, id: "{payee}"}
+request: {method: POST, url: "https://pay.test/transfers", body: {payee: "{payee}"}}
 "#;
 
 const POLICIES: &str = r#"
@@ -245,6 +256,60 @@ fn amounts_cedar_cannot_represent_exactly_are_denied_not_rounded() {
         json!({"customer": "c1", "amount": 500.00001}),
     );
     assert_eq!(effect, Effect::Deny, "{reasons:?}");
+    assert!(reasons[0].contains("`/amount`"), "{reasons:?}");
+}
+
+#[test]
+fn optional_values_cedar_cannot_represent_exactly_are_denied_not_left_out() {
+    // Left out of the context, an optional value would skip every policy that tests it with
+    // `has`, while the request sent upstream still carries it.
+    let policies = format!(
+        "{POLICIES}\n{}",
+        r#"
+@id("transfers")
+permit (principal in AgentGroup::"finance", action == Action::"payments.transfer", resource);
+
+@id("no-big-transfers")
+@reason("transfers above 1000 go through the bank")
+forbid (principal, action == Action::"payments.transfer", resource)
+when { context.input has amount && context.input.amount.greaterThan(decimal("1000.0")) };
+
+@id("no-bulk-transfers")
+@reason("at most a million units")
+forbid (principal, action == Action::"payments.transfer", resource)
+when { context.input has units && context.input.units > 1000000 };
+"#
+    );
+    let f = fixture(&policies);
+    let e = engine(&f).unwrap();
+    let transfer = |input| decide(&e, &f, "refunder", "payments.transfer", input);
+    assert_eq!(
+        transfer(json!({"payee": "p", "amount": 50.25, "units": 7})).0,
+        Effect::Allow
+    );
+    assert_eq!(
+        transfer(json!({"payee": "p", "amount": 5000})),
+        (
+            Effect::Deny,
+            vec!["transfers above 1000 go through the bank".to_owned()]
+        )
+    );
+    let refused = [
+        (json!({"payee": "p", "amount": 5000.00001}), "`/amount`"),
+        (
+            json!({"payee": "p", "units": 9_223_372_036_854_775_808_u64}),
+            "`/units`",
+        ),
+        (json!({"payee": "p", "units": 1e20}), "`/units`"),
+    ];
+    for (input, field) in refused {
+        let (effect, reasons) = transfer(input.clone());
+        assert_eq!(effect, Effect::Deny, "{input}: {reasons:?}");
+        assert!(
+            reasons[0].contains("the input can't be evaluated by policy") && reasons[0].contains(field),
+            "{input}: {reasons:?}"
+        );
+    }
 }
 
 #[test]
