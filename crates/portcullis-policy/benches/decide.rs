@@ -5,8 +5,9 @@
 //! each, through [`PolicyEngine::load`] (schema generated from the catalog, strict
 //! validation, the files read as `policies: [...]` has the gateway read them), and times
 //! [`PolicyEngine::decide_as`] call by call: the call the gateway makes per intent, which
-//! builds the Cedar context from the validated JSON input, checks it against the schema and
-//! decides against the whole loaded set. Each action has ten policies (permits for agent
+//! builds the Cedar context from the validated JSON input (checking it against the schema
+//! only where that check could fail, and always in debug builds) and decides against the
+//! whole loaded set. Each action has ten policies (permits for agent
 //! groups, single agents and attributes, a `@hold`, forbids on labels, findings, resources,
 //! amounts, email domains and text patterns, an `unless`), and one of them also names the
 //! next action, so of the N policies loaded, about eleven have a scope that can admit the
