@@ -428,7 +428,7 @@ impl Gateway {
                     .await
                     .map_err(store)?
                     .map_or_else(|| "approved".to_owned(), |h| h.state);
-                (state, n, result.map(|s| s.body))
+                (state, n, result.map(|s| s.body()))
             }
         };
         Ok(VoteResult {

@@ -46,13 +46,51 @@ pub struct Gateway {
     tracks_provenance: bool,
 }
 
-/// What an intent call produced: its status (which decides the HTTP status) and the body.
+/// What an intent call produced: its status (which decides the HTTP status) and the body
+/// (an [`IntentResponse`], or the stored one for a replay).
+///
+/// The body is kept as the JSON text it was written as: an intent's response is written
+/// once, stored as the intent's state and sent to the agent as it is. Adapters that read its
+/// fields parse it ([`Submitted::body`]).
 #[derive(Debug, Clone)]
 pub struct Submitted {
     /// Where the intent stands.
     pub status: IntentStatus,
-    /// The response body (an [`IntentResponse`], or the stored one for a replay).
-    pub body: Value,
+    json: String,
+}
+
+impl Submitted {
+    /// A result whose body is `body`.
+    #[must_use]
+    pub fn new(status: IntentStatus, body: &Value) -> Self {
+        Self {
+            status,
+            json: body.to_string(),
+        }
+    }
+
+    /// The body as JSON text.
+    #[must_use]
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The body as JSON text, owned.
+    #[must_use]
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The body as a JSON value. The text was written from a value, so it parses, unless
+    /// an upstream's response nested deeper than `serde_json` reads back (128 levels);
+    /// then the body says so.
+    #[must_use]
+    pub fn body(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or_else(|e| {
+            json!({"status": self.status.as_str(),
+                   "error": format!("the response can't be read back as JSON: {e}")})
+        })
+    }
 }
 
 /// An action as listed to an agent.
@@ -783,10 +821,11 @@ impl Gateway {
         if action.provenance != portcullis_catalog::Provenance::Untrusted || replayed.status != IntentStatus::Executed {
             return Ok(replayed);
         }
-        let Some(body) = replayed.body.get("result").and_then(|r| r.get("body")) else {
+        let replayed_body = replayed.body();
+        let Some(body) = replayed_body.get("result").and_then(|r| r.get("body")) else {
             return Ok(replayed);
         };
-        let first = replayed.body.get("id").and_then(Value::as_str).unwrap_or(id.as_str());
+        let first = replayed_body.get("id").and_then(Value::as_str).unwrap_or(id.as_str());
         match self.remember(first, agent, action, session, body).await {
             Ok(_) => Ok(replayed),
             Err(e) => {
@@ -1248,13 +1287,12 @@ impl Gateway {
     /// Stores a response as the intent's current state and returns it.
     pub(crate) async fn record(&self, response: IntentResponse) -> Result<Submitted, IntentError> {
         let (id, status) = (response.id.clone(), response.status);
-        let body = serde_json::to_value(&response).map_err(|e| IntentError::StoreUnavailable(e.to_string()))?;
-        let id = &id;
+        let json = serde_json::to_string(&response).map_err(|e| IntentError::StoreUnavailable(e.to_string()))?;
         self.store
-            .finish_intent(id, status.as_str(), &body)
+            .finish_intent_json(&id, status.as_str(), &json)
             .await
             .map_err(store_down)?;
-        Ok(Submitted { status, body })
+        Ok(Submitted { status, json })
     }
 
     #[expect(
@@ -1346,8 +1384,8 @@ impl Gateway {
         response: IntentResponse,
     ) -> (Result<(), IntentError>, Result<Submitted, IntentError>) {
         let (id, status) = (response.id.clone(), response.status);
-        let body = match serde_json::to_value(&response) {
-            Ok(b) => b,
+        let json = match serde_json::to_string(&response) {
+            Ok(j) => j,
             Err(e) => {
                 let audited = Self::audit_appended(&id, self.store.append(&event).await);
                 return (audited, Err(IntentError::StoreUnavailable(e.to_string())));
@@ -1358,14 +1396,14 @@ impl Gateway {
         let audit = tracing::info_span!(parent: &record, "audit", kind = event.kind.as_str());
         let (appended, finished) = self
             .store
-            .append_then_finish_intent(&event, status.as_str(), &body)
+            .append_then_finish_intent(&event, status.as_str(), &json)
             .instrument(audit)
             .instrument(record)
             .await;
         let took = started.elapsed();
         self.metrics.audit_append(took);
         self.metrics.stage("record", took);
-        let recorded = finished.map(|()| Submitted { status, body }).map_err(store_down);
+        let recorded = finished.map(|()| Submitted { status, json }).map_err(store_down);
         (Self::audit_appended(&id, appended), recorded)
     }
 
@@ -1420,7 +1458,7 @@ impl Gateway {
         } else {
             rec.response
         };
-        Ok(Submitted { status, body })
+        Ok(Submitted::new(status, &body))
     }
 }
 
@@ -1448,10 +1486,7 @@ fn replay(prev: portcullis_store::IntentRecord, sha256: &str, key: String) -> Re
     if status == IntentStatus::Executing {
         return Err(IntentError::IdempotencyInProgress(key));
     }
-    Ok(Submitted {
-        status,
-        body: prev.response,
-    })
+    Ok(Submitted::new(status, &prev.response))
 }
 
 pub(crate) fn parse_status(s: &str) -> IntentStatus {

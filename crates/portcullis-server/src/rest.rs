@@ -244,5 +244,6 @@ fn submitted(s: Submitted) -> Response {
         IntentStatus::Denied | IntentStatus::Expired => StatusCode::FORBIDDEN,
         IntentStatus::PendingApproval => StatusCode::ACCEPTED,
     };
-    (status, Json(s.body)).into_response()
+    // The body is the JSON text the intent's response was written as, sent as it is.
+    (status, [(header::CONTENT_TYPE, "application/json")], s.into_json()).into_response()
 }

@@ -190,6 +190,18 @@ impl Store {
         finished(id, self.write(FINISH_INTENT, args).await?)
     }
 
+    /// [`Store::finish_intent`] with the response as JSON text (it must be a JSON object:
+    /// the gateway writes its `IntentResponse` once, for the store and for the agent).
+    ///
+    /// # Errors
+    /// As [`Store::finish_intent`], and [`StoreError::Encode`] when `response` is not a
+    /// JSON object's text.
+    pub async fn finish_intent_json(&self, id: &IntentId, status: &str, response: &str) -> Result<(), StoreError> {
+        check_object_text(response)?;
+        let args = finish_args_json(id, status, response.to_owned());
+        finished(id, self.write(FINISH_INTENT, args).await?)
+    }
+
     /// Sets an intent's status and response only if its status is still `from`; true when
     /// this call moved it. Of several concurrent calls for one intent, at most one moves it.
     ///
@@ -266,20 +278,21 @@ impl Store {
         Ok(Some(receipt))
     }
 
-    /// Appends an intent's `outcome` event, then records its final state, and returns what
-    /// became of each. On SQLite both are queued to the audit writer back to back: they
-    /// usually share one commit (one wait instead of two), and the state is never committed
-    /// in an earlier batch than the event. On PostgreSQL one after the other.
+    /// Appends an intent's `outcome` event, then records its final state (`response` as
+    /// JSON text, as for [`Store::finish_intent_json`]), and returns what became of each. On
+    /// SQLite both are queued to the audit writer back to back: they usually share one
+    /// commit (one wait instead of two), and the state is never committed in an earlier
+    /// batch than the event. On PostgreSQL one after the other.
     pub async fn append_then_finish_intent(
         &self,
         event: &AuditEvent,
         status: &str,
-        response: &serde_json::Value,
+        response: &str,
     ) -> (Result<AppendReceipt, StoreError>, Result<(), StoreError>) {
         let id = &event.intent_id;
         if matches!(self.pool, crate::Pool::Postgres(_)) {
             let appended = self.append(event).await;
-            return (appended, self.finish_intent(id, status, response).await);
+            return (appended, self.finish_intent_json(id, status, response).await);
         }
         let queued = match crate::audit::canonical_event(event) {
             Ok(json) => self.writer.queue_append(json, id.as_str().to_owned()).await,
@@ -287,10 +300,13 @@ impl Store {
         };
         let queued = match queued {
             Ok(q) => q,
-            Err(e) => return (Err(e), self.finish_intent(id, status, response).await),
+            Err(e) => return (Err(e), self.finish_intent_json(id, status, response).await),
         };
-        let written = match finish_args(id, status, response) {
-            Ok(args) => self.writer.queue_write(crate::statement(FINISH_INTENT, args)).await,
+        let written = match check_object_text(response) {
+            Ok(()) => {
+                let args = finish_args_json(id, status, response.to_owned());
+                self.writer.queue_write(crate::statement(FINISH_INTENT, args)).await
+            }
             Err(e) => Err(e),
         };
         let appended = queued.committed().await;
@@ -389,12 +405,29 @@ pub(crate) fn finish_args(
     response: &serde_json::Value,
 ) -> Result<Vec<Option<String>>, StoreError> {
     let response = serde_json::to_string(response).map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(vec![
+    Ok(finish_args_json(id, status, response))
+}
+
+/// [`finish_args`] for a response already written as JSON text.
+fn finish_args_json(id: &IntentId, status: &str, response: String) -> Vec<Option<String>> {
+    vec![
         Some(status.to_owned()),
         Some(response),
         Some(now_rfc3339()),
         Some(id.to_string()),
-    ])
+    ]
+}
+
+/// A cheap guard on a response given as JSON text: it must be an object's. The text comes
+/// from `serde_json` in the gateway; this catches a caller passing something else, not a
+/// malformed object.
+fn check_object_text(response: &str) -> Result<(), StoreError> {
+    let text = response.trim();
+    if text.starts_with('{') && text.ends_with('}') {
+        Ok(())
+    } else {
+        Err(StoreError::Encode("an intent's response must be a JSON object".into()))
+    }
 }
 
 /// What an intent's final update did: it must have found the intent.

@@ -127,12 +127,13 @@ impl McpHandler {
 
     /// A held intent as a task, for clients that declared the tasks extension.
     async fn task(&self, submitted: &Submitted) -> DetailedTask {
-        let id = submitted.body["id"].as_str().unwrap_or_default().to_owned();
+        let body = submitted.body();
+        let id = body["id"].as_str().unwrap_or_default().to_owned();
         let (created, updated) = self.task_times(&id).await;
         let task = Task::new(id, TaskStatus::Working, created, updated).with_poll_interval_ms(TASK_POLL_MS);
         match submitted.status {
             IntentStatus::PendingApproval => {
-                let reasons = reason_text(&submitted.body);
+                let reasons = reason_text(&body);
                 DetailedTask::new(
                     task.with_status_message(format!("held for human approval: {reasons}")),
                     TaskPayload::Working,

@@ -16,7 +16,7 @@ const SUGGESTED_WAIT: u64 = 60;
 
 /// The tool result of an intent that reached a decision (or a later state).
 pub(crate) fn outcome(s: &Submitted) -> CallToolResult {
-    let body = &s.body;
+    let body = &s.body();
     let id = body["id"].as_str().unwrap_or_default();
     let result = match s.status {
         IntentStatus::Executed => executed(body),
@@ -212,10 +212,10 @@ mod tests {
     #[test]
     fn a_withheld_result_is_a_tool_error_naming_what_was_found() {
         let error = "the action was executed, but its response was withheld because it contains data this action may not return (payment-card at /pan)";
-        let submitted = Submitted {
-            status: IntentStatus::Withheld,
-            body: json!({"id": "int_1", "status": "withheld", "error": error}),
-        };
+        let submitted = Submitted::new(
+            IntentStatus::Withheld,
+            &json!({"id": "int_1", "status": "withheld", "error": error}),
+        );
         let result = serde_json::to_value(outcome(&submitted)).unwrap();
         assert_eq!(result["isError"], true, "{result}");
         assert_eq!(result["content"][0]["text"], format!("withheld: {error}"));

@@ -225,7 +225,7 @@ async fn an_outcome_and_the_final_state_are_recorded_in_order(db: TestDb) {
     let mut outcome = decided_event(&new);
     outcome.kind = portcullis_core::AuditKind::Outcome;
     let (appended, finished) = store
-        .append_then_finish_intent(&outcome, "executed", &json!({"status": "executed"}))
+        .append_then_finish_intent(&outcome, "executed", r#"{"status": "executed"}"#)
         .await;
     assert_eq!(appended.unwrap().seq, 1);
     finished.unwrap();
@@ -236,11 +236,36 @@ async fn an_outcome_and_the_final_state_are_recorded_in_order(db: TestDb) {
     let ghost = new_intent(2, "bot", None);
     let mut outcome = decided_event(&ghost);
     outcome.kind = portcullis_core::AuditKind::Outcome;
-    let (appended, finished) = store.append_then_finish_intent(&outcome, "executed", &json!({})).await;
+    let (appended, finished) = store.append_then_finish_intent(&outcome, "executed", "{}").await;
     assert_eq!(appended.unwrap().seq, 2);
     assert!(matches!(finished, Err(StoreError::NotFound { .. })), "{finished:?}");
 }
 on_both!(an_outcome_and_the_final_state_are_recorded_in_order);
+
+/// A final state given as JSON text is stored as that object; text that isn't an object's
+/// is refused and changes nothing.
+async fn a_final_state_given_as_text_must_be_an_object(db: TestDb) {
+    let store = db.open().await;
+    let new = new_intent(1, "bot", None);
+    assert_eq!(store.begin_intent(&new).await.unwrap(), Begin::Started);
+    for bad in ["[1]", "\"executed\"", "", "null"] {
+        let refused = store.finish_intent_json(&new.id, "executed", bad).await;
+        assert!(matches!(refused, Err(StoreError::Encode(_))), "{bad}: {refused:?}");
+        let mut outcome = decided_event(&new);
+        outcome.kind = portcullis_core::AuditKind::Outcome;
+        let (_, finished) = store.append_then_finish_intent(&outcome, "executed", bad).await;
+        assert!(matches!(finished, Err(StoreError::Encode(_))), "{bad}: {finished:?}");
+    }
+    assert_eq!(store.get_intent(&new.id).await.unwrap().unwrap().status, "executing");
+    store
+        .finish_intent_json(&new.id, "executed", r#"{"id": "x", "status": "executed"}"#)
+        .await
+        .unwrap();
+    let record = store.get_intent(&new.id).await.unwrap().unwrap();
+    assert_eq!(record.status, "executed");
+    assert_eq!(record.response, json!({"id": "x", "status": "executed"}));
+}
+on_both!(a_final_state_given_as_text_must_be_an_object);
 
 /// An interrupted intent found by every surviving instance at once is settled once: of
 /// many concurrent settles, on two store handles (two instances), exactly one moves it out
