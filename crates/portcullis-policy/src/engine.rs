@@ -83,6 +83,10 @@ struct Shape {
     derived_required: Vec<String>,
     /// The quotas that apply to the action.
     counters: Vec<CounterSpec>,
+    /// The action's entity, and its resource's type, parsed once (Cedar parses a type
+    /// name with its full parser).
+    action_uid: Option<EntityUid>,
+    resource_type: Option<EntityTypeName>,
 }
 
 impl Shape {
@@ -100,6 +104,8 @@ impl Shape {
             def: Arc::clone(def),
             derived_required,
             counters: counters.get(def.name.as_str()).cloned().unwrap_or_default(),
+            action_uid: uid("Action", def.name.as_str()).ok(),
+            resource_type: EntityTypeName::from_str(&def.resource.entity_type).ok(),
         }
     }
 
@@ -463,19 +469,30 @@ impl PolicyEngine {
         facts: &Facts<'_>,
         always_check: bool,
     ) -> Result<Decision, String> {
-        let principal = uid("Agent", agent.as_str())?;
-        let action_uid = uid("Action", action.name.as_str())?;
-        let resource = uid(&action.resource.entity_type, &render_id(action, input.value()))?;
+        let shape = self.shapes.get(action.name.as_str());
+        let principal = match AGENT_TYPE.as_ref() {
+            Some(t) => EntityUid::from_type_name_and_id(t.clone(), EntityId::new(agent.as_str())),
+            None => uid("Agent", agent.as_str())?,
+        };
+        let action_uid = match shape.and_then(|s| s.action_uid.clone()) {
+            Some(u) => u,
+            None => uid("Action", action.name.as_str())?,
+        };
+        let resource_id = render_id(action, input.value());
+        let resource = match shape
+            .filter(|s| s.def.resource.entity_type == action.resource.entity_type)
+            .and_then(|s| s.resource_type.clone())
+        {
+            Some(t) => EntityUid::from_type_name_and_id(t, EntityId::new(resource_id)),
+            None => uid(&action.resource.entity_type, &resource_id)?,
+        };
         // Built as Cedar values directly: Cedar's JSON parser tries every escape form on
         // every value and was the largest single cost of a decision.
         let input_record = context::input(input.value(), &action.input_schema)
             .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
         let derived = context::derived(input.value(), &action.input_schema);
         let provenance = provenance::provenance(facts.provenance);
-        let fits = self
-            .shapes
-            .get(action.name.as_str())
-            .is_some_and(|s| s.fits(action, input, &derived, facts.counters, &provenance));
+        let fits = shape.is_some_and(|s| s.fits(action, input, &derived, facts.counters, &provenance));
         // The schema check in `Request::new` cost a fifth of a decision. It only checks (the
         // request and its context are the same with or without it), so skipping it where it
         // can't fail changes no decision: `fits` shows the principal, action and resource
@@ -701,6 +718,10 @@ fn reasons(policies: &[(&PolicyId, &Notes)], fallback: &str) -> Vec<String> {
         .map(|(id, n)| n.reason.clone().unwrap_or_else(|| format!("{fallback} `{id}`")))
         .collect()
 }
+
+/// The principal's entity type, parsed once (`None` can't happen: it is a valid name).
+static AGENT_TYPE: std::sync::LazyLock<Option<EntityTypeName>> =
+    std::sync::LazyLock::new(|| EntityTypeName::from_str("Agent").ok());
 
 fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
     let t = EntityTypeName::from_str(entity_type).map_err(|_| format!("`{entity_type}` is not a Cedar entity type"))?;

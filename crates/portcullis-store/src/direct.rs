@@ -52,10 +52,20 @@ fn prepared<'c>(conn: &'c Connection, sql: &str, args: &[&dyn ToSql]) -> rusqlit
         ));
     }
     for (i, arg) in args.iter().enumerate() {
-        let name = format!("${}", i + 1);
-        let index = statement
-            .parameter_index(&name)?
-            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        let number = i + 1;
+        // SQLite numbers named parameters in the order they first appear, so `$N` is
+        // usually parameter N; looking a name up costs an allocation, so only when not.
+        let index = if statement
+            .parameter_name(number)
+            .is_some_and(|name| name.strip_prefix('$').and_then(|n| n.parse().ok()) == Some(number))
+        {
+            number
+        } else {
+            let name = format!("${number}");
+            statement
+                .parameter_index(&name)?
+                .ok_or(rusqlite::Error::InvalidParameterName(name))?
+        };
         statement.raw_bind_parameter(index, arg)?;
     }
     Ok(statement)
