@@ -73,6 +73,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Wraps an error of a direct SQLite call ([`crate::direct`]) with what the store was
+    /// doing, as a driver error.
+    pub(crate) fn direct(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Self::db(context)(crate::direct::to_sqlx(source))
+    }
+
     /// Wraps a driver error with what the store was doing.
     pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database {

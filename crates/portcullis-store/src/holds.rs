@@ -412,11 +412,7 @@ impl Store {
                     .map_err(StoreError::db(CONTEXT))?
                     .rows_affected();
             if claimed == 1 {
-                let mut query = sqlx::query(crate::intents::FINISH_INTENT_IF);
-                for arg in mark {
-                    query = query.bind(arg);
-                }
-                let marked = query
+                let marked = crate::text_query(crate::intents::FINISH_INTENT_IF, mark)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db(CONTEXT))?

@@ -260,11 +260,7 @@ impl Store {
         // The update row-locks the intent until commit: a concurrent settle of the same
         // intent waits, then finds it no longer `executing` and moves nothing.
         let mut tx = pool.begin().await.map_err(StoreError::db(CONTEXT))?;
-        let mut query = sqlx::query(FINISH_INTENT_IF);
-        for arg in args {
-            query = query.bind(arg);
-        }
-        let moved = query
+        let moved = crate::text_query(FINISH_INTENT_IF, args)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(CONTEXT))?

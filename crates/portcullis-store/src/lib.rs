@@ -190,8 +190,7 @@ impl Store {
         // The audit writer owns its own connection so that appends never queue behind
         // reads for a pool slot.
         let filename = options.get_filename().to_path_buf();
-        let writer_conn =
-            direct::open(&filename, BUSY_TIMEOUT).map_err(|e| StoreError::db(CONTEXT)(direct::to_sqlx(e)))?;
+        let writer_conn = direct::open(&filename, BUSY_TIMEOUT).map_err(StoreError::direct(CONTEXT))?;
         let writer =
             writer::AuditWriter::spawn_sqlite(writer_conn).map_err(|e| StoreError::db(CONTEXT)(sqlx::Error::Io(e)))?;
         Ok(Self {
@@ -265,15 +264,24 @@ impl Store {
     ) -> Result<Result<u64, sqlx::Error>, StoreError> {
         match &self.pool {
             Pool::Sqlite(_) => self.writer.write(statement(sql, args)).await,
-            Pool::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for arg in args {
-                    query = query.bind(arg);
-                }
-                Ok(query.execute(pool).await.map(|done| done.rows_affected()))
-            }
+            Pool::Postgres(pool) => Ok(text_query(sql, args)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())),
         }
     }
+}
+
+/// `sql` with text parameters `$1`, `$2`, … bound to `args` (`None` is NULL), for either
+/// driver.
+pub(crate) fn text_query<DB: sqlx::Database>(
+    sql: &'static str,
+    args: Vec<Option<String>>,
+) -> sqlx::query::Query<'static, DB, <DB as sqlx::Database>::Arguments>
+where
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    args.into_iter().fold(sqlx::query(sql), |query, arg| query.bind(arg))
 }
 
 /// `sql` with text parameters bound to `args`, as a job for the SQLite writer.

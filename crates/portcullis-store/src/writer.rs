@@ -347,14 +347,13 @@ fn fail(job: Job, error: &StoreError) {
 /// That costs one indexed lookup and means the head is never stale: not after a failed
 /// batch, and not when another process (say `portcullis audit` tooling) appended.
 fn write_sqlite(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Done>, StoreError> {
-    let failed = |e| StoreError::db(CONTEXT)(crate::direct::to_sqlx(e));
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failed)?;
+        .map_err(StoreError::direct(CONTEXT))?;
     let head: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(failed)?;
+        .map_err(StoreError::direct(CONTEXT))?;
     let (mut seq, mut prev_hash) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     let mut done = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
@@ -385,7 +384,7 @@ fn write_sqlite(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Done>, S
         }
     }
     // Dropping the transaction unfinished (an early return above) rolls it back.
-    tx.commit().map_err(failed)?;
+    tx.commit().map_err(StoreError::direct(CONTEXT))?;
     Ok(done)
 }
 
@@ -406,7 +405,7 @@ fn append_sqlite(
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[&*seq, &ts, &event_json, &*prev_hash, &hash, &intent_id],
     )
-    .map_err(|e| StoreError::db(CONTEXT)(crate::direct::to_sqlx(e)))?;
+    .map_err(StoreError::direct(CONTEXT))?;
     *prev_hash = hash.clone();
     Ok(AppendReceipt { seq: *seq, hash })
 }
