@@ -1,13 +1,20 @@
 //! Building the Cedar context of one intent from its validated input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
 
-use cedar_policy::RestrictedExpression;
+use cedar_policy::Context;
+use cedar_policy_core::ast::{self, ExtensionFunction, Name, PartialValue, Value as CedarValue};
+use cedar_policy_core::extensions::Extensions;
 use serde_json::{Map, Value, json};
+use smol_str::SmolStr;
 
 use portcullis_redact::detect::{Category, JsonFinding};
 
 use crate::schema::primary_type;
+
+/// The attributes of a Cedar record or context, as Cedar holds them once evaluated.
+pub(crate) type Attributes = BTreeMap<SmolStr, CedarValue>;
 
 /// A present input value that has a Cedar attribute but no exact Cedar value: the intent
 /// is denied rather than decided without it (an optional field left out would skip every
@@ -50,6 +57,9 @@ impl std::fmt::Display for Unrepresentable {
 /// `number`s are `decimal`s; nulls are left out (they mean absent), and so are properties
 /// the schema doesn't describe or gives no Cedar type (no attribute exists for them).
 ///
+/// The record is built as Cedar values, not as expressions for Cedar to evaluate: that
+/// evaluation (`Context::from_pairs`) was the largest fixed cost of a decision.
+///
 /// # Errors
 /// A present, non-null value of a property that has a Cedar attribute but no exact Cedar
 /// value: a `number` with more than four fraction digits or beyond `decimal`'s range, an
@@ -58,8 +68,13 @@ impl std::fmt::Display for Unrepresentable {
 /// floats within ±2^53 integers, so one left is beyond what a float holds exactly. A
 /// required attribute that is missing is an error as well (the catalog's validation rules
 /// it out), so the record always fits the schema.
-pub(crate) fn input(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
-    record(value, schema)
+pub(crate) fn input(value: &Value, schema: &Value, read: impl Fn(&str) -> bool) -> Result<CedarValue, Unrepresentable> {
+    record(value, schema, &read, true).map(|r| r.unwrap_or_else(|| CedarValue::empty_record(None)))
+}
+
+/// The context of a decision from its attributes, as Cedar holds an evaluated one.
+pub(crate) fn context(attributes: Attributes) -> Context {
+    Context::from(ast::Context::Value(Arc::new(attributes)))
 }
 
 /// Whether a property has a Cedar attribute: [`crate::schema::cedar_type`] is `Some`,
@@ -80,19 +95,29 @@ fn nullable(schema: &Value) -> bool {
         .is_some_and(|ts| ts.iter().any(|t| t == "null"))
 }
 
-/// An object's described properties as a Cedar record.
-fn record(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
-    let mut fields = Vec::new();
+/// An object's described properties as a Cedar record, with only the properties `read`
+/// names built; the others are checked all the same, so that what is refused does not
+/// depend on what the policies read. With `build` false, nothing is built (`None`).
+fn record(
+    value: &Value,
+    schema: &Value,
+    read: &dyn Fn(&str) -> bool,
+    build: bool,
+) -> Result<Option<CedarValue>, Unrepresentable> {
+    let mut fields = Attributes::new();
     let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
-        return new_record(fields);
+        return Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)));
     };
     for (k, v) in obj {
         let Some(prop) = props.get(k) else { continue };
         if v.is_null() || !described(prop) {
             continue;
         }
-        let c = convert(v, prop).map_err(|e| e.within(k))?;
-        fields.push((k.clone(), c));
+        let c = convert(v, prop, build && read(k)).map_err(|e| e.within(k))?;
+        if let Some(c) = c {
+            // The keys come from a JSON object, so none repeats.
+            fields.insert(SmolStr::new(k), c);
+        }
     }
     let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
     for name in required.filter_map(Value::as_str) {
@@ -101,71 +126,97 @@ fn record(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepre
             return Err(Unrepresentable::new("is required but missing").within(name));
         }
     }
-    new_record(fields)
+    Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)))
 }
 
-fn new_record(fields: Vec<(String, RestrictedExpression)>) -> Result<RestrictedExpression, Unrepresentable> {
-    // The keys come from a JSON object, so none repeats.
-    RestrictedExpression::new_record(fields).map_err(|_| Unrepresentable::new("repeats a key"))
-}
-
-/// A non-null value of a described schema as a Cedar value.
-fn convert(value: &Value, schema: &Value) -> Result<RestrictedExpression, Unrepresentable> {
+/// A non-null value of a described schema as a Cedar value (`None` when `build` is false:
+/// only checked).
+fn convert(value: &Value, schema: &Value, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
     Ok(match (value, primary_type(schema)) {
-        (Value::String(s), Some("string")) => RestrictedExpression::new_string(s.clone()),
-        (Value::Bool(b), Some("boolean")) => RestrictedExpression::new_bool(*b),
-        (Value::Number(n), Some("integer")) => RestrictedExpression::new_long(
-            n.as_i64()
-                .ok_or(Unrepresentable::new("is beyond Cedar's 64-bit integers"))?,
-        ),
-        (Value::Number(n), Some("number")) => RestrictedExpression::new_decimal(decimal(n).ok_or(
-            Unrepresentable::new("has more than four fraction digits or is beyond the range of Cedar's decimals"),
-        )?),
+        (Value::String(s), Some("string")) => build.then(|| CedarValue::from(s.as_str())),
+        (Value::Bool(b), Some("boolean")) => build.then(|| CedarValue::from(*b)),
+        (Value::Number(n), Some("integer")) => {
+            let n = n
+                .as_i64()
+                .ok_or(Unrepresentable::new("is beyond Cedar's 64-bit integers"))?;
+            build.then(|| CedarValue::from(n))
+        }
+        (Value::Number(n), Some("number")) => {
+            let inexact = || {
+                Unrepresentable::new("has more than four fraction digits or is beyond the range of Cedar's decimals")
+            };
+            let text = decimal(n).ok_or_else(inexact)?;
+            if build {
+                Some(new_decimal(&text).ok_or_else(inexact)?)
+            } else {
+                None
+            }
+        }
         (Value::Array(items), Some("array")) => {
             let item_schema = schema.get("items").unwrap_or(&Value::Null);
-            let items = items.iter().enumerate().map(|(i, item)| {
+            let mut built = Vec::with_capacity(if build { items.len() } else { 0 });
+            for (i, item) in items.iter().enumerate() {
                 if item.is_null() {
                     return Err(
                         Unrepresentable::new("is a null inside a list, which Cedar can't hold").within(i.to_string())
                     );
                 }
-                convert(item, item_schema).map_err(|e| e.within(i.to_string()))
-            });
-            RestrictedExpression::new_set(items.collect::<Result<Vec<_>, _>>()?)
+                built.extend(convert(item, item_schema, build).map_err(|e| e.within(i.to_string()))?);
+            }
+            build.then(|| CedarValue::set(built, None))
         }
-        (Value::Object(_), Some("object")) => record(value, schema)?,
+        (Value::Object(_), Some("object")) => record(value, schema, &|_| true, build)?,
         _ => return Err(Unrepresentable::new("does not have the type its schema gives")),
     })
 }
 
-/// A context value as a Cedar expression: strings, booleans, 64-bit integers, sets and
-/// records as themselves, and the `{"__extn": {"fn": "decimal", "arg": …}}` form that
-/// the counters give decimals as a `decimal(…)` call.
+/// Cedar's `decimal` constructor, looked up once.
+static DECIMAL: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| {
+    let name = Name::parse_unqualified_name("decimal").ok()?;
+    Extensions::all_available().func(&name).ok()
+});
+
+/// The Cedar `decimal` of this text, as `decimal("…")` evaluates to, or `None` when Cedar
+/// refuses the text.
+fn new_decimal(text: &str) -> Option<CedarValue> {
+    match DECIMAL.as_ref()?.call(&[CedarValue::from(text)]) {
+        Ok(PartialValue::Value(v)) => Some(v),
+        Ok(PartialValue::Residual(_)) | Err(_) => None,
+    }
+}
+
+/// A context value as a Cedar value: strings, booleans, 64-bit integers, sets and records
+/// as themselves, and the `{"__extn": {"fn": "decimal", "arg": …}}` form that the counters
+/// give decimals as a `decimal`.
 ///
 /// # Errors
-/// A null, a number that isn't a 64-bit integer, or a record with a repeated key (none of
-/// which the context builders produce).
-pub(crate) fn restricted(value: &Value) -> Result<RestrictedExpression, String> {
+/// A null, a number that isn't a 64-bit integer, or a decimal Cedar refuses (none of which
+/// the context builders produce).
+pub(crate) fn restricted(value: &Value) -> Result<CedarValue, String> {
+    restricted_picking(value, &|_| true)
+}
+
+/// [`restricted`], with only the members of a top-level object that `read` names.
+pub(crate) fn restricted_picking(value: &Value, read: &dyn Fn(&str) -> bool) -> Result<CedarValue, String> {
     Ok(match value {
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Number(n) => RestrictedExpression::new_long(n.as_i64().ok_or("a number that is not a 64-bit integer")?),
-        Value::Array(items) => {
-            RestrictedExpression::new_set(items.iter().map(restricted).collect::<Result<Vec<_>, _>>()?)
-        }
+        Value::Bool(b) => CedarValue::from(*b),
+        Value::String(s) => CedarValue::from(s.as_str()),
+        Value::Number(n) => CedarValue::from(n.as_i64().ok_or("a number that is not a 64-bit integer")?),
+        Value::Array(items) => CedarValue::set(items.iter().map(restricted).collect::<Result<Vec<_>, _>>()?, None),
         Value::Object(fields) => {
             if fields.len() == 1
                 && let Some(Value::Object(call)) = fields.get("__extn")
                 && call.get("fn").and_then(Value::as_str) == Some("decimal")
                 && let Some(arg) = call.get("arg").and_then(Value::as_str)
             {
-                return Ok(RestrictedExpression::new_decimal(arg));
+                return new_decimal(arg).ok_or_else(|| format!("`{arg}` is not a Cedar decimal"));
             }
             let fields = fields
                 .iter()
-                .map(|(k, v)| restricted(v).map(|v| (k.clone(), v)))
-                .collect::<Result<Vec<_>, _>>()?;
-            RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?
+                .filter(|(k, _)| read(k))
+                .map(|(k, v)| restricted(v).map(|v| (SmolStr::new(k), v)))
+                .collect::<Result<Attributes, _>>()?;
+            CedarValue::record_arc(Arc::new(fields), None)
         }
         Value::Null => return Err("a null".to_owned()),
     })
@@ -287,16 +338,20 @@ fn uri_host(s: &str) -> Option<String> {
 
 /// `context.now`: the decision time as Unix seconds, the UTC hour (0–23), the ISO weekday
 /// (1 = Monday … 7 = Sunday) and the UTC date (`YYYY-MM-DD`).
-pub(crate) fn now(t: time::OffsetDateTime) -> Result<RestrictedExpression, String> {
+pub(crate) fn now(t: time::OffsetDateTime, read: impl Fn(&str) -> bool) -> CedarValue {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let long = |n: u8| RestrictedExpression::new_long(i64::from(n));
-    let date = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
-    fixed_record([
-        ("timestamp", RestrictedExpression::new_long(t.unix_timestamp())),
-        ("hour", long(t.hour())),
-        ("weekday", long(t.weekday().number_from_monday())),
-        ("date", RestrictedExpression::new_string(date)),
-    ])
+    let long = |n: u8| CedarValue::from(i64::from(n));
+    lazy_record(
+        [
+            ("timestamp", &|| CedarValue::from(t.unix_timestamp())),
+            ("hour", &|| long(t.hour())),
+            ("weekday", &|| long(t.weekday().number_from_monday())),
+            ("date", &|| {
+                CedarValue::from(format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
+            }),
+        ],
+        read,
+    )
 }
 
 /// `context.findings`: what the detector found in the input.
@@ -306,33 +361,57 @@ pub(crate) fn now(t: time::OffsetDateTime) -> Result<RestrictedExpression, Strin
 /// - `pointers`, `secrets`, `pii`: the JSON pointers of the input fields where anything, a
 ///   secret, or personal data was found;
 /// - `at`: each finding as `{kind, pointer}`.
-pub(crate) fn findings(found: &[JsonFinding]) -> Result<RestrictedExpression, String> {
-    let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
-    let set = |items: BTreeSet<&str>| RestrictedExpression::new_set(items.into_iter().map(string));
+pub(crate) fn findings(found: &[JsonFinding], read: impl Fn(&str) -> bool) -> CedarValue {
+    let string = |s: &str| CedarValue::from(s);
+    let set = |items: BTreeSet<&str>| CedarValue::set(items.into_iter().map(string), None);
     let of = |category: Category| {
         found
             .iter()
             .filter(move |f| f.category == category)
             .map(|f| f.pointer.as_str())
+            .collect()
     };
-    let at: BTreeSet<(&str, &str)> = found.iter().map(|f| (&*f.kind, f.pointer.as_str())).collect();
-    let at = at
+    let at = || {
+        let at: BTreeSet<(&str, &str)> = found.iter().map(|f| (&*f.kind, f.pointer.as_str())).collect();
+        let at = at
+            .into_iter()
+            .map(|(kind, pointer)| fixed_record([("kind", string(kind)), ("pointer", string(pointer))]));
+        CedarValue::set(at, None)
+    };
+    lazy_record(
+        [
+            ("kinds", &|| set(found.iter().map(|f| &*f.kind).collect())),
+            ("categories", &|| {
+                set(found.iter().map(|f| f.category.as_str()).collect())
+            }),
+            ("pointers", &|| set(found.iter().map(|f| f.pointer.as_str()).collect())),
+            ("secrets", &|| set(of(Category::Secret))),
+            ("pii", &|| set(of(Category::Pii))),
+            ("at", &at),
+        ],
+        read,
+    )
+}
+
+/// A Cedar record with those of these (distinct) keys that `read` names, each value
+/// built only then.
+fn lazy_record<const N: usize>(
+    fields: [(&str, &dyn Fn() -> CedarValue); N],
+    read: impl Fn(&str) -> bool,
+) -> CedarValue {
+    let fields = fields
         .into_iter()
-        .map(|(kind, pointer)| fixed_record([("kind", string(kind)), ("pointer", string(pointer))]))
-        .collect::<Result<Vec<_>, _>>()?;
-    fixed_record([
-        ("kinds", set(found.iter().map(|f| &*f.kind).collect())),
-        ("categories", set(found.iter().map(|f| f.category.as_str()).collect())),
-        ("pointers", set(found.iter().map(|f| f.pointer.as_str()).collect())),
-        ("secrets", set(of(Category::Secret).collect())),
-        ("pii", set(of(Category::Pii).collect())),
-        ("at", RestrictedExpression::new_set(at)),
-    ])
+        .filter(|(k, _)| read(k))
+        .map(|(k, v)| (SmolStr::new(k), v()));
+    CedarValue::record_arc(Arc::new(fields.collect()), None)
 }
 
 /// A Cedar record with these (distinct) keys.
-fn fixed_record<const N: usize>(fields: [(&str, RestrictedExpression); N]) -> Result<RestrictedExpression, String> {
-    RestrictedExpression::new_record(fields.map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
+fn fixed_record<const N: usize>(fields: [(&str, CedarValue); N]) -> CedarValue {
+    CedarValue::record_arc(
+        Arc::new(fields.into_iter().map(|(k, v)| (SmolStr::new(k), v)).collect()),
+        None,
+    )
 }
 
 /// The Cedar type of `context.findings`.
@@ -412,7 +491,7 @@ mod tests {
         let refused = |extra: Value| {
             let mut v = json!({"id": "x"});
             v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            input(&v, &schema).err().map(|e| e.pointer())
+            input(&v, &schema, |_| true).err().map(|e| e.pointer())
         };
         assert_eq!(refused(json!({"amount": 12.5, "count": 3, "tags": ["a"]})), None);
         assert_eq!(
@@ -429,7 +508,10 @@ mod tests {
             Some("/meta/a~1b")
         );
         assert_eq!(
-            input(&json!({}), &schema).err().map(|e| e.pointer()).as_deref(),
+            input(&json!({}), &schema, |_| true)
+                .err()
+                .map(|e| e.pointer())
+                .as_deref(),
             Some("/id")
         );
     }

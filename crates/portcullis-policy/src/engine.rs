@@ -1,12 +1,12 @@
 //! Loading, validating and evaluating policies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Entities, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    ActionConstraint, Authorizer, Entities, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
     PrincipalConstraint, Request, Schema, ValidationMode, Validator,
 };
 use serde_json::{Map, Value, json};
@@ -21,6 +21,7 @@ use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
 use crate::permitted::Permitted;
 use crate::provenance::{self, InputProvenance};
+use crate::reads::Reads;
 use crate::schema::record_type;
 
 /// Everything policy loading needs.
@@ -87,10 +88,13 @@ struct Shape {
     /// name with its full parser).
     action_uid: Option<EntityUid>,
     resource_type: Option<EntityTypeName>,
+    /// The parts of the context that the policies which can apply to the action read: a
+    /// decision that skips the schema check builds only these (see [`Reads`]).
+    reads: Reads,
 }
 
 impl Shape {
-    fn new(def: &Arc<ActionDef>, counters: &BTreeMap<String, Vec<CounterSpec>>) -> Self {
+    fn new(def: &Arc<ActionDef>, counters: &BTreeMap<String, Vec<CounterSpec>>, reads: Reads) -> Self {
         let derived_required = def
             .input_schema
             .get("properties")
@@ -106,6 +110,7 @@ impl Shape {
             counters: counters.get(def.name.as_str()).cloned().unwrap_or_default(),
             action_uid: uid("Action", def.name.as_str()).ok(),
             resource_type: EntityTypeName::from_str(&def.resource.entity_type).ok(),
+            reads,
         }
     }
 
@@ -328,10 +333,21 @@ impl PolicyEngine {
             .collect();
         let by_action = policies_by_action(&policies, inputs.catalog);
         let notes = policies.policies().map(|p| (p.id().clone(), Notes::of(p))).collect();
+        let reads: HashMap<&PolicyId, Reads> = policies.policies().map(|p| (p.id(), Reads::of(p))).collect();
+        let reads_of = |set: &PolicySet| {
+            let mut all = Reads::default();
+            set.policies()
+                .filter_map(|p| reads.get(p.id()))
+                .for_each(|r| all.add(r));
+            all
+        };
         let shapes = inputs
             .catalog
             .iter()
-            .map(|a| (a.name.to_string(), Shape::new(a, inputs.counters)))
+            .map(|a| {
+                let set = by_action.get(a.name.as_str()).unwrap_or(&policies);
+                (a.name.to_string(), Shape::new(a, inputs.counters, reads_of(set)))
+            })
             .collect();
         Ok(Self {
             schema,
@@ -488,8 +504,6 @@ impl PolicyEngine {
         };
         // Built as Cedar values directly: Cedar's JSON parser tries every escape form on
         // every value and was the largest single cost of a decision.
-        let input_record = context::input(input.value(), &action.input_schema)
-            .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
         let derived = context::derived(input.value(), &action.input_schema);
         let provenance = provenance::provenance(facts.provenance);
         let fits = shape.is_some_and(|s| s.fits(action, input, &derived, facts.counters, &provenance));
@@ -500,27 +514,80 @@ impl PolicyEngine {
         // the same JSON Schema (`context::input` converts strictly or fails), and the parts
         // from the caller match the action's quotas and fields.
         let schema = (always_check || !fits).then_some(&self.schema);
-        let attribute = |name: &str, value: &Value| {
-            context::restricted(value)
-                .map(|v| (name.to_owned(), v))
-                .map_err(|e| format!("the input can't be evaluated by policy: {e}"))
+        // A checked context holds every attribute the schema wants; one that skips the
+        // check holds only what the action's policies read, which can't change a decision.
+        let everything = Reads::everything();
+        let reads = match (schema, shape) {
+            (None, Some(shape)) => &shape.reads,
+            _ => &everything,
         };
-        let pairs = [
-            ("input".to_owned(), input_record),
-            attribute("derived", &Value::Object(derived))?,
-            ("now".to_owned(), context::now(facts.now)?),
-            ("findings".to_owned(), context::findings(facts.findings)?),
-            attribute("counters", &counters::counters(facts.counters))?,
-            attribute("provenance", &provenance)?,
-        ];
-        let context = Context::from_pairs(pairs)
-            .map_err(|e| format!("the input can't be evaluated by policy: {}", one_line(&e.to_string())))?;
-        let request = Request::new(principal, action_uid, resource, context, schema)
+        let build = |reads: &Reads| {
+            let attribute = |name: &str, value: &Value| {
+                context::restricted_picking(value, &|k| reads.reads_field(name, k))
+                    .map_err(|e| format!("the input can't be evaluated by policy: {e}"))
+            };
+            let mut attributes = context::Attributes::new();
+            if reads.reads("input") {
+                let record = context::input(input.value(), &action.input_schema, |k| reads.reads_field("input", k));
+                attributes.insert(
+                    "input".into(),
+                    record.map_err(|e| format!("the input can't be evaluated by policy: {e}"))?,
+                );
+            } else {
+                // Refused or not whatever the policies read.
+                context::input(input.value(), &action.input_schema, |_| false)
+                    .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
+            }
+            if reads.reads("derived") {
+                attributes.insert("derived".into(), attribute("derived", &Value::Object(derived.clone()))?);
+            }
+            if reads.reads("now") {
+                attributes.insert("now".into(), context::now(facts.now, |k| reads.reads_field("now", k)));
+            }
+            if reads.reads("findings") {
+                let findings = context::findings(facts.findings, |k| reads.reads_field("findings", k));
+                attributes.insert("findings".into(), findings);
+            }
+            if reads.reads("counters") {
+                attributes.insert(
+                    "counters".into(),
+                    attribute("counters", &counters::counters(facts.counters))?,
+                );
+            }
+            if reads.reads("provenance") {
+                attributes.insert("provenance".into(), attribute("provenance", &provenance)?);
+            }
+            Ok::<_, String>(context::context(attributes))
+        };
+        // Where the check runs although it can't fail (debug builds and tests), the context
+        // the check would have skipped, pruned to what the policies read, is decided too,
+        // and must decide the same.
+        let pruned = match shape {
+            Some(shape) if always_check && fits => Some((
+                build(&shape.reads)?,
+                principal.clone(),
+                action_uid.clone(),
+                resource.clone(),
+            )),
+            _ => None,
+        };
+        let request = Request::new(principal, action_uid, resource, build(reads)?, schema)
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
         let entities = with_claims.as_ref().unwrap_or(&self.entities);
         let policies = self.by_action.get(action.name.as_str()).unwrap_or(&self.policies);
         let response = self.authorizer.is_authorized(&request, policies, entities);
+        if let Some((context, principal, action_uid, resource)) = pruned {
+            let request = Request::new(principal, action_uid, resource, context, None)
+                .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
+            let other = self.authorizer.is_authorized(&request, policies, entities);
+            if outcome(&response) != outcome(&other) {
+                return Err(format!(
+                    "the context pruned to what the policies of `{}` read decided otherwise, so the intent is denied",
+                    action.name
+                ));
+            }
+        }
         if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
             response.diagnostics().errors().next()
         {
@@ -645,6 +712,19 @@ impl PolicyEngine {
             .filter(|p| p.effect() == cedar_policy::Effect::Permit && filter(p))
             .any(|p| principal_ok(p.principal_constraint()) && action_ok(p.action_constraint()))
     }
+}
+
+/// What a Cedar response says: the decision, the determining policies and those that
+/// failed to evaluate.
+type Outcome = (cedar_policy::Decision, BTreeSet<String>, BTreeSet<String>);
+
+fn outcome(response: &cedar_policy::Response) -> Outcome {
+    let diagnostics = response.diagnostics();
+    (
+        response.decision(),
+        diagnostics.reason().map(ToString::to_string).collect(),
+        diagnostics.errors().map(ToString::to_string).collect(),
+    )
 }
 
 /// The policies that can apply to each action of `catalog`.
@@ -980,6 +1060,48 @@ unless { context.input has tags && context.input.tags.contains("spam") };
             this: 1,
             resets_at_unix: 3_600,
         }
+    }
+
+    #[test]
+    fn a_context_pruned_to_what_the_policies_read_still_refuses_what_cedar_cannot_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("main.cedar");
+        std::fs::write(&file, POLICIES).unwrap();
+        let catalog = Catalog::from_source(Path::new("actions.yaml"), ACTIONS, Default::default()).unwrap();
+        let engine = PolicyEngine::load(PolicyInputs {
+            catalog: &catalog,
+            agents: &BTreeMap::new(),
+            entities: &[],
+            policy_files: &[file],
+            counters: &BTreeMap::new(),
+            claim_attributes: &[],
+        })
+        .unwrap();
+        let reads = &engine.shapes["links.post"].reads;
+        assert!(reads.reads_field("input", "tags"));
+        assert!(!reads.reads_field("input", "amount") && !reads.reads("now") && !reads.reads("findings"));
+        let agent = AgentId::new("bot").unwrap();
+        let action = catalog.get("links.post").unwrap();
+        let facts = Facts {
+            findings: &[],
+            counters: &[],
+            provenance: &InputProvenance::NONE,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let decide = |input: Value| {
+            let input = action.validate(input).unwrap();
+            let skipped = engine.evaluate(&agent, None, action, &input, &facts, false);
+            let checked = engine.evaluate(&agent, None, action, &input, &facts, true);
+            assert_eq!(skipped, checked, "{}", input.canonical_json());
+            skipped
+        };
+        let allowed = decide(json!({"link": "https://a.example", "amount": 1.5})).unwrap();
+        assert_eq!(allowed.effect, Effect::Allow);
+        let spam = decide(json!({"link": "https://a.example", "tags": ["spam"], "amount": 1.5})).unwrap();
+        assert_eq!(spam.effect, Effect::Deny);
+        // No policy reads `amount`, yet a value Cedar can't hold exactly is refused.
+        let refused = decide(json!({"link": "https://a.example", "amount": 1.23456})).unwrap_err();
+        assert!(refused.contains("`/amount`"), "{refused}");
     }
 
     #[test]

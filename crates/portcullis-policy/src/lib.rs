@@ -13,6 +13,7 @@ mod engine;
 mod entities;
 mod permitted;
 mod provenance;
+mod reads;
 mod schema;
 
 pub use counters::{CounterSpec, CounterState, SUM_SCALE};
