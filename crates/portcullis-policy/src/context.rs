@@ -68,13 +68,91 @@ impl std::fmt::Display for Unrepresentable {
 /// floats within ±2^53 integers, so one left is beyond what a float holds exactly. A
 /// required attribute that is missing is an error as well (the catalog's validation rules
 /// it out), so the record always fits the schema.
-pub(crate) fn input(value: &Value, schema: &Value, read: impl Fn(&str) -> bool) -> Result<CedarValue, Unrepresentable> {
-    record(value, schema, &read, true).map(|r| r.unwrap_or_else(|| CedarValue::empty_record(None)))
+pub(crate) fn input(
+    value: &Value,
+    shape: &RecordShape,
+    read: impl Fn(&str) -> bool,
+) -> Result<CedarValue, Unrepresentable> {
+    record(value, shape, &read, true).map(|r| r.unwrap_or_else(|| CedarValue::empty_record(None)))
 }
 
 /// The context of a decision from its attributes, as Cedar holds an evaluated one.
 pub(crate) fn context(attributes: Attributes) -> Context {
     Context::from(ast::Context::Value(Arc::new(attributes)))
+}
+
+/// What an object's JSON Schema says of its properties' Cedar values, worked out once per
+/// action: each decision then converts its input without looking anything up in the
+/// JSON Schema.
+#[derive(Debug, Default)]
+pub(crate) struct RecordShape {
+    /// Each property of `properties`, by name.
+    props: BTreeMap<String, Prop>,
+    /// The properties that are required, described and can't be null: a missing one
+    /// would not fit the schema.
+    required: Vec<String>,
+}
+
+/// One property of a [`RecordShape`].
+#[derive(Debug)]
+struct Prop {
+    /// Its Cedar value, `None` when it has no Cedar attribute.
+    kind: Option<Kind>,
+    /// The fact `context.derived` holds for it.
+    derive: Option<(Derive, bool)>,
+}
+
+/// The Cedar value of a described JSON Schema.
+#[derive(Debug)]
+enum Kind {
+    String,
+    Bool,
+    Long,
+    Decimal,
+    Set(Box<Kind>),
+    Record(RecordShape),
+}
+
+impl RecordShape {
+    /// The shape of an object schema (one without `properties` has no attributes).
+    pub(crate) fn of(schema: &Value) -> Self {
+        let Some(Value::Object(props)) = schema.get("properties") else {
+            return Self::default();
+        };
+        let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
+        Self {
+            props: props
+                .iter()
+                .map(|(name, prop)| {
+                    let shape = Prop {
+                        kind: Kind::of(prop),
+                        derive: derivation(prop),
+                    };
+                    (name.clone(), shape)
+                })
+                .collect(),
+            required: required
+                .filter_map(Value::as_str)
+                .filter(|name| props.get(*name).is_some_and(|p| described(p) && !nullable(p)))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+impl Kind {
+    /// `None` for a schema without a Cedar type ([`described`] is false).
+    fn of(schema: &Value) -> Option<Self> {
+        Some(match primary_type(schema)? {
+            "string" => Self::String,
+            "boolean" => Self::Bool,
+            "integer" => Self::Long,
+            "number" => Self::Decimal,
+            "array" => Self::Set(Box::new(Self::of(schema.get("items")?)?)),
+            "object" => Self::Record(RecordShape::of(schema)),
+            _ => return None,
+        })
+    }
 }
 
 /// Whether a property has a Cedar attribute: [`crate::schema::cedar_type`] is `Some`,
@@ -100,30 +178,30 @@ fn nullable(schema: &Value) -> bool {
 /// depend on what the policies read. With `build` false, nothing is built (`None`).
 fn record(
     value: &Value,
-    schema: &Value,
+    shape: &RecordShape,
     read: &dyn Fn(&str) -> bool,
     build: bool,
 ) -> Result<Option<CedarValue>, Unrepresentable> {
     let mut fields = Attributes::new();
-    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
+    let Some(obj) = value.as_object() else {
         return Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)));
     };
     for (k, v) in obj {
-        let Some(prop) = props.get(k) else { continue };
-        if v.is_null() || !described(prop) {
+        let Some(kind) = shape.props.get(k).and_then(|p| p.kind.as_ref()) else {
+            continue;
+        };
+        if v.is_null() {
             continue;
         }
-        let c = convert(v, prop, build && read(k)).map_err(|e| e.within(k))?;
+        let c = convert(v, kind, build && read(k)).map_err(|e| e.within(k))?;
         if let Some(c) = c {
             // The keys come from a JSON object, so none repeats.
             fields.insert(SmolStr::new(k), c);
         }
     }
-    let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
-    for name in required.filter_map(Value::as_str) {
-        let declared = props.get(name).is_some_and(|p| described(p) && !nullable(p));
-        if declared && obj.get(name).is_none_or(Value::is_null) {
-            return Err(Unrepresentable::new("is required but missing").within(name));
+    for name in &shape.required {
+        if obj.get(name).is_none_or(Value::is_null) {
+            return Err(Unrepresentable::new("is required but missing").within(name.as_str()));
         }
     }
     Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)))
@@ -131,17 +209,17 @@ fn record(
 
 /// A non-null value of a described schema as a Cedar value (`None` when `build` is false:
 /// only checked).
-fn convert(value: &Value, schema: &Value, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
-    Ok(match (value, primary_type(schema)) {
-        (Value::String(s), Some("string")) => build.then(|| CedarValue::from(s.as_str())),
-        (Value::Bool(b), Some("boolean")) => build.then(|| CedarValue::from(*b)),
-        (Value::Number(n), Some("integer")) => {
+fn convert(value: &Value, kind: &Kind, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
+    Ok(match (value, kind) {
+        (Value::String(s), Kind::String) => build.then(|| CedarValue::from(s.as_str())),
+        (Value::Bool(b), Kind::Bool) => build.then(|| CedarValue::from(*b)),
+        (Value::Number(n), Kind::Long) => {
             let n = n
                 .as_i64()
                 .ok_or(Unrepresentable::new("is beyond Cedar's 64-bit integers"))?;
             build.then(|| CedarValue::from(n))
         }
-        (Value::Number(n), Some("number")) => {
+        (Value::Number(n), Kind::Decimal) => {
             let inexact = || {
                 Unrepresentable::new("has more than four fraction digits or is beyond the range of Cedar's decimals")
             };
@@ -152,8 +230,7 @@ fn convert(value: &Value, schema: &Value, build: bool) -> Result<Option<CedarVal
                 None
             }
         }
-        (Value::Array(items), Some("array")) => {
-            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+        (Value::Array(items), Kind::Set(item_kind)) => {
             let mut built = Vec::with_capacity(if build { items.len() } else { 0 });
             for (i, item) in items.iter().enumerate() {
                 if item.is_null() {
@@ -161,11 +238,11 @@ fn convert(value: &Value, schema: &Value, build: bool) -> Result<Option<CedarVal
                         Unrepresentable::new("is a null inside a list, which Cedar can't hold").within(i.to_string())
                     );
                 }
-                built.extend(convert(item, item_schema, build).map_err(|e| e.within(i.to_string()))?);
+                built.extend(convert(item, item_kind, build).map_err(|e| e.within(i.to_string()))?);
             }
             build.then(|| CedarValue::set(built, None))
         }
-        (Value::Object(_), Some("object")) => record(value, schema, &|_| true, build)?,
+        (Value::Object(_), Kind::Record(shape)) => record(value, shape, &|_| true, build)?,
         _ => return Err(Unrepresentable::new("does not have the type its schema gives")),
     })
 }
@@ -254,14 +331,13 @@ fn decimal(n: &serde_json::Number) -> Option<String> {
 /// Facts Cedar can't compute itself, derived from the canonical input: the domain of
 /// each `format: email` field and the host of each `format: uri` field, as
 /// `context.derived.FIELD.domain` / `.domains` (for arrays) and `.host` / `.hosts`.
-pub(crate) fn derived(value: &Value, schema: &Value) -> Map<String, Value> {
+pub(crate) fn derived(value: &Value, shape: &RecordShape) -> Map<String, Value> {
     let mut out = Map::new();
-    let (Some(obj), Some(Value::Object(props))) = (value.as_object(), schema.get("properties")) else {
+    let Some(obj) = value.as_object() else {
         return out;
     };
     for (k, v) in obj {
-        let Some(prop) = props.get(k) else { continue };
-        let Some((kind, _)) = derivation(prop) else {
+        let Some((kind, _)) = shape.props.get(k).and_then(|p| p.derive) else {
             continue;
         };
         let single = |s: &str| match kind {
@@ -283,7 +359,7 @@ pub(crate) fn derived(value: &Value, schema: &Value) -> Map<String, Value> {
     out
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Derive {
     Domain,
     Host,
@@ -474,6 +550,7 @@ mod tests {
         ];
         for s in &schemas {
             assert_eq!(described(s), crate::schema::cedar_type(s).is_some(), "{s}");
+            assert_eq!(Kind::of(s).is_some(), described(s), "{s}");
         }
     }
 
@@ -491,7 +568,9 @@ mod tests {
         let refused = |extra: Value| {
             let mut v = json!({"id": "x"});
             v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            input(&v, &schema, |_| true).err().map(|e| e.pointer())
+            input(&v, &RecordShape::of(&schema), |_| true)
+                .err()
+                .map(|e| e.pointer())
         };
         assert_eq!(refused(json!({"amount": 12.5, "count": 3, "tags": ["a"]})), None);
         assert_eq!(
@@ -508,7 +587,7 @@ mod tests {
             Some("/meta/a~1b")
         );
         assert_eq!(
-            input(&json!({}), &schema, |_| true)
+            input(&json!({}), &RecordShape::of(&schema), |_| true)
                 .err()
                 .map(|e| e.pointer())
                 .as_deref(),
@@ -524,7 +603,7 @@ mod tests {
             "link": {"type": "string", "format": "uri"}
         }});
         let v = json!({"to": ["a@example.com", "b@Partner.org"], "cc": "c@x.io", "link": "https://user@Docs.Example.com:8443/p?q"});
-        let d = derived(&v, &schema);
+        let d = derived(&v, &RecordShape::of(&schema));
         assert_eq!(d["to"], json!({"domains": ["example.com", "partner.org"]}));
         assert_eq!(d["cc"], json!({"domain": "x.io"}));
         assert_eq!(d["link"], json!({"host": "docs.example.com"}));

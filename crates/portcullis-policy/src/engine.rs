@@ -16,7 +16,7 @@ use portcullis_catalog::{ActionDef, Catalog, ValidInput};
 use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_at_offset};
 use portcullis_redact::detect::JsonFinding;
 
-use crate::context::{self, derivation};
+use crate::context::{self, RecordShape, derivation};
 use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
 use crate::permitted::Permitted;
@@ -91,6 +91,8 @@ struct Shape {
     /// The parts of the context that the policies which can apply to the action read: a
     /// decision that skips the schema check builds only these (see [`Reads`]).
     reads: Reads,
+    /// The Cedar values of the action's input fields.
+    input: RecordShape,
 }
 
 impl Shape {
@@ -111,6 +113,7 @@ impl Shape {
             action_uid: uid("Action", def.name.as_str()).ok(),
             resource_type: EntityTypeName::from_str(&def.resource.entity_type).ok(),
             reads,
+            input: RecordShape::of(&def.input_schema),
         }
     }
 
@@ -136,7 +139,7 @@ impl Shape {
         input: &ValidInput,
         derived: &Map<String, Value>,
         counters: &[CounterState],
-        provenance: &Value,
+        provenance: &InputProvenance,
     ) -> bool {
         let own = std::ptr::eq(Arc::as_ptr(&self.def), action) && input.action() == &action.name;
         let derived_ok = self.derived_required.iter().all(|f| derived.contains_key(f));
@@ -149,9 +152,8 @@ impl Shape {
                 .all(|s| counters.iter().any(|c| c.name == s.name));
         let fields = action.input_schema.get("properties").and_then(Value::as_object);
         let marked_ok = provenance
-            .get("fields")
-            .and_then(Value::as_object)
-            .is_none_or(|marked| marked.keys().all(|k| fields.is_some_and(|f| f.contains_key(k))));
+            .marked_fields()
+            .all(|k| fields.is_some_and(|f| f.contains_key(&k)));
         own && derived_ok && counters_ok && marked_ok
     }
 }
@@ -504,9 +506,18 @@ impl PolicyEngine {
         };
         // Built as Cedar values directly: Cedar's JSON parser tries every escape form on
         // every value and was the largest single cost of a decision.
-        let derived = context::derived(input.value(), &action.input_schema);
-        let provenance = provenance::provenance(facts.provenance);
-        let fits = shape.is_some_and(|s| s.fits(action, input, &derived, facts.counters, &provenance));
+        // The shape of the very definition decided on: another one is worked out here.
+        let own_shape = shape.filter(|s| std::ptr::eq(Arc::as_ptr(&s.def), action));
+        let compiled;
+        let input_shape = match own_shape {
+            Some(s) => &s.input,
+            None => {
+                compiled = RecordShape::of(&action.input_schema);
+                &compiled
+            }
+        };
+        let derived = context::derived(input.value(), input_shape);
+        let fits = shape.is_some_and(|s| s.fits(action, input, &derived, facts.counters, facts.provenance));
         // The schema check in `Request::new` cost a fifth of a decision. It only checks (the
         // request and its context are the same with or without it), so skipping it where it
         // can't fail changes no decision: `fits` shows the principal, action and resource
@@ -528,14 +539,14 @@ impl PolicyEngine {
             };
             let mut attributes = context::Attributes::new();
             if reads.reads("input") {
-                let record = context::input(input.value(), &action.input_schema, |k| reads.reads_field("input", k));
+                let record = context::input(input.value(), input_shape, |k| reads.reads_field("input", k));
                 attributes.insert(
                     "input".into(),
                     record.map_err(|e| format!("the input can't be evaluated by policy: {e}"))?,
                 );
             } else {
                 // Refused or not whatever the policies read.
-                context::input(input.value(), &action.input_schema, |_| false)
+                context::input(input.value(), input_shape, |_| false)
                     .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
             }
             if reads.reads("derived") {
@@ -555,6 +566,7 @@ impl PolicyEngine {
                 );
             }
             if reads.reads("provenance") {
+                let provenance = provenance::provenance(facts.provenance);
                 attributes.insert("provenance".into(), attribute("provenance", &provenance)?);
             }
             Ok::<_, String>(context::context(attributes))
@@ -1201,14 +1213,8 @@ unless { context.input has tags && context.input.tags.contains("spam") };
                 provenance: &provenance,
                 now: time::OffsetDateTime::UNIX_EPOCH,
             };
-            let derived = context::derived(input.value(), &action.input_schema);
-            let fits = engine.shapes["links.post"].fits(
-                action,
-                &input,
-                &derived,
-                counters,
-                &provenance::provenance(&provenance),
-            );
+            let derived = context::derived(input.value(), &RecordShape::of(&action.input_schema));
+            let fits = engine.shapes["links.post"].fits(action, &input, &derived, counters, &provenance);
             let checked = engine
                 .evaluate(&agent, None, action, &input, &facts, true)
                 .unwrap_or_else(Decision::gateway_deny);

@@ -46,6 +46,11 @@ impl InputProvenance {
         session: false,
         marks: Vec::new(),
     };
+
+    /// The top-level input fields with a mark: the keys of `context.provenance.fields`.
+    pub(crate) fn marked_fields(&self) -> impl Iterator<Item = String> + '_ {
+        self.marks.iter().filter_map(|m| field_of(&m.pointer))
+    }
 }
 
 /// The top-level input field a pointer lies in (`/to/1` → `to`), unescaped.
