@@ -727,7 +727,8 @@ impl PolicyEngine {
 }
 
 /// What a Cedar response says: the decision, the determining policies and those that
-/// failed to evaluate.
+/// failed to evaluate (by id: an error's text may list a record's attributes, which a
+/// pruned context has fewer of).
 type Outcome = (cedar_policy::Decision, BTreeSet<String>, BTreeSet<String>);
 
 fn outcome(response: &cedar_policy::Response) -> Outcome {
@@ -735,7 +736,10 @@ fn outcome(response: &cedar_policy::Response) -> Outcome {
     (
         response.decision(),
         diagnostics.reason().map(ToString::to_string).collect(),
-        diagnostics.errors().map(ToString::to_string).collect(),
+        diagnostics
+            .errors()
+            .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().to_string())
+            .collect(),
     )
 }
 
