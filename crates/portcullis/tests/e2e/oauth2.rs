@@ -90,7 +90,9 @@ impl Provider {
             .spawn()
             .expect("start node");
         let child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: with the whole suite running on two cores, node loading the provider
+        // took over 30 s once.
+        let deadline = Instant::now() + Duration::from_secs(120);
         let port = loop {
             if let Ok(text) = std::fs::read_to_string(&port_file)
                 && let Ok(port) = text.trim().parse()

@@ -90,7 +90,7 @@ impl SecondUpstream {
             .spawn()
             .expect("python3 runs the demo upstream");
         let mut second = Self { child, port: 0 };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while second.port == 0 {
             if let Ok(port) = std::fs::read_to_string(&port_file).unwrap_or_default().trim().parse() {
                 second.port = port;

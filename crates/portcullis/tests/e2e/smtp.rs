@@ -113,7 +113,7 @@ impl SmtpServer {
             .spawn()
             .expect("start the SMTP server");
         let child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         let port = loop {
             if let Some(p) = std::fs::read_to_string(&port_file)
                 .ok()

@@ -56,7 +56,7 @@ impl Bao {
             addr: format!("http://127.0.0.1:{port}"),
             root,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !bao.run(&["status"]).0 {
             assert!(Instant::now() < deadline, "bao did not come up");
             std::thread::sleep(Duration::from_millis(100));
