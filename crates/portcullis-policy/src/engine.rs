@@ -1,6 +1,6 @@
 //! Loading, validating and evaluating policies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use portcullis_catalog::{ActionDef, Catalog, ValidInput};
 use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_at_offset};
 use portcullis_redact::detect::JsonFinding;
 
+use crate::authorize::{Compiled, Verdict};
 use crate::context::{self, RecordShape, derivation};
 use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
@@ -60,10 +61,12 @@ pub struct PolicyEngine {
     /// What each policy's annotations say, read once at load: Cedar parses the key on
     /// every `Policy::annotation` call, which cost a sixth of a decision.
     notes: HashMap<PolicyId, Notes>,
+    /// Every policy, compiled for evaluation, for an action the catalog doesn't have.
+    compiled: Vec<Compiled>,
     /// For each action of the catalog, the policies whose action scope can admit it: a
     /// decision evaluates only these, so its cost follows the policies about its action,
     /// not the size of the whole set (see [`policies_by_action`]).
-    by_action: HashMap<String, PolicySet>,
+    by_action: HashMap<String, Applicable>,
     entities: Entities,
     authorizer: Authorizer,
     agent_groups: HashMap<String, Vec<String>>,
@@ -71,6 +74,14 @@ pub struct PolicyEngine {
     agents: BTreeMap<String, AgentEntity>,
     /// Each action of the catalog as the schema knows it, by name.
     shapes: HashMap<String, Shape>,
+}
+
+/// The policies that can apply to one action: as a set for Cedar's authorizer (debug
+/// builds and tests decide with both) and compiled for [`Verdict::of`].
+#[derive(Debug)]
+struct Applicable {
+    set: PolicySet,
+    compiled: Vec<Compiled>,
 }
 
 /// An action of the catalog the engine was loaded with, and what its context must hold
@@ -347,13 +358,14 @@ impl PolicyEngine {
             .catalog
             .iter()
             .map(|a| {
-                let set = by_action.get(a.name.as_str()).unwrap_or(&policies);
+                let set = by_action.get(a.name.as_str()).map_or(&policies, |a| &a.set);
                 (a.name.to_string(), Shape::new(a, inputs.counters, reads_of(set)))
             })
             .collect();
         Ok(Self {
             schema,
             schema_json,
+            compiled: policies.policies().map(Compiled::of).collect(),
             policies,
             notes,
             by_action,
@@ -571,9 +583,10 @@ impl PolicyEngine {
             }
             Ok::<_, String>(context::context(attributes))
         };
-        // Where the check runs although it can't fail (debug builds and tests), the context
-        // the check would have skipped, pruned to what the policies read, is decided too,
-        // and must decide the same.
+        // Where the check runs although it can't fail (debug builds and tests), the request
+        // a release build decides (its context pruned to what the policies read) is
+        // decided too, over the compiled policies, and Cedar's authorizer decides the
+        // checked one: the two must agree.
         let pruned = match shape {
             Some(shape) if always_check && fits => Some((
                 build(&shape.reads)?,
@@ -587,65 +600,69 @@ impl PolicyEngine {
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
         let entities = with_claims.as_ref().unwrap_or(&self.entities);
-        let policies = self.by_action.get(action.name.as_str()).unwrap_or(&self.policies);
-        let response = self.authorizer.is_authorized(&request, policies, entities);
-        if let Some((context, principal, action_uid, resource)) = pruned {
-            let request = Request::new(principal, action_uid, resource, context, None)
-                .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
-            let other = self.authorizer.is_authorized(&request, policies, entities);
-            if outcome(&response) != outcome(&other) {
+        let (set, compiled) = self
+            .by_action
+            .get(action.name.as_str())
+            .map_or((&self.policies, &self.compiled), |a| (&a.set, &a.compiled));
+        let verdict = if always_check {
+            let reference = Verdict::of_response(&self.authorizer.is_authorized(&request, set, entities));
+            let verdict = match pruned {
+                Some((context, principal, action_uid, resource)) => {
+                    let request = Request::new(principal, action_uid, resource, context, None).map_err(|e| {
+                        format!("the request can't be evaluated by policy: {}", one_line(&e.to_string()))
+                    })?;
+                    Verdict::of(compiled, &request, entities)
+                }
+                None => Verdict::of(compiled, &request, entities),
+            };
+            if !verdict.agrees_with(&reference) {
                 return Err(format!(
-                    "the context pruned to what the policies of `{}` read decided otherwise, so the intent is denied",
+                    "the decision on `{}` over the compiled policies (and the context pruned to what they read) \
+                     differs from Cedar's authorizer's, so the intent is denied",
                     action.name
                 ));
             }
+            verdict
+        } else {
+            Verdict::of(compiled, &request, entities)
+        };
+        if let Some(id) = verdict.errors.first() {
+            return Err(format!("policy `{id}` could not be evaluated, so the intent is denied"));
         }
-        if let Some(cedar_policy::AuthorizationError::PolicyEvaluationError(err)) =
-            response.diagnostics().errors().next()
-        {
-            return Err(format!(
-                "policy `{}` could not be evaluated, so the intent is denied",
-                err.policy_id()
-            ));
-        }
-        let determining: Vec<(&PolicyId, &Notes)> = response
-            .diagnostics()
-            .reason()
+        let determining: Vec<(&PolicyId, &Notes)> = verdict
+            .determining
+            .iter()
             .filter_map(|id| self.notes.get_key_value(id))
             .collect();
         let ids = determining.iter().map(|(id, _)| id.to_string()).collect();
-        Ok(match response.decision() {
-            cedar_policy::Decision::Allow => {
-                let holding: Vec<(&PolicyId, &Notes)> =
-                    determining.iter().copied().filter(|(_, n)| n.hold.is_some()).collect();
-                if holding.is_empty() {
-                    Decision {
-                        effect: Effect::Allow,
-                        reasons: reasons(&determining, "permitted by policy"),
-                        policies: ids,
-                        approval: None,
-                    }
-                } else {
-                    Decision {
-                        effect: Effect::Hold,
-                        reasons: holding.iter().filter_map(|(_, n)| n.hold.clone()).collect(),
-                        policies: ids,
-                        approval: Some(approval_spec(&holding)),
-                    }
-                }
+        if !verdict.allow {
+            let reasons = if determining.is_empty() {
+                vec![format!("no policy permits agent `{agent}` to run `{}`", action.name)]
+            } else {
+                reasons(&determining, "forbidden by policy")
+            };
+            return Ok(Decision {
+                effect: Effect::Deny,
+                reasons,
+                policies: ids,
+                approval: None,
+            });
+        }
+        let holding: Vec<(&PolicyId, &Notes)> = determining.iter().copied().filter(|(_, n)| n.hold.is_some()).collect();
+        Ok(if holding.is_empty() {
+            Decision {
+                effect: Effect::Allow,
+                reasons: reasons(&determining, "permitted by policy"),
+                policies: ids,
+                approval: None,
             }
-            cedar_policy::Decision::Deny if determining.is_empty() => Decision {
-                effect: Effect::Deny,
-                reasons: vec![format!("no policy permits agent `{agent}` to run `{}`", action.name)],
+        } else {
+            Decision {
+                effect: Effect::Hold,
+                reasons: holding.iter().filter_map(|(_, n)| n.hold.clone()).collect(),
                 policies: ids,
-                approval: None,
-            },
-            cedar_policy::Decision::Deny => Decision {
-                effect: Effect::Deny,
-                reasons: reasons(&determining, "forbidden by policy"),
-                policies: ids,
-                approval: None,
-            },
+                approval: Some(approval_spec(&holding)),
+            }
         })
     }
 
@@ -726,23 +743,6 @@ impl PolicyEngine {
     }
 }
 
-/// What a Cedar response says: the decision, the determining policies and those that
-/// failed to evaluate (by id: an error's text may list a record's attributes, which a
-/// pruned context has fewer of).
-type Outcome = (cedar_policy::Decision, BTreeSet<String>, BTreeSet<String>);
-
-fn outcome(response: &cedar_policy::Response) -> Outcome {
-    let diagnostics = response.diagnostics();
-    (
-        response.decision(),
-        diagnostics.reason().map(ToString::to_string).collect(),
-        diagnostics
-            .errors()
-            .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().to_string())
-            .collect(),
-    )
-}
-
 /// The policies that can apply to each action of `catalog`.
 ///
 /// A policy whose action scope doesn't admit the request's action is not applicable: Cedar
@@ -751,7 +751,7 @@ fn outcome(response: &cedar_policy::Response) -> Outcome {
 /// `action == Action::"it"`, and `action in [...]` listing it or naming an entity that is not
 /// an action of the catalog (conservatively: it could be a group). Without this, every
 /// decision would walk every policy of every action.
-fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String, PolicySet> {
+fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String, Applicable> {
     let mut applicable: HashMap<EntityUid, Vec<Policy>> = catalog
         .iter()
         .filter_map(|a| uid("Action", a.name.as_str()).ok())
@@ -781,9 +781,10 @@ fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String
         .into_iter()
         .filter_map(|(action, mut list)| {
             list.extend(everywhere.iter().cloned());
+            let compiled = list.iter().map(Compiled::of).collect();
             // A set that can't be rebuilt falls back to all of them (no entry).
             let set = PolicySet::from_policies(list).ok()?;
-            Some((action.id().unescaped().to_owned(), set))
+            Some((action.id().unescaped().to_owned(), Applicable { set, compiled }))
         })
         .collect()
 }

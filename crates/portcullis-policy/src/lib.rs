@@ -7,6 +7,7 @@
 //! error with its file and line. Evaluation is default deny, forbid wins, and any
 //! evaluation error denies.
 
+mod authorize;
 mod context;
 mod counters;
 mod engine;
