@@ -52,13 +52,23 @@ impl std::fmt::Display for Unrepresentable {
     }
 }
 
-/// `context.input`: the input as a Cedar record typed by the action's JSON Schema, with
+/// `context.input` and `context.derived` of one input, built in one pass over it, each only
+/// when asked for and with the properties asked for ([`Pick`]).
+///
+/// `context.input` is the input as a Cedar record typed by the action's JSON Schema, with
 /// exactly the attributes [`crate::schema::record_type`] declares. Integers are `Long`s,
 /// `number`s are `decimal`s; nulls are left out (they mean absent), and so are properties
 /// the schema doesn't describe or gives no Cedar type (no attribute exists for them).
 ///
 /// The record is built as Cedar values, not as expressions for Cedar to evaluate: that
-/// evaluation (`Context::from_pairs`) was the largest fixed cost of a decision.
+/// evaluation (`Context::from_pairs`) was the largest fixed cost of a decision. Every
+/// property is checked, built or not, so that what is refused doesn't depend on what the
+/// policies read.
+///
+/// `context.derived` holds, for each `format: email` field, its domain
+/// (`context.derived.FIELD.domain`, or `.domains` for an array), and for each `format: uri`
+/// field its host (`.host` / `.hosts`): facts Cedar can't compute itself, from the
+/// canonical input. A field with a value that has no domain or host has no entry.
 ///
 /// # Errors
 /// A present, non-null value of a property that has a Cedar attribute but no exact Cedar
@@ -68,12 +78,78 @@ impl std::fmt::Display for Unrepresentable {
 /// floats within ±2^53 integers, so one left is beyond what a float holds exactly. A
 /// required attribute that is missing is an error as well (the catalog's validation rules
 /// it out), so the record always fits the schema.
-pub(crate) fn input(
+pub(crate) fn from_input(
     value: &Value,
     shape: &RecordShape,
-    read: impl Fn(&str) -> bool,
-) -> Result<CedarValue, Unrepresentable> {
-    record(value, shape, &read, true).map(|r| r.unwrap_or_else(|| CedarValue::empty_record(None)))
+    input: Pick,
+    derived: Pick,
+) -> Result<Built, Unrepresentable> {
+    let mut fields = Attributes::new();
+    let mut facts = Attributes::new();
+    let record = |attributes| CedarValue::record_arc(Arc::new(attributes), None);
+    let Some(obj) = value.as_object() else {
+        return Ok(Built {
+            input: input.any().then(|| record(fields)),
+            derived: derived.any().then(|| record(facts)),
+        });
+    };
+    for (k, v) in obj {
+        let Some(prop) = shape.props.get(k) else {
+            continue;
+        };
+        if v.is_null() {
+            continue;
+        }
+        if let Some(kind) = &prop.kind
+            && let Some(c) = convert(v, kind, input.picks(prop.read)).map_err(|e| e.within(k))?
+        {
+            // The keys come from a JSON object, so none repeats.
+            fields.insert(SmolStr::new(k), c);
+        }
+        if let Some((derive, _)) = prop.derive
+            && derived.picks(prop.read_derived)
+            && let Some(fact) = fact(v, derive)
+        {
+            facts.insert(SmolStr::new(k), fact);
+        }
+    }
+    required(obj, shape)?;
+    Ok(Built {
+        input: input.any().then(|| record(fields)),
+        derived: derived.any().then(|| record(facts)),
+    })
+}
+
+/// What [`from_input`] built: each record it was asked for.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) input: Option<CedarValue>,
+    pub(crate) derived: Option<CedarValue>,
+}
+
+/// Which properties of an input [`from_input`] builds into a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// No record at all (the input is still checked).
+    Nothing,
+    /// The properties the action's policies read, as [`RecordShape::reading`] marked them.
+    Read,
+    /// Every property.
+    All,
+}
+
+impl Pick {
+    fn any(self) -> bool {
+        self != Self::Nothing
+    }
+
+    fn picks(self, read: bool) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Read => read,
+            Self::All => true,
+        }
+    }
 }
 
 /// The context of a decision from its attributes, as Cedar holds an evaluated one.
@@ -100,6 +176,10 @@ struct Prop {
     kind: Option<Kind>,
     /// The fact `context.derived` holds for it.
     derive: Option<(Derive, bool)>,
+    /// Whether policies read it (`context.input.NAME`) and its derived fact
+    /// (`context.derived.NAME`): see [`RecordShape::reading`].
+    read: bool,
+    read_derived: bool,
 }
 
 /// The Cedar value of a described JSON Schema.
@@ -127,6 +207,8 @@ impl RecordShape {
                     let shape = Prop {
                         kind: Kind::of(prop),
                         derive: derivation(prop),
+                        read: true,
+                        read_derived: true,
                     };
                     (name.clone(), shape)
                 })
@@ -136,6 +218,29 @@ impl RecordShape {
                 .filter(|name| props.get(*name).is_some_and(|p| described(p) && !nullable(p)))
                 .map(str::to_owned)
                 .collect(),
+        }
+    }
+
+    /// Marks which properties an action's policies read, for [`Pick::Read`]: `input` of
+    /// the name reads `context.input.NAME`, `derived` reads `context.derived.NAME`.
+    pub(crate) fn reading(mut self, input: impl Fn(&str) -> bool, derived: impl Fn(&str) -> bool) -> Self {
+        for (name, prop) in &mut self.props {
+            prop.read = input(name);
+            prop.read_derived = derived(name);
+        }
+        self
+    }
+
+    /// Whether input field `name` has a derived fact (its value has a domain or host).
+    pub(crate) fn has_fact(&self, value: &Value, name: &str) -> bool {
+        let Some((derive, _)) = self.props.get(name).and_then(|p| p.derive) else {
+            return false;
+        };
+        let one = |s: &str| derive.of(s).is_some();
+        match value.get(name) {
+            Some(Value::String(s)) => one(s),
+            Some(Value::Array(items)) => items.iter().all(|i| i.as_str().is_some_and(one)),
+            _ => false,
         }
     }
 }
@@ -173,15 +278,9 @@ fn nullable(schema: &Value) -> bool {
         .is_some_and(|ts| ts.iter().any(|t| t == "null"))
 }
 
-/// An object's described properties as a Cedar record, with only the properties `read`
-/// names built; the others are checked all the same, so that what is refused does not
-/// depend on what the policies read. With `build` false, nothing is built (`None`).
-fn record(
-    value: &Value,
-    shape: &RecordShape,
-    read: &dyn Fn(&str) -> bool,
-    build: bool,
-) -> Result<Option<CedarValue>, Unrepresentable> {
+/// A nested object's described properties as a Cedar record (`None` when `build` is
+/// false: only checked).
+fn record(value: &Value, shape: &RecordShape, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
     let mut fields = Attributes::new();
     let Some(obj) = value.as_object() else {
         return Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)));
@@ -193,18 +292,21 @@ fn record(
         if v.is_null() {
             continue;
         }
-        let c = convert(v, kind, build && read(k)).map_err(|e| e.within(k))?;
-        if let Some(c) = c {
-            // The keys come from a JSON object, so none repeats.
+        if let Some(c) = convert(v, kind, build).map_err(|e| e.within(k))? {
             fields.insert(SmolStr::new(k), c);
         }
     }
-    for name in &shape.required {
-        if obj.get(name).is_none_or(Value::is_null) {
-            return Err(Unrepresentable::new("is required but missing").within(name.as_str()));
-        }
-    }
+    required(obj, shape)?;
     Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)))
+}
+
+/// A required attribute that is missing (the catalog's validation rules it out), so that
+/// the record always fits the schema.
+fn required(obj: &Map<String, Value>, shape: &RecordShape) -> Result<(), Unrepresentable> {
+    match shape.required.iter().find(|name| obj.get(*name).is_none_or(Value::is_null)) {
+        Some(name) => Err(Unrepresentable::new("is required but missing").within(name.as_str())),
+        None => Ok(()),
+    }
 }
 
 /// A non-null value of a described schema as a Cedar value (`None` when `build` is false:
@@ -242,7 +344,7 @@ fn convert(value: &Value, kind: &Kind, build: bool) -> Result<Option<CedarValue>
             }
             build.then(|| CedarValue::set(built, None))
         }
-        (Value::Object(_), Kind::Record(shape)) => record(value, shape, &|_| true, build)?,
+        (Value::Object(_), Kind::Record(shape)) => record(value, shape, build)?,
         _ => return Err(Unrepresentable::new("does not have the type its schema gives")),
     })
 }
@@ -328,35 +430,18 @@ fn decimal(n: &serde_json::Number) -> Option<String> {
     Some(format!("{whole}.{frac}"))
 }
 
-/// Facts Cedar can't compute itself, derived from the canonical input: the domain of
-/// each `format: email` field and the host of each `format: uri` field, as
-/// `context.derived.FIELD.domain` / `.domains` (for arrays) and `.host` / `.hosts`.
-pub(crate) fn derived(value: &Value, shape: &RecordShape) -> Map<String, Value> {
-    let mut out = Map::new();
-    let Some(obj) = value.as_object() else {
-        return out;
-    };
-    for (k, v) in obj {
-        let Some((kind, _)) = shape.props.get(k).and_then(|p| p.derive) else {
-            continue;
-        };
-        let single = |s: &str| match kind {
-            Derive::Domain => email_domain(s),
-            Derive::Host => uri_host(s),
-        };
-        let entry = match v {
-            Value::String(s) => single(s).map(|d| json!({ kind.single(): d })),
-            Value::Array(items) => {
-                let all: Option<Vec<String>> = items.iter().map(|i| i.as_str().and_then(single)).collect();
-                all.map(|d| json!({ kind.plural(): d }))
-            }
-            _ => None,
-        };
-        if let Some(e) = entry {
-            out.insert(k.clone(), e);
+/// The `context.derived` entry of one value: `{domain}` / `{host}` of a string, or
+/// `{domains}` / `{hosts}` of an array whose every item has one; `None` otherwise.
+fn fact(value: &Value, derive: Derive) -> Option<CedarValue> {
+    let one = |s: &str| derive.of(s).map(|d| CedarValue::from(d.to_ascii_lowercase()));
+    match value {
+        Value::String(s) => Some(fixed_record([(derive.single(), one(s)?)])),
+        Value::Array(items) => {
+            let all = items.iter().map(|i| i.as_str().and_then(one)).collect::<Option<Vec<_>>>()?;
+            Some(fixed_record([(derive.plural(), CedarValue::set(all, None))]))
         }
+        _ => None,
     }
-    out
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -366,6 +451,15 @@ pub(crate) enum Derive {
 }
 
 impl Derive {
+    /// The domain of an email address or the host of a URI, as written (the fact is its
+    /// lowercase form).
+    fn of(self, s: &str) -> Option<&str> {
+        match self {
+            Self::Domain => email_domain(s),
+            Self::Host => uri_host(s),
+        }
+    }
+
     pub(crate) fn single(self) -> &'static str {
         match self {
             Self::Domain => "domain",
@@ -395,21 +489,21 @@ pub(crate) fn derivation(prop: &Value) -> Option<(Derive, bool)> {
     Some((kind, array))
 }
 
-fn email_domain(s: &str) -> Option<String> {
+fn email_domain(s: &str) -> Option<&str> {
     let (_, domain) = s.rsplit_once('@')?;
-    (!domain.is_empty()).then(|| domain.trim_end_matches('.').to_ascii_lowercase())
+    (!domain.is_empty()).then(|| domain.trim_end_matches('.'))
 }
 
-fn uri_host(s: &str) -> Option<String> {
+fn uri_host(s: &str) -> Option<&str> {
     let (_, rest) = s.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if host_port.starts_with('[') {
-        host_port.split_once(']').map(|(h, _)| format!("{h}]"))?
+        host_port.get(..=host_port.find(']')?)?
     } else {
-        host_port.split(':').next()?.to_owned()
+        host_port.split(':').next()?
     };
-    (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
+    (!host.is_empty()).then(|| host.trim_end_matches('.'))
 }
 
 /// `context.now`: the decision time as Unix seconds, the UTC hour (0–23), the ISO weekday
@@ -568,7 +662,7 @@ mod tests {
         let refused = |extra: Value| {
             let mut v = json!({"id": "x"});
             v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            input(&v, &RecordShape::of(&schema), |_| true)
+            from_input(&v, &RecordShape::of(&schema), Pick::All, Pick::All)
                 .err()
                 .map(|e| e.pointer())
         };
@@ -587,7 +681,7 @@ mod tests {
             Some("/meta/a~1b")
         );
         assert_eq!(
-            input(&json!({}), &RecordShape::of(&schema), |_| true)
+            from_input(&json!({}), &RecordShape::of(&schema), Pick::Nothing, Pick::Nothing)
                 .err()
                 .map(|e| e.pointer())
                 .as_deref(),
@@ -600,12 +694,33 @@ mod tests {
         let schema = json!({"type": "object", "properties": {
             "to": {"type": "array", "items": {"type": "string", "format": "email"}},
             "cc": {"type": "string", "format": "email"},
-            "link": {"type": "string", "format": "uri"}
+            "link": {"type": "string", "format": "uri"},
+            "v6": {"type": "string", "format": "uri"},
+            "urn": {"type": "string", "format": "uri"},
+            "bad": {"type": "array", "items": {"type": "string", "format": "email"}}
         }});
-        let v = json!({"to": ["a@example.com", "b@Partner.org"], "cc": "c@x.io", "link": "https://user@Docs.Example.com:8443/p?q"});
-        let d = derived(&v, &RecordShape::of(&schema));
-        assert_eq!(d["to"], json!({"domains": ["example.com", "partner.org"]}));
-        assert_eq!(d["cc"], json!({"domain": "x.io"}));
-        assert_eq!(d["link"], json!({"host": "docs.example.com"}));
+        let shape = RecordShape::of(&schema);
+        let v = json!({
+            "to": ["a@example.com", "b@Partner.org"], "cc": "c@x.io.",
+            "link": "https://user@Docs.Example.com:8443/p?q", "v6": "http://[::1]:80/x",
+            "urn": "urn:isbn:0451450523", "bad": ["a@example.com", "nobody"]
+        });
+        let built = |input, derived| from_input(&v, &shape, input, derived).unwrap();
+        let all = built(Pick::Nothing, Pick::All);
+        let expected = restricted(&json!({
+            "to": {"domains": ["example.com", "partner.org"]}, "cc": {"domain": "x.io"},
+            "link": {"host": "docs.example.com"}, "v6": {"host": "[::1]"}
+        }))
+        .unwrap();
+        assert_eq!(all.derived, Some(expected));
+        assert!(all.input.is_none());
+        for (name, has) in [("to", true), ("cc", true), ("link", true), ("v6", true), ("urn", false), ("bad", false)] {
+            assert_eq!(shape.has_fact(&v, name), has, "{name}");
+        }
+        // Only what the policies read is built.
+        let shape = RecordShape::of(&schema).reading(|k| k == "cc", |k| k == "link");
+        let read = from_input(&v, &shape, Pick::Read, Pick::Read).unwrap();
+        assert_eq!(read.input, Some(restricted(&json!({"cc": "c@x.io."})).unwrap()));
+        assert_eq!(read.derived, Some(restricted(&json!({"link": {"host": "docs.example.com"}})).unwrap()));
     }
 }

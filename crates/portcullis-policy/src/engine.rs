@@ -17,7 +17,7 @@ use portcullis_core::{AgentId, ApprovalSpec, Decision, Diagnostic, Effect, line_
 use portcullis_redact::detect::JsonFinding;
 
 use crate::authorize::{Compiled, Verdict};
-use crate::context::{self, RecordShape, derivation};
+use crate::context::{self, Pick, RecordShape, derivation};
 use crate::counters::{self, CounterSpec, CounterState};
 use crate::entities::{self, AgentEntity, EntityDecl};
 use crate::permitted::Permitted;
@@ -123,8 +123,9 @@ impl Shape {
             counters: counters.get(def.name.as_str()).cloned().unwrap_or_default(),
             action_uid: uid("Action", def.name.as_str()).ok(),
             resource_type: EntityTypeName::from_str(&def.resource.entity_type).ok(),
+            input: RecordShape::of(&def.input_schema)
+                .reading(|k| reads.reads_field("input", k), |k| reads.reads_field("derived", k)),
             reads,
-            input: RecordShape::of(&def.input_schema),
         }
     }
 
@@ -138,7 +139,7 @@ impl Shape {
     ///   same JSON Schema, or fails; `now` and `findings` have fixed shapes.
     /// - `derived`: its types follow the input's, which was validated against this action
     ///   (`ValidInput` names it); an entry the schema requires can still be missing, when
-    ///   a valid value has no domain or host (a `urn:` URI).
+    ///   a valid value has no domain or host (a `urn:` URI), which is looked for here.
     /// - `counters` and `provenance` come from the caller: each counter must be one of the
     ///   action's quotas, of its kind, with every quota that applies to all agents there; and
     ///   each input field with a provenance mark one of the action's fields.
@@ -148,12 +149,17 @@ impl Shape {
         &self,
         action: &ActionDef,
         input: &ValidInput,
-        derived: &Map<String, Value>,
         counters: &[CounterState],
         provenance: &InputProvenance,
     ) -> bool {
         let own = std::ptr::eq(Arc::as_ptr(&self.def), action) && input.action() == &action.name;
-        let derived_ok = self.derived_required.iter().all(|f| derived.contains_key(f));
+        if !own {
+            return false;
+        }
+        let derived_ok = self
+            .derived_required
+            .iter()
+            .all(|f| self.input.has_fact(input.value(), f));
         let quota = |c: &CounterState| self.counters.iter().any(|s| s.name == c.name && s.sum == c.sum);
         let counters_ok = counters.iter().all(quota)
             && self
@@ -165,7 +171,7 @@ impl Shape {
         let marked_ok = provenance
             .marked_fields()
             .all(|k| fields.is_some_and(|f| f.contains_key(&k)));
-        own && derived_ok && counters_ok && marked_ok
+        derived_ok && counters_ok && marked_ok
     }
 }
 
@@ -528,8 +534,7 @@ impl PolicyEngine {
                 &compiled
             }
         };
-        let derived = context::derived(input.value(), input_shape);
-        let fits = shape.is_some_and(|s| s.fits(action, input, &derived, facts.counters, facts.provenance));
+        let fits = shape.is_some_and(|s| s.fits(action, input, facts.counters, facts.provenance));
         // The schema check in `Request::new` cost a fifth of a decision. It only checks (the
         // request and its context are the same with or without it), so skipping it where it
         // can't fail changes no decision: `fits` shows the principal, action and resource
@@ -540,29 +545,26 @@ impl PolicyEngine {
         // A checked context holds every attribute the schema wants; one that skips the
         // check holds only what the action's policies read, which can't change a decision.
         let everything = Reads::everything();
-        let reads = match (schema, shape) {
-            (None, Some(shape)) => &shape.reads,
-            _ => &everything,
-        };
-        let build = |reads: &Reads| {
+        let build = |pruned: bool| {
+            let (reads, pick) = match shape {
+                // `input_shape` is then the action's own, marked with what its policies read.
+                Some(shape) if pruned && std::ptr::eq(input_shape, &shape.input) => (&shape.reads, Pick::Read),
+                _ => (&everything, Pick::All),
+            };
             let attribute = |name: &str, value: &Value| {
                 context::restricted_picking(value, &|k| reads.reads_field(name, k))
                     .map_err(|e| format!("the input can't be evaluated by policy: {e}"))
             };
+            let part = |name: &str| if reads.reads(name) { pick } else { Pick::Nothing };
+            // Refused or not whatever the policies read: every input field is checked.
+            let built = context::from_input(input.value(), input_shape, part("input"), part("derived"))
+                .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
             let mut attributes = context::Attributes::new();
-            if reads.reads("input") {
-                let record = context::input(input.value(), input_shape, |k| reads.reads_field("input", k));
-                attributes.insert(
-                    "input".into(),
-                    record.map_err(|e| format!("the input can't be evaluated by policy: {e}"))?,
-                );
-            } else {
-                // Refused or not whatever the policies read.
-                context::input(input.value(), input_shape, |_| false)
-                    .map_err(|e| format!("the input can't be evaluated by policy: {e}"))?;
+            if let Some(record) = built.input {
+                attributes.insert("input".into(), record);
             }
-            if reads.reads("derived") {
-                attributes.insert("derived".into(), attribute("derived", &Value::Object(derived.clone()))?);
+            if let Some(record) = built.derived {
+                attributes.insert("derived".into(), record);
             }
             if reads.reads("now") {
                 attributes.insert("now".into(), context::now(facts.now, |k| reads.reads_field("now", k)));
@@ -588,15 +590,15 @@ impl PolicyEngine {
         // decided too, over the compiled policies, and Cedar's authorizer decides the
         // checked one: the two must agree.
         let pruned = match shape {
-            Some(shape) if always_check && fits => Some((
-                build(&shape.reads)?,
+            Some(_) if always_check && fits => Some((
+                build(true)?,
                 principal.clone(),
                 action_uid.clone(),
                 resource.clone(),
             )),
             _ => None,
         };
-        let request = Request::new(principal, action_uid, resource, build(reads)?, schema)
+        let request = Request::new(principal, action_uid, resource, build(schema.is_none())?, schema)
             .map_err(|e| format!("the request can't be evaluated by policy: {}", one_line(&e.to_string())))?;
         let with_claims = claims.map(|c| self.entities_with(agent, c)).transpose()?;
         let entities = with_claims.as_ref().unwrap_or(&self.entities);
@@ -1218,8 +1220,7 @@ unless { context.input has tags && context.input.tags.contains("spam") };
                 provenance: &provenance,
                 now: time::OffsetDateTime::UNIX_EPOCH,
             };
-            let derived = context::derived(input.value(), &RecordShape::of(&action.input_schema));
-            let fits = engine.shapes["links.post"].fits(action, &input, &derived, counters, &provenance);
+            let fits = engine.shapes["links.post"].fits(action, &input, counters, &provenance);
             let checked = engine
                 .evaluate(&agent, None, action, &input, &facts, true)
                 .unwrap_or_else(Decision::gateway_deny);
