@@ -24,18 +24,52 @@ pub(crate) struct Compiled {
     forbid: bool,
     /// The policy itself, for its slot values (none for a static policy).
     policy: ast::Policy,
-    /// `Policy::condition`, built once.
+    /// What the policy's effect applies under, built once (see [`Compiled::new`]).
     condition: ast::Expr,
 }
 
 impl Compiled {
+    /// `policy`, for a request with any action.
     pub(crate) fn of(policy: &Policy) -> Self {
+        Self::new(policy, false)
+    }
+
+    /// `policy`, for requests whose action its action scope is known to admit (an action
+    /// it names): the scope's test is then true and left out of the condition.
+    pub(crate) fn admitting(policy: &Policy) -> Self {
+        Self::new(policy, true)
+    }
+
+    /// The condition is Cedar's (`principal` scope `&&` `action` scope `&&` `resource`
+    /// scope `&&` the `when`/`unless` clauses), without the parts that are true whatever
+    /// the request: an unconstrained scope, and the action scope where it is admitted.
+    /// `true && x` is `x` (or an error when `x` is not a boolean, which a policy not
+    /// evaluating to a boolean is here too).
+    fn new(policy: &Policy, action_admitted: bool) -> Self {
         let core: &ast::Policy = policy.as_ref();
+        let principal = core.principal_constraint();
+        let resource = core.resource_constraint();
+        let scope = [
+            (*principal.as_inner() != ast::PrincipalOrResourceConstraint::Any).then(|| principal.as_expr()),
+            (!action_admitted && *core.action_constraint() != ast::ActionConstraint::Any)
+                .then(|| core.action_constraint().as_expr()),
+            (*resource.as_inner() != ast::PrincipalOrResourceConstraint::Any).then(|| resource.as_expr()),
+        ];
+        let parts: Vec<ast::Expr> = scope
+            .into_iter()
+            .flatten()
+            .chain(core.non_scope_constraints().cloned())
+            .collect();
+        let condition = parts
+            .into_iter()
+            .rev()
+            .reduce(|rest, part| ast::Expr::and(part, rest))
+            .unwrap_or_else(|| ast::Expr::val(true));
         Self {
             id: policy.id().clone(),
             forbid: policy.effect() == cedar_policy::Effect::Forbid,
             policy: core.clone(),
-            condition: core.condition(),
+            condition,
         }
     }
 }
@@ -185,5 +219,59 @@ mod tests {
         ] {
             assert!(!base.agrees_with(&other), "{other:?}");
         }
+    }
+
+    /// A condition without its true parts decides the same: unconstrained scopes, and an
+    /// action scope for an action it names.
+    #[test]
+    fn leaving_out_the_scope_tests_that_are_true_changes_no_decision() {
+        let set = PolicySet::from_str(
+            r#"permit (principal, action, resource);
+              permit (principal == Agent::"a", action == Action::"go", resource);
+              forbid (principal, action in [Action::"go", Action::"stop"], resource == Repo::"frozen");
+              permit (principal, action == Action::"go", resource) when { context.n > 1 };
+              forbid (principal == Agent::"b", action, resource) unless { context.n < 10 };"#,
+        )
+        .unwrap();
+        let full: Vec<Compiled> = set.policies().map(Compiled::of).collect();
+        let admitting: Vec<Compiled> = set
+            .policies()
+            .map(|p| {
+                if p.action_constraint() == cedar_policy::ActionConstraint::Any {
+                    Compiled::of(p)
+                } else {
+                    Compiled::admitting(p)
+                }
+            })
+            .collect();
+        let uid = |t: &str, id: &str| EntityUid::from_str(&format!("{t}::\"{id}\"")).unwrap();
+        let mut decided = BTreeSet::new();
+        for agent in ["a", "b", "c"] {
+            for repo in ["frozen", "open"] {
+                for n in [0, 5, 20] {
+                    let context = Context::from_pairs([("n".to_owned(), RestrictedExpression::new_long(n))]).unwrap();
+                    let request = Request::new(
+                        uid("Agent", agent),
+                        uid("Action", "go"),
+                        uid("Repo", repo),
+                        context,
+                        None,
+                    )
+                    .unwrap();
+                    let cedar =
+                        Verdict::of_response(&Authorizer::new().is_authorized(&request, &set, &Entities::empty()));
+                    for compiled in [&full, &admitting] {
+                        let ours = Verdict::of(compiled, &request, &Entities::empty());
+                        assert!(
+                            ours.agrees_with(&cedar),
+                            "{agent} {repo} {n}: {ours:?} against {cedar:?}"
+                        );
+                    }
+                    decided.insert((cedar.allow, cedar.determining.len()));
+                }
+            }
+        }
+        // The requests reach allows and denials by several policies or none.
+        assert!(decided.len() >= 3, "{decided:?}");
     }
 }

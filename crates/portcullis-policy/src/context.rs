@@ -303,7 +303,11 @@ fn record(value: &Value, shape: &RecordShape, build: bool) -> Result<Option<Ceda
 /// A required attribute that is missing (the catalog's validation rules it out), so that
 /// the record always fits the schema.
 fn required(obj: &Map<String, Value>, shape: &RecordShape) -> Result<(), Unrepresentable> {
-    match shape.required.iter().find(|name| obj.get(*name).is_none_or(Value::is_null)) {
+    match shape
+        .required
+        .iter()
+        .find(|name| obj.get(*name).is_none_or(Value::is_null))
+    {
         Some(name) => Err(Unrepresentable::new("is required but missing").within(name.as_str())),
         None => Ok(()),
     }
@@ -437,7 +441,10 @@ fn fact(value: &Value, derive: Derive) -> Option<CedarValue> {
     match value {
         Value::String(s) => Some(fixed_record([(derive.single(), one(s)?)])),
         Value::Array(items) => {
-            let all = items.iter().map(|i| i.as_str().and_then(one)).collect::<Option<Vec<_>>>()?;
+            let all = items
+                .iter()
+                .map(|i| i.as_str().and_then(one))
+                .collect::<Option<Vec<_>>>()?;
             Some(fixed_record([(derive.plural(), CedarValue::set(all, None))]))
         }
         _ => None,
@@ -714,13 +721,23 @@ mod tests {
         .unwrap();
         assert_eq!(all.derived, Some(expected));
         assert!(all.input.is_none());
-        for (name, has) in [("to", true), ("cc", true), ("link", true), ("v6", true), ("urn", false), ("bad", false)] {
+        for (name, has) in [
+            ("to", true),
+            ("cc", true),
+            ("link", true),
+            ("v6", true),
+            ("urn", false),
+            ("bad", false),
+        ] {
             assert_eq!(shape.has_fact(&v, name), has, "{name}");
         }
         // Only what the policies read is built.
         let shape = RecordShape::of(&schema).reading(|k| k == "cc", |k| k == "link");
         let read = from_input(&v, &shape, Pick::Read, Pick::Read).unwrap();
         assert_eq!(read.input, Some(restricted(&json!({"cc": "c@x.io."})).unwrap()));
-        assert_eq!(read.derived, Some(restricted(&json!({"link": {"host": "docs.example.com"}})).unwrap()));
+        assert_eq!(
+            read.derived,
+            Some(restricted(&json!({"link": {"host": "docs.example.com"}})).unwrap())
+        );
     }
 }

@@ -590,12 +590,9 @@ impl PolicyEngine {
         // decided too, over the compiled policies, and Cedar's authorizer decides the
         // checked one: the two must agree.
         let pruned = match shape {
-            Some(_) if always_check && fits => Some((
-                build(true)?,
-                principal.clone(),
-                action_uid.clone(),
-                resource.clone(),
-            )),
+            Some(_) if always_check && fits => {
+                Some((build(true)?, principal.clone(), action_uid.clone(), resource.clone()))
+            }
             _ => None,
         };
         let request = Request::new(principal, action_uid, resource, build(schema.is_none())?, schema)
@@ -754,7 +751,8 @@ impl PolicyEngine {
 /// an action of the catalog (conservatively: it could be a group). Without this, every
 /// decision would walk every policy of every action.
 fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String, Applicable> {
-    let mut applicable: HashMap<EntityUid, Vec<Policy>> = catalog
+    // Each policy with whether its action scope names the action (and so admits it).
+    let mut applicable: HashMap<EntityUid, Vec<(Policy, bool)>> = catalog
         .iter()
         .filter_map(|a| uid("Action", a.name.as_str()).ok())
         .map(|u| (u, Vec::new()))
@@ -772,20 +770,29 @@ fn policies_by_action(policies: &PolicySet, catalog: &Catalog) -> HashMap<String
             Some(actions) => {
                 for action in actions {
                     if let Some(list) = applicable.get_mut(&action) {
-                        list.push(policy.clone());
+                        list.push((policy.clone(), true));
                     }
                 }
             }
-            None => everywhere.push(policy.clone()),
+            None => everywhere.push((policy.clone(), false)),
         }
     }
     applicable
         .into_iter()
         .filter_map(|(action, mut list)| {
             list.extend(everywhere.iter().cloned());
-            let compiled = list.iter().map(Compiled::of).collect();
+            let compiled = list
+                .iter()
+                .map(|(p, named)| {
+                    if *named {
+                        Compiled::admitting(p)
+                    } else {
+                        Compiled::of(p)
+                    }
+                })
+                .collect();
             // A set that can't be rebuilt falls back to all of them (no entry).
-            let set = PolicySet::from_policies(list).ok()?;
+            let set = PolicySet::from_policies(list.into_iter().map(|(p, _)| p)).ok()?;
             Some((action.id().unescaped().to_owned(), Applicable { set, compiled }))
         })
         .collect()
