@@ -86,6 +86,7 @@ pub(crate) fn from_input(
 ) -> Result<Built, Unrepresentable> {
     let mut fields = Attributes::new();
     let mut facts = Attributes::new();
+    let mut required_present = 0;
     let record = |attributes| CedarValue::record_arc(Arc::new(attributes), None);
     let Some(obj) = value.as_object() else {
         return Ok(Built {
@@ -100,6 +101,7 @@ pub(crate) fn from_input(
         if v.is_null() {
             continue;
         }
+        required_present += usize::from(prop.required);
         if let Some(kind) = &prop.kind
             && let Some(c) = convert(v, kind, input.picks(prop.read)).map_err(|e| e.within(k))?
         {
@@ -113,7 +115,7 @@ pub(crate) fn from_input(
             facts.insert(SmolStr::new(k), fact);
         }
     }
-    required(obj, shape)?;
+    required(obj, shape, required_present)?;
     Ok(Built {
         input: input.any().then(|| record(fields)),
         derived: derived.any().then(|| record(facts)),
@@ -178,6 +180,8 @@ struct Prop {
     kind: Option<Kind>,
     /// The fact `context.derived` holds for it.
     derive: Option<(Derive, bool)>,
+    /// Whether it is one of the record's `required` properties.
+    required: bool,
     /// Whether policies read it (`context.input.NAME`) and its derived fact
     /// (`context.derived.NAME`): see [`RecordShape::reading`].
     read: bool,
@@ -201,7 +205,17 @@ impl RecordShape {
         let Some(Value::Object(props)) = schema.get("properties") else {
             return Self::default();
         };
-        let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|name| props.get(*name).is_some_and(|p| described(p) && !nullable(p)))
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         Self {
             props: props
                 .iter()
@@ -209,17 +223,14 @@ impl RecordShape {
                     let shape = Prop {
                         kind: Kind::of(prop),
                         derive: derivation(prop),
+                        required: required.contains(name),
                         read: true,
                         read_derived: true,
                     };
                     (name.clone(), shape)
                 })
                 .collect(),
-            required: required
-                .filter_map(Value::as_str)
-                .filter(|name| props.get(*name).is_some_and(|p| described(p) && !nullable(p)))
-                .map(str::to_owned)
-                .collect(),
+            required,
         }
     }
 
@@ -284,27 +295,36 @@ fn nullable(schema: &Value) -> bool {
 /// false: only checked).
 fn record(value: &Value, shape: &RecordShape, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
     let mut fields = Attributes::new();
+    let mut required_present = 0;
     let Some(obj) = value.as_object() else {
         return Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)));
     };
     for (k, v) in obj {
-        let Some(kind) = shape.props.get(k).and_then(|p| p.kind.as_ref()) else {
+        let Some(prop) = shape.props.get(k) else {
             continue;
         };
         if v.is_null() {
             continue;
         }
+        required_present += usize::from(prop.required);
+        let Some(kind) = &prop.kind else {
+            continue;
+        };
         if let Some(c) = convert(v, kind, build).map_err(|e| e.within(k))? {
             fields.insert(SmolStr::new(k), c);
         }
     }
-    required(obj, shape)?;
+    required(obj, shape, required_present)?;
     Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)))
 }
 
 /// A required attribute that is missing (the catalog's validation rules it out), so that
-/// the record always fits the schema.
-fn required(obj: &Map<String, Value>, shape: &RecordShape) -> Result<(), Unrepresentable> {
+/// the record always fits the schema. `present` counts the required properties seen with a
+/// value: when that is all of them, nothing is looked up.
+fn required(obj: &Map<String, Value>, shape: &RecordShape, present: usize) -> Result<(), Unrepresentable> {
+    if present == shape.required.len() {
+        return Ok(());
+    }
     match shape
         .required
         .iter()
