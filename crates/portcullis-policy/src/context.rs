@@ -292,30 +292,10 @@ fn nullable(schema: &Value) -> bool {
 }
 
 /// A nested object's described properties as a Cedar record (`None` when `build` is
-/// false: only checked).
+/// false: only checked). Derived facts are only of the input's own fields.
 fn record(value: &Value, shape: &RecordShape, build: bool) -> Result<Option<CedarValue>, Unrepresentable> {
-    let mut fields = Attributes::new();
-    let mut required_present = 0;
-    let Some(obj) = value.as_object() else {
-        return Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)));
-    };
-    for (k, v) in obj {
-        let Some(prop) = shape.props.get(k) else {
-            continue;
-        };
-        if v.is_null() {
-            continue;
-        }
-        required_present += usize::from(prop.required);
-        let Some(kind) = &prop.kind else {
-            continue;
-        };
-        if let Some(c) = convert(v, kind, build).map_err(|e| e.within(k))? {
-            fields.insert(SmolStr::new(k), c);
-        }
-    }
-    required(obj, shape, required_present)?;
-    Ok(build.then(|| CedarValue::record_arc(Arc::new(fields), None)))
+    let input = if build { Pick::All } else { Pick::Nothing };
+    from_input(value, shape, input, Pick::Nothing).map(|built| built.input)
 }
 
 /// A required attribute that is missing (the catalog's validation rules it out), so that
