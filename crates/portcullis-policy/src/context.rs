@@ -244,6 +244,11 @@ impl RecordShape {
         self
     }
 
+    /// Whether `name` is one of the schema's `properties`.
+    pub(crate) fn has_property(&self, name: &str) -> bool {
+        self.props.contains_key(name)
+    }
+
     /// Whether input field `name` has a derived fact (its value has a domain or host).
     pub(crate) fn has_fact(&self, value: &Value, name: &str) -> bool {
         let Some((derive, _)) = self.props.get(name).and_then(|p| p.derive) else {

@@ -167,10 +167,7 @@ impl Shape {
                 .iter()
                 .filter(|s| s.always)
                 .all(|s| counters.iter().any(|c| c.name == s.name));
-        let fields = action.input_schema.get("properties").and_then(Value::as_object);
-        let marked_ok = provenance
-            .marked_fields()
-            .all(|k| fields.is_some_and(|f| f.contains_key(&k)));
+        let marked_ok = provenance.marked_fields().all(|k| self.input.has_property(&k));
         derived_ok && counters_ok && marked_ok
     }
 }
