@@ -778,7 +778,7 @@ impl Gateway {
     /// same store may be executing right now, and its intents are younger than that bound.
     /// Runs at start-up and then every second with the hold sweep.
     async fn settle_interrupted_intents(&self) {
-        let executing = match self.store().intents_in_state(IntentStatus::Executing.as_str()).await {
+        let executing = match self.store().executing_intents().await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "could not list interrupted intents");

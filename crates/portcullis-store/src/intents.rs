@@ -351,24 +351,27 @@ impl Store {
 }
 
 impl Store {
-    /// Every intent whose status is `status`, oldest first.
+    /// Every intent whose status is `executing`, oldest first.
+    ///
+    /// The status is written into the query, not bound: only then can either backend use
+    /// the partial index `intents_executing`, which holds just these rows.
     ///
     /// # Errors
     /// When the query fails or a stored row is unreadable.
-    pub async fn intents_in_state(&self, status: &str) -> Result<Vec<IntentRecord>, StoreError> {
-        const CONTEXT: &str = "listing intents by status";
-        let rows: Vec<IntentRow> = on_pool!(self, |pool| sqlx::query_as(concat!(
-            "SELECT ",
-            intent_columns!(),
-            " FROM intents WHERE status = $1 ORDER BY created_at, id"
-        ))
-        .bind(status)
-        .fetch_all(pool)
-        .await)
-        .map_err(StoreError::db(CONTEXT))?;
+    pub async fn executing_intents(&self) -> Result<Vec<IntentRecord>, StoreError> {
+        const CONTEXT: &str = "listing executing intents";
+        let rows: Vec<IntentRow> = on_pool!(self, |pool| sqlx::query_as(EXECUTING_INTENTS).fetch_all(pool).await)
+            .map_err(StoreError::db(CONTEXT))?;
         rows.into_iter().map(|row| intent_record(CONTEXT, row)).collect()
     }
 }
+
+/// The query of [`Store::executing_intents`], public so that its plan can be checked.
+pub const EXECUTING_INTENTS: &str = concat!(
+    "SELECT ",
+    intent_columns!(),
+    " FROM intents WHERE status = 'executing' ORDER BY created_at, id"
+);
 
 fn intent_record(context: &'static str, row: IntentRow) -> Result<IntentRecord, StoreError> {
     let (id, agent, action, payload_sha256, idempotency_key, status, response, created_at, updated_at) = row;

@@ -84,7 +84,7 @@ pub use chain::{AuditProblem, GENESIS_HASH, MAX_REPORTED_PROBLEMS, VerifyReport}
 pub use checkpoint::{Checkpoint, CheckpointKey, CheckpointProblem, CheckpointReport, InclusionProof};
 pub use error::StoreError;
 pub use holds::{HoldRecord, NewHold, NewVote, Vote, VoteOutcome};
-pub use intents::{Began, Begin, IntentRecord, NewIntent};
+pub use intents::{Began, Begin, EXECUTING_INTENTS, IntentRecord, NewIntent};
 pub use limits::{Charge, Charged, CounterView};
 pub use provenance::{NewValues, ProvenanceLimits, SeenValue};
 pub use schema::SCHEMA_VERSION;

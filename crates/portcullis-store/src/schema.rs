@@ -18,6 +18,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0006_audit_checkpoints.sql"),
     include_str!("../migrations/sqlite/0007_audit_by_intent.sql"),
     include_str!("../migrations/sqlite/0008_provenance.sql"),
+    include_str!("../migrations/sqlite/0009_intents_executing.sql"),
 ];
 
 /// PostgreSQL's migrations, numbered like SQLite's.
@@ -30,6 +31,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0006_audit_checkpoints.sql"),
     include_str!("../migrations/postgres/0007_audit_by_intent.sql"),
     include_str!("../migrations/postgres/0008_provenance.sql"),
+    include_str!("../migrations/postgres/0009_intents_executing.sql"),
 ];
 
 const _: () = assert!(

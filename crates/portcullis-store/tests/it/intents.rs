@@ -3,10 +3,11 @@
 use std::collections::HashSet;
 
 use portcullis_core::{ActionName, AgentId, IntentId, sha256_hex};
-use portcullis_store::{Begin, NewIntent, StoreError};
+use portcullis_store::{Begin, EXECUTING_INTENTS, NewIntent, StoreError};
 use serde_json::json;
+use sqlx::AssertSqlSafe;
 
-use crate::support::TestDb;
+use crate::support::{Raw, TestDb};
 
 fn new_intent(id: u8, agent: &str, key: Option<&str>) -> NewIntent {
     NewIntent {
@@ -391,3 +392,73 @@ async fn concurrent_conditional_moves_take_once(db: TestDb) {
     assert_eq!(record.response, json!({"by": moved[0].0}));
 }
 on_both!(concurrent_conditional_moves_take_once);
+
+/// Only intents executing now are listed (the recovery loop's query), oldest first, and the
+/// query is answered from the partial index `intents_executing`, not by a scan of every
+/// intent ever recorded.
+async fn executing_intents_are_listed_from_their_index(db: TestDb) {
+    let store = db.open().await;
+    let mut ids = Vec::new();
+    for (i, status) in [
+        (10u8, "executing"),
+        (11, "pending_approval"),
+        (12, "executing"),
+        (13, "denied"),
+        (14, "executing"),
+    ] {
+        let mut new = new_intent(i, "bot", None);
+        new.status = status.into();
+        assert_eq!(store.begin_intent(&new).await.unwrap(), Begin::Started);
+        ids.push(new.id);
+    }
+    // One leaves `executing`, one enters it.
+    store
+        .finish_intent(&ids[2], "executed", &json!({"done": true}))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .finish_intent_if(&ids[1], "pending_approval", "executing", &json!({}))
+            .await
+            .unwrap()
+    );
+
+    let listed = store.executing_intents().await.unwrap();
+    let got: HashSet<_> = listed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(got, HashSet::from([ids[0].clone(), ids[1].clone(), ids[4].clone()]));
+    assert_eq!(listed.len(), 3);
+    let order: Vec<_> = listed
+        .iter()
+        .map(|r| (r.created_at.clone(), r.id.to_string()))
+        .collect();
+    assert!(order.is_sorted(), "oldest first: {order:?}");
+    assert!(listed.iter().all(|r| r.status == "executing"));
+
+    let mut raw = db.raw().await;
+    let plan = match &mut raw {
+        Raw::Sqlite(conn) => sqlx::query_as::<_, (i64, i64, i64, String)>(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {EXECUTING_INTENTS}"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, _, detail)| detail)
+        .collect(),
+        Raw::Postgres(conn) => {
+            // With sequential scans priced out, the plan names the index if the query can
+            // use it at all (its condition must imply the index's).
+            sqlx::raw_sql("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("EXPLAIN {EXECUTING_INTENTS}")))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+        }
+    };
+    raw.close().await;
+    assert!(plan.iter().any(|line| line.contains("intents_executing")), "{plan:?}");
+}
+on_both!(executing_intents_are_listed_from_their_index);

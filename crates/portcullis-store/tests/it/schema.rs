@@ -52,10 +52,19 @@ async fn concurrent_first_opens_all_succeed_and_migrate_once(db: TestDb) {
         raw.integers("SELECT version FROM schema_version").await,
         [SCHEMA_VERSION]
     );
-    // The table of the newest migration (0008, provenance) is there: whoever adds a
-    // migration checks its tables here instead.
-    assert_eq!(SCHEMA_VERSION, 8, "check the newest migration's tables below");
-    assert_eq!(raw.integers("SELECT count(*) FROM provenance_values").await, [0]);
+    // What the newest migration (0009: the partial index of executing intents) made is
+    // there: whoever adds a migration checks its tables here instead.
+    assert_eq!(SCHEMA_VERSION, 9, "check the newest migration's tables below");
+    let indexes = match db.backend() {
+        Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'intents_executing'",
+        Backend::Postgres => "SELECT count(*) FROM pg_indexes WHERE indexname = 'intents_executing'",
+    };
+    assert_eq!(raw.integers(indexes).await, [1]);
+    let dropped = match db.backend() {
+        Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE name = 'intents_by_status'",
+        Backend::Postgres => "SELECT count(*) FROM pg_indexes WHERE indexname = 'intents_by_status'",
+    };
+    assert_eq!(raw.integers(dropped).await, [0]);
     raw.close().await;
     append_n(&stores[3], 2).await;
     assert!(stores[0].verify_audit().await.unwrap().ok);
